@@ -1,0 +1,50 @@
+# The two set-up commands of the README: `make run` and `make test`.
+# Both install what they need: a venv with the package, and for tests the
+# Debian tools the tests drive (sipp, Chromium).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test lint unit integration browser system-deps clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+# sipp plays the SIP trunk, Chromium the person at the page.
+system-deps:
+	@if ! command -v sipp >/dev/null || ! command -v chromium >/dev/null; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q sip-tester chromium; \
+	fi
+
+run: $(VENV)/.installed
+	$(BIN)/bridge up
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: $(VENV)/.installed-test system-deps lint
+	$(BIN)/pytest
+
+unit: $(VENV)/.installed-test
+	$(BIN)/pytest tests/unit
+
+integration: $(VENV)/.installed-test system-deps
+	$(BIN)/pytest tests/integration
+
+browser: $(VENV)/.installed-test system-deps
+	$(BIN)/pytest tests/browser
+
+clean:
+	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache

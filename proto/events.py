@@ -1,0 +1,149 @@
+"""Call lifecycle events exchanged over NATS.
+
+Every event is a frozen msgspec ``Struct`` tagged by its ``type`` field and
+carries the ``call_id`` of the browser call session it belongs to. Names are
+past tense: an event says what happened, the subject says who said it.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    """Base of every event on the bus."""
+
+    call_id: str
+    "Identifier of the call session, chosen by signaling (URL-safe, no dots)."
+
+
+# --- signaling → media (work queue) ------------------------------------------
+
+
+class CallRequested(Event, frozen=True, tag="call.requested"):
+    """A browser sent an offer; a media worker should take the call."""
+
+    offer_sdp: str
+    "The browser's WebRTC SDP offer."
+    destination: str
+    "Who to call: a number such as ``+15551234567`` or a SIP user part."
+    signaling_id: str
+    "Instance id of the signaling process holding the browser socket."
+
+
+# --- media → call subject ------------------------------------------------------
+
+
+class MediaPrepared(Event, frozen=True, tag="media.prepared"):
+    """A media worker took the call: WebRTC answered, trunk RTP port open."""
+
+    media_id: str
+    "Instance id of the media worker that owns the call's media."
+    answer_sdp: str
+    "The WebRTC SDP answer for the browser."
+    trunk_offer_sdp: str
+    "The SDP offer for the trunk (G.711 + telephone-event, PUBLIC_IP)."
+
+
+class MediaFailed(Event, frozen=True, tag="media.failed"):
+    """Media could not be prepared or broke during the call."""
+
+    code: str
+    "Error code (see ``proto.errors``)."
+    reason: str
+    "Human-readable reason, safe to show to the caller."
+
+
+class MediaConnected(Event, frozen=True, tag="media.connected"):
+    """The browser's WebRTC leg completed ICE and DTLS."""
+
+
+class IceCandidateReceived(Event, frozen=True, tag="ice.received"):
+    """The browser trickled an ICE candidate after its offer."""
+
+    candidate: str
+    "The ``candidate:`` attribute line, as the browser sent it (empty: end of candidates)."
+    sdp_mid: str | None = None
+    "The media stream identification the candidate belongs to."
+    sdp_mline_index: int | None = None
+    "The index of the m-line the candidate belongs to."
+
+
+# --- signaling → sipagent (work queue) ----------------------------------------
+
+
+class DialRequested(Event, frozen=True, tag="dial.requested"):
+    """Media is ready; a SIP agent should place the call to the trunk."""
+
+    destination: str
+    "Who to call, as in ``CallRequested``."
+    offer_sdp: str
+    "The trunk-side SDP offer built by media."
+    media_id: str
+    "Instance id of the media worker that owns the call's media."
+    signaling_id: str
+    "Instance id of the signaling process holding the browser socket."
+
+
+# --- sipagent → call subject ---------------------------------------------------
+
+
+class InviteSent(Event, frozen=True, tag="invite.sent"):
+    """The SIP agent sent the INVITE toward the trunk."""
+
+    sipagent_id: str
+    "Instance id of the SIP agent that owns the dialog."
+    request_uri: str
+    "The Request-URI of the INVITE (no credentials)."
+
+
+class ProgressReceived(Event, frozen=True, tag="progress.received"):
+    """The trunk answered with a provisional response (180 or 183)."""
+
+    status: int
+    "SIP status code of the provisional response."
+    early_sdp: str | None = None
+    "SDP answer carried by the provisional response, for early media."
+
+
+class CallAnswered(Event, frozen=True, tag="call.answered"):
+    """The trunk answered with 2xx; the dialog is confirmed."""
+
+    answer_sdp: str
+    "The trunk's SDP answer."
+
+
+# --- any service → its call subject --------------------------------------------
+
+
+class HangupRequested(Event, frozen=True, tag="hangup.requested"):
+    """A side wants the call ended (browser hung up, socket lost, media failed)."""
+
+    cause: str
+    "Why, as a cause code (see ``proto.errors``)."
+
+
+class CallEnded(Event, frozen=True, tag="call.ended"):
+    """The call is over; every service releases what it holds for it."""
+
+    cause: str
+    "Why, as a cause code (see ``proto.errors``)."
+    status: int | None = None
+    "Final SIP status that ended the call, when a SIP response did."
+    reason: str = ""
+    "Human-readable reason, e.g. ``Busy Here``, safe to show to the caller."
+
+
+AnyEvent = (
+    CallRequested
+    | MediaPrepared
+    | MediaFailed
+    | MediaConnected
+    | IceCandidateReceived
+    | DialRequested
+    | InviteSent
+    | ProgressReceived
+    | CallAnswered
+    | HangupRequested
+    | CallEnded
+)

@@ -1,0 +1,45 @@
+"""NATS subjects and queue groups, built only here.
+
+New work goes to a queue group so that any number of replicas share it.
+Everything about one call then travels on per-call subjects, one per
+producing service, so the instances that own the call subscribe to exactly
+the events they need.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+PREFIX = "bridge.v1"
+
+MEDIA_QUEUE = "media"
+"Queue group of media workers taking new calls."
+SIPAGENT_QUEUE = "sipagent"
+"Queue group of SIP agents taking new dials."
+
+Source = Literal["signaling", "media", "sipagent"]
+
+_CALL_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def _check_call_id(call_id: str) -> str:
+    # A dot or wildcard in a call id would address other calls' subjects.
+    if not _CALL_ID.match(call_id):
+        raise ValueError(f"invalid call id {call_id!r}")
+    return call_id
+
+
+def media_work() -> str:
+    """Where signaling sends ``CallRequested`` (queue group ``media``)."""
+    return f"{PREFIX}.work.media"
+
+
+def sipagent_work() -> str:
+    """Where signaling sends ``DialRequested`` (queue group ``sipagent``)."""
+    return f"{PREFIX}.work.sipagent"
+
+
+def call_events(call_id: str, source: Source) -> str:
+    """Where ``source`` publishes the events of one call."""
+    return f"{PREFIX}.call.{_check_call_id(call_id)}.{source}"

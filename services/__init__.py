@@ -1,0 +1,1 @@
+"""The bridge's processes: signaling, sipagent and media, plus what they share."""

@@ -1,0 +1,1 @@
+"""Plumbing every service uses: settings, the bus adapter, lifecycle, telemetry."""

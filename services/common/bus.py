@@ -1,0 +1,101 @@
+"""The NATS adapter: typed events in, typed events out, trace context in headers.
+
+Services never touch raw NATS messages; they publish ``proto`` events and
+receive them in handlers that run inside the sender's trace context.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+import nats
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from opentelemetry import context as otel_context
+
+from proto import codec
+from proto.events import AnyEvent
+from services.common.telemetry import extract_context, inject_headers
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[AnyEvent], Awaitable[None]]
+
+
+class Bus:
+    """One NATS connection of one service instance."""
+
+    def __init__(self, nc: Client) -> None:
+        self._nc = nc
+
+    @classmethod
+    async def connect(cls, url: str, name: str) -> Bus:
+        async def on_error(exc: Exception) -> None:
+            log.warning("nats error: %s", exc)
+
+        async def on_disconnected() -> None:
+            log.warning("nats disconnected, reconnecting")
+
+        async def on_reconnected() -> None:
+            log.info("nats reconnected")
+
+        nc = await nats.connect(
+            url,
+            name=name,
+            connect_timeout=5,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=1,
+            error_cb=on_error,
+            disconnected_cb=on_disconnected,
+            reconnected_cb=on_reconnected,
+        )
+        return cls(nc)
+
+    @property
+    def connected(self) -> bool:
+        return bool(self._nc.is_connected)
+
+    async def publish(self, subject: str, event: AnyEvent) -> None:
+        """Publish ``event``, carrying the current trace context in headers."""
+        await self._nc.publish(subject, codec.encode(event), headers=inject_headers())
+
+    async def subscribe(self, subject: str, handler: Handler, queue: str = "") -> Subscription:
+        """Call ``handler`` for each event on ``subject``, in order.
+
+        Handlers of one subscription run one at a time: a handler with long
+        work should start its own task. A message that is not a valid event is
+        logged and dropped; an exception in a handler is logged, never fatal.
+        """
+
+        async def on_message(msg: Msg) -> None:
+            try:
+                event = codec.decode(msg.data)
+            except codec.DecodeError as exc:
+                log.warning("dropped invalid event on %s: %s", msg.subject, exc)
+                return
+            token = otel_context.attach(extract_context(msg.headers))
+            try:
+                await handler(event)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("handler for %s failed on %s", type(event).__name__, msg.subject)
+            finally:
+                otel_context.detach(token)
+
+        return await self._nc.subscribe(subject, queue=queue, cb=on_message)
+
+    async def flush(self, timeout: int = 2) -> None:
+        await self._nc.flush(timeout=timeout)
+
+    async def close(self) -> None:
+        """Deliver what is pending, then close."""
+        if self._nc.is_closed:
+            return
+        try:
+            await self._nc.drain()
+        except Exception:
+            await self._nc.close()

@@ -1,0 +1,218 @@
+"""Settings from the environment, then ``.env`` (the environment wins).
+
+One struct for every service. A missing or invalid value raises
+``SettingsError`` whose message names the setting, so the process can print
+one line and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class SettingsError(ValueError):
+    """A setting is missing or invalid; the message names it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    nats_url: str = "nats://127.0.0.1:4222"
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    # The trunk: the five values of the provider guide, plus transport.
+    sip_trunk_host: str = ""
+    sip_trunk_port: int = 5060
+    sip_username: str = ""
+    sip_password: str = field(default="", repr=False)
+    sip_domain: str = ""
+    sip_transport: str = "udp"
+    sip_bind_host: str = "0.0.0.0"
+    sip_local_port: int = 0
+    public_ip: str = ""
+    default_destination: str = ""
+    invite_timeout: float = 60.0
+    setup_timeout: float = 10.0
+    rtp_bind_host: str = "0.0.0.0"
+    rtp_port_min: int = 10000
+    rtp_port_max: int = 20000
+    ice_servers: tuple[str, ...] = ()
+    ice_username: str = ""
+    ice_credential: str = field(default="", repr=False)
+    max_calls: int = 50
+    log_level: str = "INFO"
+    data_dir: str = ".data"
+    instance_id: str = ""
+    demo: bool = False
+
+    @property
+    def trunk_configured(self) -> bool:
+        return bool(self.sip_trunk_host)
+
+    @property
+    def sip_realm_domain(self) -> str:
+        """The domain of Request-URIs: SIP_DOMAIN, else the trunk host."""
+        return self.sip_domain or self.sip_trunk_host
+
+
+def parse_dotenv(text: str) -> dict[str, str]:
+    """Parse ``KEY=value`` lines; ``#`` comments, ``export`` and quotes allowed."""
+    values: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[len("export ") :].lstrip()
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise SettingsError(f".env line {number}: expected KEY=value")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        else:
+            # An unquoted value ends at an inline comment.
+            value = value.split(" #", 1)[0].rstrip()
+        values[key] = value
+    return values
+
+
+def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise SettingsError(f"{name} must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not 0 < value <= 3600:
+        raise SettingsError(f"{name} must be between 0 and 3600 seconds, got {raw}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+
+def _host(env: Mapping[str, str], name: str, default: str) -> str:
+    value = env.get(name, "").strip() or default
+    if any(c.isspace() for c in value) or "/" in value or "@" in value:
+        raise SettingsError(f"{name} must be a host name or IP address, got {value!r}")
+    return value
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, dotenv: str | Path | None = ".env"
+) -> Settings:
+    """Read settings from ``environ`` (default ``os.environ``) over ``dotenv``."""
+    env: dict[str, str] = {}
+    if dotenv is not None and Path(dotenv).is_file():
+        env.update(parse_dotenv(Path(dotenv).read_text(encoding="utf-8")))
+    env.update(os.environ if environ is None else environ)
+
+    transport = env.get("SIP_TRANSPORT", "").strip().lower() or "udp"
+    if transport not in ("udp", "tcp"):
+        if transport == "tls":
+            raise SettingsError("SIP_TRANSPORT=tls is not supported yet; use udp or tcp")
+        raise SettingsError(f"SIP_TRANSPORT must be udp or tcp, got {transport!r}")
+
+    public_ip = env.get("PUBLIC_IP", "").strip()
+    if public_ip:
+        try:
+            ipaddress.ip_address(public_ip)
+        except ValueError:
+            raise SettingsError(f"PUBLIC_IP must be an IP address, got {public_ip!r}") from None
+
+    rtp_min = _int(env, "RTP_PORT_MIN", 10000, 1024, 65534)
+    rtp_max = _int(env, "RTP_PORT_MAX", 20000, 1025, 65535)
+    if rtp_max - rtp_min < 1:
+        raise SettingsError(f"RTP_PORT_MAX ({rtp_max}) must be above RTP_PORT_MIN ({rtp_min})")
+
+    ice_servers = tuple(url.strip() for url in env.get("ICE_SERVERS", "").split(",") if url.strip())
+    for url in ice_servers:
+        if not url.startswith(("stun:", "turn:", "turns:")):
+            raise SettingsError(
+                f"ICE_SERVERS entries must start with stun:, turn: or turns:, got {url!r}"
+            )
+
+    nats_url = env.get("NATS_URL", "").strip() or Settings.nats_url
+    if not nats_url.startswith(("nats://", "tls://", "ws://", "wss://")):
+        raise SettingsError(f"NATS_URL must be a nats:// URL, got {nats_url!r}")
+
+    level = env.get("LOG_LEVEL", "").strip().upper() or "INFO"
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise SettingsError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
+
+    trunk_host = _host(env, "SIP_TRUNK_HOST", "")
+    username = env.get("SIP_USERNAME", "").strip()
+    password = env.get("SIP_PASSWORD", "")
+    if trunk_host and password and not username:
+        raise SettingsError("SIP_USERNAME is required when SIP_PASSWORD is set")
+
+    return Settings(
+        nats_url=nats_url,
+        http_host=_host(env, "HTTP_HOST", Settings.http_host),
+        http_port=_int(env, "HTTP_PORT", Settings.http_port, 0, 65535),
+        sip_trunk_host=trunk_host,
+        sip_trunk_port=_int(env, "SIP_TRUNK_PORT", 5060, 1, 65535),
+        sip_username=username,
+        sip_password=password,
+        sip_domain=_host(env, "SIP_DOMAIN", ""),
+        sip_transport=transport,
+        sip_bind_host=_host(env, "SIP_BIND_HOST", Settings.sip_bind_host),
+        sip_local_port=_int(env, "SIP_LOCAL_PORT", 0, 0, 65535),
+        public_ip=public_ip,
+        default_destination=env.get("DEFAULT_DESTINATION", "").strip(),
+        invite_timeout=_seconds(env, "INVITE_TIMEOUT", Settings.invite_timeout),
+        setup_timeout=_seconds(env, "SETUP_TIMEOUT", Settings.setup_timeout),
+        rtp_bind_host=_host(env, "RTP_BIND_HOST", Settings.rtp_bind_host),
+        rtp_port_min=rtp_min,
+        rtp_port_max=rtp_max,
+        ice_servers=ice_servers,
+        ice_username=env.get("ICE_USERNAME", "").strip(),
+        ice_credential=env.get("ICE_CREDENTIAL", ""),
+        max_calls=_int(env, "MAX_CALLS", Settings.max_calls, 1, 100000),
+        log_level=level,
+        data_dir=env.get("DATA_DIR", "").strip() or Settings.data_dir,
+        instance_id=env.get("INSTANCE_ID", "").strip()
+        or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}",
+        demo=_bool(env, "BRIDGE_DEMO"),
+    )
+
+
+def local_address_toward(host: str, port: int) -> str:
+    """The local IP address the kernel would use to reach ``host``.
+
+    Used for SDP and Contact when PUBLIC_IP is not set. No packet is sent.
+    """
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.connect((host, port))
+            return str(probe.getsockname()[0])
+    except OSError:
+        return "127.0.0.1"
