@@ -1,0 +1,1 @@
+"""The built-in demo SIP peer: answers every call and echoes the caller's audio back."""
