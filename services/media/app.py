@@ -1,0 +1,139 @@
+"""The media worker process: takes calls from the work queue and runs their media.
+
+Each ``CallRequested`` becomes a ``MediaCall`` set up in a task of its own, so
+the work-queue handler returns at once. A worker at ``MAX_CALLS`` refuses new
+calls with ``MediaFailed(at_capacity)``.
+
+The trunk SDP advertises, in order: PUBLIC_IP; RTP_BIND_HOST when it is a
+specific address; else the local address the kernel would use toward the
+SIP trunk (127.0.0.1 for a trunk on loopback, the LAN address for a LAN
+trunk, the default-route address otherwise).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+from proto import errors, subjects
+from proto.events import AnyEvent, CallRequested, HangupRequested, MediaFailed
+from services.common.bus import Bus
+from services.common.settings import Settings, local_address_toward
+from services.media.call import MediaCall
+from services.media.ports import PortAllocator
+
+log = logging.getLogger(__name__)
+
+_NO_ROUTE_PROBE = "192.0.2.1"  # TEST-NET-1: only asks the kernel for its default route
+
+
+async def advertised_address(settings: Settings) -> str:
+    """The address the trunk should send RTP to (see module doc)."""
+    if settings.public_ip:
+        return settings.public_ip
+    try:
+        bind = ipaddress.ip_address(settings.rtp_bind_host)
+    except ValueError:
+        bind = None
+    if bind is not None and not bind.is_unspecified:
+        return str(bind)
+    target = settings.sip_trunk_host or _NO_ROUTE_PROBE
+    # A trunk host name is resolved here: keep it off the event loop.
+    return await asyncio.to_thread(local_address_toward, target, settings.sip_trunk_port)
+
+
+class MediaWorker:
+    """The calls of this process."""
+
+    def __init__(self, settings: Settings, bus: Bus, ports: PortAllocator, address: str) -> None:
+        self._settings = settings
+        self._bus = bus
+        self._ports = ports
+        self._address = address
+        self._calls: dict[str, MediaCall] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def active_calls(self) -> int:
+        return len(self._calls)
+
+    async def on_work(self, event: AnyEvent) -> None:
+        if not isinstance(event, CallRequested):
+            return
+        if event.call_id in self._calls:
+            log.warning("call %s: duplicate CallRequested ignored", event.call_id)
+            return
+        if len(self._calls) >= self._settings.max_calls:
+            log.warning("call %s refused: %d calls, at capacity", event.call_id, len(self._calls))
+            failed = MediaFailed(
+                call_id=event.call_id,
+                code=errors.AT_CAPACITY,
+                reason="the media worker is at capacity",
+            )
+            self._spawn(self._bus.publish(subjects.call_events(event.call_id, "media"), failed))
+            return
+        call = MediaCall(
+            event.call_id, self._settings, self._bus, self._ports, self._address, self._forget
+        )
+        self._calls[event.call_id] = call
+        self._spawn(call.setup(event))
+
+    def _forget(self, call: MediaCall) -> None:
+        if self._calls.get(call.call_id) is call:
+            del self._calls[call.call_id]
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("media task failed", exc_info=task.exception())
+
+    async def close(self) -> None:
+        """Ask for every call to end, then release them all."""
+        calls = list(self._calls.values())
+        for call in calls:
+            with contextlib.suppress(Exception):
+                await self._bus.publish(
+                    subjects.call_events(call.call_id, "media"),
+                    HangupRequested(call_id=call.call_id, cause=errors.MEDIA_FAILED),
+                )
+        await asyncio.gather(*(call.release("shutdown") for call in calls))
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+async def main(settings: Settings, stop: asyncio.Event) -> None:
+    """Serve calls from the media work queue until ``stop`` is set."""
+    address = await advertised_address(settings)
+    ports = PortAllocator(settings.rtp_port_min, settings.rtp_port_max, host=settings.rtp_bind_host)
+    bus = await Bus.connect(settings.nats_url, name=f"media-{settings.instance_id}")
+    worker = MediaWorker(settings, bus, ports, address)
+    try:
+        work = await bus.subscribe(
+            subjects.media_work(), worker.on_work, queue=subjects.MEDIA_QUEUE
+        )
+        log.info(
+            "media worker %s ready: trunk RTP on %s ports %d-%d advertised as %s, max %d calls",
+            settings.instance_id,
+            settings.rtp_bind_host,
+            settings.rtp_port_min,
+            settings.rtp_port_max,
+            address,
+            settings.max_calls,
+        )
+        await stop.wait()
+        with contextlib.suppress(Exception):
+            await work.unsubscribe()
+        await worker.close()
+    finally:
+        await bus.close()
+    log.info("media worker %s stopped", settings.instance_id)

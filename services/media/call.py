@@ -1,0 +1,332 @@
+"""One call's media: its subscriptions, both legs, the relay, the watchdog, the release.
+
+Every operation on a call runs under one lock, in the order events arrive:
+a trickled candidate waits for the answer to exist, and a ``CallEnded`` that
+arrives during set-up releases the call as soon as set-up stops. ``release``
+runs exactly once, always in a task of its own: it unsubscribes the very
+subscriptions whose handlers ask for it, which would cancel them mid-way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import secrets
+import socket
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from nats.aio.subscription import Subscription
+
+from proto import errors, subjects
+from proto.events import (
+    AnyEvent,
+    CallAnswered,
+    CallEnded,
+    CallRequested,
+    HangupRequested,
+    IceCandidateReceived,
+    MediaConnected,
+    MediaFailed,
+    MediaPrepared,
+    ProgressReceived,
+)
+from services.common.bus import Bus
+from services.common.settings import Settings
+from services.media.ports import NoPortsError, PortAllocator
+from services.media.relay import TrunkAudioTrack, pump_browser_audio
+from services.media.sdp import SdpError, build_offer, first_codec_name, parse_answer
+from services.media.trunk_leg import TrunkLeg
+from services.media.webrtc_leg import BadOfferError, WebRtcLeg
+
+log = logging.getLogger(__name__)
+
+WATCHDOG_MARGIN = 5.0
+"Seconds of slack over the longest set-up signaling and the SIP agent may take."
+CLOSE_TIMEOUT = 5.0
+
+
+class MediaCall:
+    """The media of one call, owned by this worker from ``CallRequested`` to release."""
+
+    def __init__(
+        self,
+        call_id: str,
+        settings: Settings,
+        bus: Bus,
+        ports: PortAllocator,
+        advertised_address: str,
+        on_released: Callable[[MediaCall], None],
+    ) -> None:
+        self.call_id = call_id
+        self._settings = settings
+        self._bus = bus
+        self._ports = ports
+        self._address = advertised_address
+        self._on_released = on_released
+        self._subject = subjects.call_events(call_id, "media")
+        self._lock = asyncio.Lock()
+        self._ending = False
+        self._released = False
+        self._end_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._subscriptions: list[Subscription] = []
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._port: int | None = None
+        self._socket: socket.socket | None = None
+        self._trunk: TrunkLeg | None = None
+        self._webrtc: WebRtcLeg | None = None
+        self._playout = TrunkAudioTrack()
+        self._pump: asyncio.Task[None] | None = None
+        self._browser_codec = "?"
+        self._answered = False
+        self._signaling_handlers: dict[type, Callable[[Any], Coroutine[Any, Any, None]]] = {
+            IceCandidateReceived: self._handle_ice_candidate,
+            HangupRequested: self._handle_hangup,
+            CallEnded: self._handle_call_ended,
+        }
+        self._sipagent_handlers: dict[type, Callable[[Any], Coroutine[Any, Any, None]]] = {
+            ProgressReceived: self._handle_progress,
+            CallAnswered: self._handle_answered,
+            CallEnded: self._handle_call_ended,
+        }
+
+    # -- set-up ----------------------------------------------------------------
+
+    async def setup(self, request: CallRequested) -> None:
+        """Subscribe, answer the browser, open the trunk port, publish the outcome."""
+        settings = self._settings
+        try:
+            self._subscriptions.append(
+                await self._bus.subscribe(
+                    subjects.call_events(self.call_id, "signaling"), self._from_signaling
+                )
+            )
+            self._subscriptions.append(
+                await self._bus.subscribe(
+                    subjects.call_events(self.call_id, "sipagent"), self._from_sipagent
+                )
+            )
+        except Exception:
+            log.exception("call %s: cannot subscribe to its events", self.call_id)
+            await self._publish(
+                MediaFailed(call_id=self.call_id, code=errors.INTERNAL, reason="internal error")
+            )
+            await self.release("subscribe failed")
+            return
+        # Signaling waits SETUP_TIMEOUT for us and again for the SIP agent, then
+        # the SIP agent up to INVITE_TIMEOUT for an answer.
+        self._arm_watchdog(settings.invite_timeout + 2 * settings.setup_timeout + WATCHDOG_MARGIN)
+        async with self._lock:
+            if self._ending:
+                return
+            outcome = await self._prepare(request.offer_sdp)
+        if self._ending:
+            return
+        await self._publish(outcome)
+        if isinstance(outcome, MediaFailed):
+            await self.release(f"set-up failed: {outcome.code}")
+
+    async def _prepare(self, offer_sdp: str) -> MediaPrepared | MediaFailed:
+        try:
+            self._port, self._socket = self._ports.allocate()
+            self._trunk = await TrunkLeg.open(self._socket, self._playout.push)
+            self._webrtc = WebRtcLeg(self._settings, self._on_connected, self._on_failed)
+            answer_sdp = await self._webrtc.answer(offer_sdp, self._playout)
+        except (NoPortsError, BadOfferError) as exc:
+            log.warning("call %s: %s", self.call_id, exc)
+            return MediaFailed(call_id=self.call_id, code=exc.code, reason=str(exc))
+        except Exception:
+            log.exception("call %s: media set-up failed", self.call_id)
+            return MediaFailed(call_id=self.call_id, code=errors.INTERNAL, reason="internal error")
+        self._browser_codec = first_codec_name(answer_sdp)
+        if self._webrtc.remote_audio is not None:
+            self._pump = asyncio.create_task(
+                pump_browser_audio(self._webrtc.remote_audio, self._trunk)
+            )
+        offer = build_offer(self._address, self._port, secrets.randbits(62))
+        log.debug("call %s: prepared, trunk port %d", self.call_id, self._port)
+        return MediaPrepared(
+            call_id=self.call_id,
+            media_id=self._settings.instance_id,
+            answer_sdp=answer_sdp,
+            trunk_offer_sdp=offer,
+        )
+
+    # -- events ----------------------------------------------------------------
+
+    async def _from_signaling(self, event: AnyEvent) -> None:
+        handler = self._signaling_handlers.get(type(event))
+        if handler is not None and event.call_id == self.call_id:
+            await handler(event)
+
+    async def _from_sipagent(self, event: AnyEvent) -> None:
+        handler = self._sipagent_handlers.get(type(event))
+        if handler is not None and event.call_id == self.call_id:
+            await handler(event)
+
+    async def _handle_ice_candidate(self, event: IceCandidateReceived) -> None:
+        async with self._lock:
+            if self._webrtc is not None and not self._ending:
+                await self._webrtc.add_candidate(
+                    event.candidate, event.sdp_mid, event.sdp_mline_index
+                )
+
+    async def _handle_hangup(self, event: HangupRequested) -> None:
+        self.end(f"hangup requested ({event.cause})")
+
+    async def _handle_call_ended(self, event: CallEnded) -> None:
+        self.end(f"call ended ({event.cause})")
+
+    async def _handle_progress(self, event: ProgressReceived) -> None:
+        if event.early_sdp:
+            await self._apply_trunk_answer(event.early_sdp, early=True)
+
+    async def _handle_answered(self, event: CallAnswered) -> None:
+        self._answered = True
+        self._cancel_watchdog()
+        await self._apply_trunk_answer(event.answer_sdp, early=False)
+
+    async def _apply_trunk_answer(self, sdp: str, early: bool) -> None:
+        async with self._lock:
+            trunk = self._trunk
+            if trunk is None or self._ending:
+                return
+            try:
+                media = parse_answer(sdp)
+                host = await _resolve(media.address, media.port)
+            except (SdpError, OSError) as exc:
+                log.warning("call %s: unusable trunk SDP: %s", self.call_id, exc)
+                await self._fail_media()
+                return
+            first = trunk.codec is None
+            trunk.start((host, media.port), media.codec)
+        if first:
+            log.info(
+                "call %s media started: trunk %s/%d at %s:%d%s, browser %s",
+                self.call_id,
+                media.codec.name,
+                media.codec.payload_type,
+                host,
+                media.port,
+                " (early)" if early else "",
+                self._browser_codec,
+            )
+
+    # -- browser leg callbacks ---------------------------------------------------
+
+    def _on_connected(self) -> None:
+        self._spawn(self._publish(MediaConnected(call_id=self.call_id)))
+
+    def _on_failed(self) -> None:
+        log.warning("call %s: WebRTC connection failed", self.call_id)
+        self._spawn(self._fail_media())
+
+    async def _fail_media(self) -> None:
+        """Ask for the call to end; release anyway if nobody ends it soon."""
+        if self._ending:
+            return
+        await self._publish(HangupRequested(call_id=self.call_id, cause=errors.MEDIA_FAILED))
+        self._arm_watchdog(self._settings.setup_timeout)
+
+    # -- timers and tasks ----------------------------------------------------------
+
+    def _arm_watchdog(self, delay: float) -> None:
+        self._cancel_watchdog()
+        loop = asyncio.get_running_loop()
+        self._watchdog = loop.call_later(delay, self.end, "watchdog expired")
+
+    def _cancel_watchdog(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _publish(self, event: AnyEvent) -> None:
+        try:
+            await self._bus.publish(self._subject, event)
+        except Exception as exc:
+            log.warning("call %s: cannot publish %s: %s", self.call_id, type(event).__name__, exc)
+
+    # -- release -------------------------------------------------------------------
+
+    def end(self, reason: str) -> None:
+        """Release the call in a task of its own (safe from any callback)."""
+        self._ending = True
+        if self._end_task is None:
+            self._end_task = asyncio.create_task(self.release(reason))
+
+    async def release(self, reason: str) -> None:
+        """Free everything the call holds, exactly once."""
+        self._ending = True
+        async with self._lock:
+            if self._released:
+                return
+            self._released = True
+        self._cancel_watchdog()
+        for subscription in self._subscriptions:
+            with contextlib.suppress(Exception):  # closed or draining bus: nothing to undo
+                await subscription.unsubscribe()
+        self._subscriptions.clear()
+        if self._pump is not None:
+            self._pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pump
+        self._playout.stop()
+        if self._webrtc is not None:
+            try:
+                await asyncio.wait_for(self._webrtc.close(), CLOSE_TIMEOUT)
+            except Exception as exc:
+                log.warning("call %s: closing the peer connection: %s", self.call_id, exc)
+        if self._trunk is not None:
+            self._trunk.close()  # closes the socket too
+        elif self._socket is not None:
+            self._socket.close()
+        if self._port is not None:
+            self._ports.release(self._port)
+        self._on_released(self)
+        self._log_end(reason)
+
+    def _log_end(self, reason: str) -> None:
+        trunk = self._trunk
+        stats = trunk.stats if trunk else None
+        codec = trunk.codec.name if trunk and trunk.codec else "-"
+        if stats is None:
+            log.info("call %s media ended: %s (trunk %s, no RTP)", self.call_id, reason, codec)
+            return
+        log.info(
+            "call %s media ended: %s (trunk %s, browser %s, rtp in %d out %d lost %d dropped %d, "
+            "playout underruns %d overflow %d)",
+            self.call_id,
+            reason,
+            codec,
+            self._browser_codec,
+            stats.packets_in,
+            stats.packets_out,
+            stats.lost,
+            stats.dropped,
+            self._playout.underruns,
+            self._playout.overflow,
+        )
+
+
+async def _resolve(host: str, port: int) -> str:
+    """An IP address for the trunk's ``c=`` (RFC 4566 allows a host name there)."""
+    try:
+        ipaddress.ip_address(host)
+        return host
+    except ValueError:
+        pass
+    loop = asyncio.get_running_loop()
+    infos = await asyncio.wait_for(
+        loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM), timeout=5.0
+    )
+    if not infos:
+        raise OSError(f"cannot resolve {host!r}")
+    return str(infos[0][4][0])

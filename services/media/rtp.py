@@ -1,0 +1,200 @@
+"""RTP (RFC 3550) for the trunk leg: a pure packet codec and a sans-I/O session.
+
+``RtpSession`` never touches a socket or a clock: the adapter passes every
+datagram with its source address and the current time, and sends whatever
+bytes ``packet_for`` returns to ``remote``.
+"""
+
+from __future__ import annotations
+
+import secrets
+import struct
+from dataclasses import dataclass, field
+
+RTP_VERSION = 2
+HEADER_SIZE = 12
+MAX_PAYLOAD = 1500 - HEADER_SIZE
+
+_HEADER = struct.Struct("!BBHII")
+_EXTENSION = struct.Struct("!HH")
+
+Address = tuple[str, int]
+
+
+class RtpError(ValueError):
+    """A datagram is not a valid RTP packet."""
+
+
+def _parse_header(data: bytes) -> tuple[int, int, int, int, int, int, int]:
+    """``(first byte, second byte, sequence, timestamp, ssrc, payload start, payload end)``."""
+    if len(data) < HEADER_SIZE:
+        raise RtpError(f"packet too short ({len(data)} bytes)")
+    first, second, sequence, timestamp, ssrc = _HEADER.unpack_from(data)
+    if first >> 6 != RTP_VERSION:
+        raise RtpError(f"unsupported RTP version {first >> 6}")
+    start = HEADER_SIZE + 4 * (first & 0x0F)
+    end = len(data)
+    if first & 0x10:
+        if start + 4 > end:
+            raise RtpError("header extension past the end")
+        _profile, words = _EXTENSION.unpack_from(data, start)
+        start += 4 + 4 * words
+    if start > end:
+        raise RtpError("CSRC list or header extension past the end")
+    if first & 0x20:
+        padding = data[-1]
+        if padding == 0 or start + padding > end:
+            raise RtpError(f"invalid padding length {padding}")
+        end -= padding
+    return first, second, sequence, timestamp, ssrc, start, end
+
+
+@dataclass(slots=True)
+class RtpPacket:
+    """One RTP packet; CSRCs and header extensions are kept only as far as parsing needs."""
+
+    payload_type: int
+    sequence_number: int
+    timestamp: int
+    ssrc: int
+    payload: bytes = b""
+    marker: bool = False
+    csrc: list[int] = field(default_factory=list)
+
+    @classmethod
+    def parse(cls, data: bytes) -> RtpPacket:
+        first, second, sequence, timestamp, ssrc, start, end = _parse_header(data)
+        count = first & 0x0F
+        csrc = list(struct.unpack_from(f"!{count}I", data, HEADER_SIZE)) if count else []
+        return cls(
+            payload_type=second & 0x7F,
+            sequence_number=sequence,
+            timestamp=timestamp,
+            ssrc=ssrc,
+            payload=data[start:end],
+            marker=bool(second & 0x80),
+            csrc=csrc,
+        )
+
+    def __bytes__(self) -> bytes:
+        first = (RTP_VERSION << 6) | len(self.csrc)
+        second = (0x80 if self.marker else 0) | self.payload_type
+        header = _HEADER.pack(first, second, self.sequence_number, self.timestamp, self.ssrc)
+        csrc = struct.pack(f"!{len(self.csrc)}I", *self.csrc) if self.csrc else b""
+        return header + csrc + self.payload
+
+
+@dataclass(slots=True)
+class RtpStats:
+    """Counters of one session, read for the end-of-call log line."""
+
+    packets_in: int = 0
+    bytes_in: int = 0
+    packets_out: int = 0
+    bytes_out: int = 0
+    lost: int = 0
+    "Packets missing from the remote sequence (gaps; late arrivals are credited back)."
+    dropped: int = 0
+    "Datagrams refused: malformed, another payload type, or not from the latched peer."
+    last_in: float | None = None
+    last_out: float | None = None
+
+
+class RtpSession:
+    """One RTP stream pair with the trunk, sans I/O.
+
+    The remote starts at the address of the trunk's SDP; the first valid packet
+    latches it to where the trunk actually sends from (symmetric RTP, which
+    gets through NATs in front of the trunk). Once latched, packets from any
+    other address are dropped so that a stale or stray stream cannot mix in.
+    """
+
+    def __init__(
+        self,
+        remote: Address,
+        payload_type: int,
+        *,
+        ssrc: int | None = None,
+        sequence: int | None = None,
+        timestamp: int | None = None,
+    ) -> None:
+        self.remote = remote
+        self.payload_type = payload_type
+        self.latched = False
+        self.stats = RtpStats()
+        # Outgoing stream state: random starts (RFC 3550 section 5.1) unless given.
+        self.ssrc = secrets.randbits(32) if ssrc is None else ssrc
+        self._sequence = secrets.randbits(16) if sequence is None else sequence & 0xFFFF
+        self._timestamp = secrets.randbits(32) if timestamp is None else timestamp & 0xFFFFFFFF
+        self._first_out = True
+        self._buffer = bytearray(HEADER_SIZE + MAX_PAYLOAD)
+        self._view = memoryview(self._buffer)
+        # Incoming stream state.
+        self._remote_ssrc: int | None = None
+        self._last_sequence = 0
+
+    def retarget(self, remote: Address, payload_type: int) -> None:
+        """Follow a new SDP answer (e.g. 200 OK after 183): new address, latch again."""
+        self.remote = remote
+        self.payload_type = payload_type
+        self.latched = False
+        self._remote_ssrc = None
+
+    def receive(self, data: bytes, addr: Address, now: float) -> bytes | None:
+        """The audio payload of a datagram from ``addr``, or None if it is dropped."""
+        stats = self.stats
+        if self.latched and addr != self.remote:
+            stats.dropped += 1
+            return None
+        try:
+            _first, second, sequence, _ts, ssrc, start, end = _parse_header(data)
+        except RtpError:
+            stats.dropped += 1
+            return None
+        if second & 0x7F != self.payload_type:
+            # telephone-event, comfort noise or RTCP muxed by mistake.
+            stats.dropped += 1
+            return None
+        if not self.latched:
+            self.remote = addr
+            self.latched = True
+        stats.packets_in += 1
+        stats.bytes_in += len(data)
+        stats.last_in = now
+        self._count_loss(ssrc, sequence)
+        return data[start:end]
+
+    def _count_loss(self, ssrc: int, sequence: int) -> None:
+        if ssrc != self._remote_ssrc:
+            # A new source restarts its sequence: no gap to count.
+            self._remote_ssrc = ssrc
+            self._last_sequence = sequence
+            return
+        delta = (sequence - self._last_sequence) & 0xFFFF
+        if delta == 0:
+            return
+        if delta < 0x8000:
+            self.stats.lost += delta - 1
+            self._last_sequence = sequence
+        elif self.stats.lost > 0:
+            # A late packet filled a gap counted earlier.
+            self.stats.lost -= 1
+
+    def packet_for(self, payload: bytes, timestamp_step: int, now: float) -> bytes:
+        """The next outgoing packet carrying ``payload``; then advance by ``timestamp_step``."""
+        size = HEADER_SIZE + len(payload)
+        if size > len(self._buffer):
+            raise ValueError(f"payload of {len(payload)} bytes does not fit one packet")
+        second = self.payload_type
+        if self._first_out:
+            second |= 0x80  # marker: start of a talkspurt
+            self._first_out = False
+        _HEADER.pack_into(self._buffer, 0, 0x80, second, self._sequence, self._timestamp, self.ssrc)
+        self._buffer[HEADER_SIZE:size] = payload
+        self._sequence = (self._sequence + 1) & 0xFFFF
+        self._timestamp = (self._timestamp + timestamp_step) & 0xFFFFFFFF
+        stats = self.stats
+        stats.packets_out += 1
+        stats.bytes_out += size
+        stats.last_out = now
+        return bytes(self._view[:size])

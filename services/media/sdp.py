@@ -1,0 +1,198 @@
+"""The trunk leg's SDP (RFC 4566, offer/answer per RFC 3264): pure functions.
+
+We offer G.711 and telephone-event on one audio stream and read back what the
+trunk chose. The browser leg's SDP is aiortc's business, not this module's.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from proto import errors
+
+
+@dataclass(frozen=True, slots=True)
+class Codec:
+    name: str
+    "Encoding name as in ``a=rtpmap`` (``PCMU``, ``PCMA``)."
+    payload_type: int
+    clock_rate: int
+
+
+PCMU = Codec("PCMU", 0, 8000)
+PCMA = Codec("PCMA", 8, 8000)
+DEFAULT_CODECS = (PCMU, PCMA)
+TELEPHONE_EVENT_PT = 101
+PTIME_MS = 20
+
+# RFC 3551 static payload types an answer may use without an rtpmap.
+_STATIC = {0: ("PCMU", 8000), 8: ("PCMA", 8000)}
+
+
+class SdpError(ValueError):
+    """The trunk's SDP cannot be used; ``code`` is a ``proto.errors`` code."""
+
+    code = errors.BAD_SDP
+
+
+class NoCommonCodecError(SdpError):
+    """The answer kept none of the codecs we offered."""
+
+    code = errors.NO_COMMON_CODEC
+
+
+@dataclass(frozen=True, slots=True)
+class TrunkMedia:
+    """Where and how to send audio to the trunk, from its answer."""
+
+    address: str
+    port: int
+    codec: Codec
+    dtmf_pt: int | None
+    "Payload type of telephone-event in the answer, if the trunk kept it."
+
+
+def _addrtype(address: str) -> str:
+    try:
+        return "IP6" if ipaddress.ip_address(address).version == 6 else "IP4"
+    except ValueError:
+        return "IP4"  # a host name: RFC 4566 leaves the family to the name
+
+
+def build_offer(
+    address: str,
+    port: int,
+    session_id: int,
+    codecs: tuple[Codec, ...] = DEFAULT_CODECS,
+    dtmf_pt: int = TELEPHONE_EVENT_PT,
+) -> str:
+    """An offer of ``codecs`` plus telephone-event, receiving at ``address:port``."""
+    addrtype = _addrtype(address)
+    formats = " ".join(str(c.payload_type) for c in codecs)
+    lines = [
+        "v=0",
+        f"o=- {session_id} {session_id} IN {addrtype} {address}",
+        "s=-",
+        f"c=IN {addrtype} {address}",
+        "t=0 0",
+        f"m=audio {port} RTP/AVP {formats} {dtmf_pt}",
+        *(f"a=rtpmap:{c.payload_type} {c.name}/{c.clock_rate}" for c in codecs),
+        f"a=rtpmap:{dtmf_pt} telephone-event/8000",
+        f"a=fmtp:{dtmf_pt} 0-16",
+        f"a=ptime:{PTIME_MS}",
+        "a=sendrecv",
+    ]
+    return "\r\n".join(lines) + "\r\n"
+
+
+@dataclass(slots=True)
+class _Media:
+    kind: str
+    port: int
+    formats: list[int]
+    address: str | None = None
+    rtpmap: dict[int, tuple[str, int]] = field(default_factory=dict)
+
+
+def _connection_address(value: str) -> str:
+    parts = value.split()
+    if len(parts) != 3 or parts[0] != "IN" or parts[1] not in ("IP4", "IP6"):
+        raise SdpError(f"malformed c= line: {value!r}")
+    # Multicast addresses may carry /ttl; a trunk never uses them, keep the address.
+    return parts[2].split("/", 1)[0]
+
+
+def _media_line(value: str) -> _Media:
+    parts = value.split()
+    if len(parts) < 3:
+        raise SdpError(f"malformed m= line: {value!r}")
+    try:
+        port = int(parts[1].split("/", 1)[0])
+        formats = [int(f) for f in parts[3:]] if parts[2].startswith("RTP/") else []
+    except ValueError:
+        raise SdpError(f"malformed m= line: {value!r}") from None
+    if not 0 <= port <= 65535:
+        raise SdpError(f"port out of range in m= line: {value!r}")
+    return _Media(kind=parts[0], port=port, formats=formats)
+
+
+def _rtpmap(value: str) -> tuple[int, str, int]:
+    # rtpmap:<pt> <name>/<rate>[/<channels>]
+    try:
+        pt_text, encoding = value[len("rtpmap:") :].split(None, 1)
+        name, rate, *_ = encoding.strip().split("/")
+        return int(pt_text), name, int(rate)
+    except ValueError:
+        raise SdpError(f"malformed a={value!r}") from None
+
+
+def _parse(sdp: str) -> tuple[str | None, list[_Media]]:
+    session_address: str | None = None
+    media: list[_Media] = []
+    for raw in sdp.splitlines():
+        line = raw.strip()
+        if not line:
+            continue
+        if len(line) < 2 or line[1] != "=" or not line[0].isalpha():
+            raise SdpError(f"malformed SDP line: {line[:80]!r}")
+        kind, value = line[0], line[2:]
+        if kind == "m":
+            media.append(_media_line(value))
+        elif kind == "c":
+            address = _connection_address(value)
+            if media:
+                media[-1].address = address
+            else:
+                session_address = address
+        elif kind == "a" and media and value.startswith("rtpmap:"):
+            pt, name, rate = _rtpmap(value)
+            media[-1].rtpmap[pt] = (name, rate)
+    return session_address, media
+
+
+def parse_answer(sdp: str, offered: tuple[Codec, ...] = DEFAULT_CODECS) -> TrunkMedia:
+    """The trunk's choice from its answer: the first of its audio codecs that we offered."""
+    if not sdp.strip():
+        raise SdpError("empty SDP answer")
+    session_address, media = _parse(sdp)
+    audio = next((m for m in media if m.kind == "audio"), None)
+    if audio is None:
+        raise SdpError("no audio m= line in the answer")
+    if audio.port == 0:
+        raise SdpError("the trunk rejected the audio stream (port 0)")
+    address = audio.address or session_address
+    if address is None:
+        raise SdpError("no c= line for the audio stream")
+    rtpmap = audio.rtpmap
+    chosen: Codec | None = None
+    dtmf_pt: int | None = None
+    for pt in audio.formats:
+        name, rate = rtpmap.get(pt) or _STATIC.get(pt, ("", 0))
+        if name.lower() == "telephone-event" and rate == 8000:
+            dtmf_pt = pt if dtmf_pt is None else dtmf_pt
+            continue
+        if chosen is None:
+            for codec in offered:
+                if codec.name.lower() == name.lower() and codec.clock_rate == rate:
+                    # Keep the answer's number: it is what the trunk will send.
+                    chosen = Codec(codec.name, pt, rate)
+                    break
+    if chosen is None:
+        raise NoCommonCodecError(f"no common codec in the answer (formats {audio.formats})")
+    return TrunkMedia(address=address, port=audio.port, codec=chosen, dtmf_pt=dtmf_pt)
+
+
+def first_codec_name(sdp: str) -> str:
+    """The encoding name of the first audio format of an SDP, for logs (``?`` if none)."""
+    in_audio = False
+    first_pt: str | None = None
+    for raw in sdp.splitlines():
+        line = raw.strip()
+        if line.startswith("m="):
+            parts = line[2:].split()
+            in_audio = parts[:1] == ["audio"]
+            first_pt = parts[3] if in_audio and len(parts) > 3 else None
+        elif in_audio and first_pt is not None and line.startswith(f"a=rtpmap:{first_pt} "):
+            return line.split(None, 1)[1].split("/", 1)[0]
+    return "?"
