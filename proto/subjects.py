@@ -43,3 +43,8 @@ def sipagent_work() -> str:
 def call_events(call_id: str, source: Source) -> str:
     """Where ``source`` publishes the events of one call."""
     return f"{PREFIX}.call.{_check_call_id(call_id)}.{source}"
+
+
+def ready(service: Source) -> str:
+    """Where instances of ``service`` answer once they take work (empty reply)."""
+    return f"{PREFIX}.ready.{service}"

@@ -16,8 +16,9 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from opentelemetry import context as otel_context
 
-from proto import codec
+from proto import codec, subjects
 from proto.events import AnyEvent
+from proto.subjects import Source
 from services.common.telemetry import extract_context, inject_headers
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,8 @@ class Bus:
         """Call ``handler`` for each event on ``subject``, in order.
 
         Handlers of one subscription run one at a time: a handler with long
-        work should start its own task. A message that is not a valid event is
+        work should start its own task. Unsubscribing from inside the same
+        subscription's handler cancels that handler: do it from another task. A message that is not a valid event is
         logged and dropped; an exception in a handler is logged, never fatal.
         """
 
@@ -88,6 +90,15 @@ class Bus:
 
         return await self._nc.subscribe(subject, queue=queue, cb=on_message)
 
+    async def announce_ready(self, service: Source) -> None:
+        """Answer readiness probes once this instance's subscriptions are live."""
+
+        async def on_probe(msg: Msg) -> None:
+            await msg.respond(b"")
+
+        await self._nc.subscribe(subjects.ready(service), cb=on_probe)
+        await self._nc.flush()
+
     async def flush(self, timeout: int = 2) -> None:
         await self._nc.flush(timeout=timeout)
 
@@ -99,3 +110,31 @@ class Bus:
             await self._nc.drain()
         except Exception:
             await self._nc.close()
+
+
+async def wait_ready(url: str, services: tuple[Source, ...], timeout: float) -> bool:
+    """True once one instance of each of ``services`` answers on the bus."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    nc: Client | None = None
+    try:
+        while nc is None:
+            try:
+                nc = await nats.connect(url, connect_timeout=1, max_reconnect_attempts=0)
+            except Exception:
+                if loop.time() > deadline:
+                    return False
+                await asyncio.sleep(0.2)
+        for service in services:
+            while True:
+                try:
+                    await nc.request(subjects.ready(service), b"", timeout=0.5)
+                    break
+                except Exception:
+                    if loop.time() > deadline:
+                        return False
+                    await asyncio.sleep(0.1)
+        return True
+    finally:
+        if nc is not None:
+            await nc.close()

@@ -121,6 +121,7 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
         work = await bus.subscribe(
             subjects.media_work(), worker.on_work, queue=subjects.MEDIA_QUEUE
         )
+        await bus.announce_ready("media")
         log.info(
             "media worker %s ready: trunk RTP on %s ports %d-%d advertised as %s, max %d calls",
             settings.instance_id,

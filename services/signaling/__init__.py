@@ -1,0 +1,1 @@
+"""The signaling service: the page, the browser WebSocket and call set-up."""

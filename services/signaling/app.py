@@ -1,0 +1,149 @@
+"""The signaling service's HTTP side: the page, its config and the WebSocket.
+
+Each WebSocket gets a ``BrowserSession`` (the protocol and call set-up) driven
+by a ``BrowserConnection`` (the I/O). On stop, every call is hung up and given
+a short while to end before sockets and the bus close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from services.common.bus import Bus
+from services.common.settings import Settings
+from services.signaling.connection import BrowserConnection
+from services.signaling.session import SHUTDOWN_GRACE, BrowserSession
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
+WS_MAX_FRAME = 1024 * 1024
+"Bigger than the session's 64 KiB limit, so an oversized message gets a ``too_large`` reply."
+WS_HEARTBEAT = 20.0
+"Seconds between pings; a browser that vanished is noticed and its call hung up."
+
+# The page talks to nothing but this server. Scripts are not restricted by
+# CSP because browser tests evaluate code in the page.
+_PAGE_HEADERS = {
+    "Cache-Control": "no-cache",
+    "Content-Security-Policy": (
+        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+class SignalingServer:
+    """Routes and the set of live browser connections."""
+
+    def __init__(self, settings: Settings, bus: Bus) -> None:
+        self._settings = settings
+        self._bus = bus
+        self._connections: set[BrowserConnection] = set()
+        self._stopping = False
+        # Only files shipped with the page are served, whatever the URL says.
+        self._static = {p.name: p for p in STATIC_DIR.iterdir() if p.is_file()}
+
+    def make_app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/", self._index)
+        app.router.add_get("/static/{file}", self._static_file)
+        app.router.add_get("/ws", self._websocket)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/config.json", self._config)
+        return app
+
+    async def _index(self, request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(STATIC_DIR / "index.html", headers=_PAGE_HEADERS)
+
+    async def _static_file(self, request: web.Request) -> web.StreamResponse:
+        path = self._static.get(request.match_info["file"])
+        if path is None:
+            raise web.HTTPNotFound()
+        return web.FileResponse(path, headers=_PAGE_HEADERS)
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        if not self._bus.connected:
+            return web.Response(status=503, text="nats disconnected")
+        return web.Response(text="ok")
+
+    async def _config(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "demo": self._settings.demo,
+                "default_destination": self._settings.default_destination,
+            },
+            headers={"Cache-Control": "no-cache"},
+        )
+
+    async def _websocket(self, request: web.Request) -> web.StreamResponse:
+        if self._stopping:
+            raise web.HTTPServiceUnavailable(text="shutting down")
+        if not _same_origin(request):
+            # Another site's page must not place calls through this bridge.
+            raise web.HTTPForbidden(text="cross-origin WebSocket refused")
+        ws = web.WebSocketResponse(max_msg_size=WS_MAX_FRAME, heartbeat=WS_HEARTBEAT)
+        await ws.prepare(request)
+        connection = BrowserConnection(
+            BrowserSession(self._settings), self._bus, ws, self._connections.discard
+        )
+        self._connections.add(connection)
+        log.debug("websocket from %s", request.remote)
+        await connection.run()
+        return ws
+
+    async def shutdown(self) -> None:
+        """Hang up every call, wait briefly for them to end, then drop the rest."""
+        self._stopping = True
+        connections = list(self._connections)
+        if not connections:
+            return
+        log.info("stopping: ending %d browser session(s)", len(connections))
+        for connection in connections:
+            connection.shutdown()
+        waits = [asyncio.ensure_future(c.finished.wait()) for c in connections]
+        _done, pending = await asyncio.wait(waits, timeout=SHUTDOWN_GRACE + 1.0)
+        for task in pending:
+            task.cancel()
+        for connection in list(self._connections):
+            await connection.abort()
+
+
+def _same_origin(request: web.Request) -> bool:
+    origin = request.headers.get("Origin")
+    if not origin:
+        return True  # Not a browser page (tests, tools): nothing to protect against.
+    return urlsplit(origin).netloc.lower() == request.host.lower()
+
+
+async def _connect_bus(settings: Settings) -> Bus:
+    try:
+        return await Bus.connect(settings.nats_url, name=f"signaling-{settings.instance_id}")
+    except OSError:
+        raise
+    except Exception as exc:
+        # run_service prints an OSError as one line instead of a traceback.
+        raise OSError(f"cannot connect to NATS at {settings.nats_url}: {exc}") from exc
+
+
+async def main(settings: Settings, stop: asyncio.Event) -> None:
+    bus = await _connect_bus(settings)
+    server = SignalingServer(settings, bus)
+    runner = web.AppRunner(server.make_app(), access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.http_host, settings.http_port)
+        await site.start()
+        await bus.announce_ready("signaling")
+        for address in runner.addresses:
+            log.info("listening on http://%s:%s", *address[:2])
+        await stop.wait()
+        await server.shutdown()
+    finally:
+        await runner.cleanup()
+        await bus.close()

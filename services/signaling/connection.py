@@ -1,0 +1,180 @@
+"""Drives one ``BrowserSession`` from a WebSocket, the bus and one timer.
+
+Only I/O lives here: frames go into the session, the session's actions come
+out and are carried out in order, and a single ``loop.call_at`` timer is
+re-armed from ``get_timer()`` after every step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+
+from aiohttp import WSMsgType, web
+from nats.aio.subscription import Subscription
+from opentelemetry import trace
+
+from proto.events import AnyEvent
+from services.common.bus import Bus
+from services.common.telemetry import tracer
+from services.signaling.actions import (
+    Action,
+    Close,
+    Publish,
+    SendMessage,
+    Subscribe,
+    Unsubscribe,
+)
+from services.signaling.session import END_STATES, BrowserSession
+
+log = logging.getLogger(__name__)
+
+_tracer = tracer("bridge.signaling")
+
+
+class BrowserConnection:
+    """One browser WebSocket and the session behind it."""
+
+    def __init__(
+        self,
+        session: BrowserSession,
+        bus: Bus,
+        ws: web.WebSocketResponse,
+        on_finished: Callable[[BrowserConnection], None],
+    ) -> None:
+        self.session = session
+        self._bus = bus
+        self._ws = ws
+        self._on_finished = on_finished
+        self._loop = asyncio.get_running_loop()
+        self._lock = asyncio.Lock()
+        self._subscriptions: dict[str, Subscription] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._span: trace.Span | None = None
+        self._span_call_id: str | None = None
+        self.finished = asyncio.Event()
+        "Set once the session reached an end state and everything is released."
+
+    async def run(self) -> None:
+        """Feed the socket's frames to the session until the socket closes."""
+        try:
+            async for msg in self._ws:
+                if msg.type == WSMsgType.TEXT:
+                    self.session.receive_text(msg.data, self._loop.time())
+                elif msg.type == WSMsgType.BINARY:
+                    self.session.receive_binary(self._loop.time())
+                elif msg.type == WSMsgType.ERROR:
+                    log.info("websocket error: %s", self._ws.exception())
+                await self._flush()
+        finally:
+            self.session.socket_closed(self._loop.time())
+            await self._flush()
+
+    def shutdown(self) -> None:
+        """The service is stopping: let the session end its call and close."""
+        self.session.shutdown(self._loop.time())
+        self._schedule_flush()
+
+    async def abort(self) -> None:
+        """Release everything now, whatever state the session is in."""
+        await self._ws.close()
+        await self._release()
+
+    # --- carrying out actions ----------------------------------------------------
+
+    async def _on_event(self, event: AnyEvent) -> None:
+        self.session.handle_event(event, self._loop.time())
+        # Not awaited here: an Unsubscribe of this very subscription would
+        # cancel the task running this handler halfway through the actions.
+        self._schedule_flush()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.session.handle_timer(self._loop.time())
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        task = self._loop.create_task(self._flush())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _flush(self) -> None:
+        # One flusher at a time keeps actions in the order the session made them.
+        async with self._lock:
+            while actions := self.session.pop_actions():
+                for action in actions:
+                    await self._perform(action)
+            if self.session.call_id is None:
+                self._end_span()
+            self._arm_timer()
+            if self.session.state in END_STATES and not self.finished.is_set():
+                await self._release()
+
+    async def _perform(self, action: Action) -> None:
+        try:
+            if isinstance(action, SendMessage):
+                if not self._ws.closed:
+                    await self._ws.send_str(json.dumps(action.message))
+                if action.message.get("type") == "ended" and self._span is not None:
+                    self._span.set_attribute("call.cause", str(action.message.get("cause")))
+            elif isinstance(action, Publish):
+                with trace.use_span(self._call_span(action.event.call_id), end_on_exit=False):
+                    await self._bus.publish(action.subject, action.event)
+            elif isinstance(action, Subscribe):
+                self._subscriptions[action.subject] = await self._bus.subscribe(
+                    action.subject, self._on_event
+                )
+            elif isinstance(action, Unsubscribe):
+                subscription = self._subscriptions.pop(action.subject, None)
+                if subscription is not None:
+                    await subscription.unsubscribe()
+            elif isinstance(action, Close):
+                await self._ws.close(code=action.code, message=action.reason.encode())
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # one failed action must not stop the rest
+            # A dead socket or bus: the session's timers take it from here.
+            log.warning("call %s: %s failed: %s", self.session.call_id, type(action).__name__, exc)
+
+    def _arm_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        deadline = self.session.get_timer()
+        if deadline is not None:
+            self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _call_span(self, call_id: str) -> trace.Span:
+        """The call's span, started with its first event (the offer's CallRequested)."""
+        if self._span is None or self._span_call_id != call_id:
+            self._end_span()
+            self._span = _tracer.start_span(
+                "call",
+                attributes={"call.id": call_id, "call.destination": self.session.destination},
+            )
+            self._span_call_id = call_id
+        return self._span
+
+    def _end_span(self) -> None:
+        if self._span is not None:
+            self._span.end()
+            self._span = None
+            self._span_call_id = None
+
+    async def _release(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for subscription in self._subscriptions.values():
+            try:
+                await subscription.unsubscribe()
+            except Exception as exc:  # best effort on the way out
+                log.debug("unsubscribe failed: %s", exc)
+        self._subscriptions.clear()
+        self._end_span()
+        if not self.finished.is_set():
+            self.finished.set()
+            self._on_finished(self)

@@ -1,0 +1,157 @@
+"""The browser WebSocket protocol: parsing what the page sends, building replies.
+
+Pure functions and small records, no I/O. ``docs/protocol.md`` is the
+reference for every message and error code.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+MAX_MESSAGE_BYTES = 64 * 1024
+"Largest text message the session accepts; larger ones get ``too_large``."
+
+# Error codes of ``{"type": "error"}`` messages that only the WebSocket uses;
+# set-up failures reuse the codes of ``proto.errors``.
+BAD_JSON = "bad_json"
+BAD_MESSAGE = "bad_message"
+UNKNOWN_TYPE = "unknown_type"
+TOO_LARGE = "too_large"
+CALL_IN_PROGRESS = "call_in_progress"
+NO_CALL = "no_call"
+BAD_DESTINATION = "bad_destination"
+NO_DESTINATION = "no_destination"
+
+# A SIP user part (RFC 3261 unreserved and user-unreserved characters), which
+# covers numbers like +15551234567 and names like support or ai_assistant.
+_DESTINATION = re.compile(r"^[A-Za-z0-9+\-_.!~*'()&=$,;?/#]{1,64}$")
+
+
+class MessageError(Exception):
+    """The browser sent something the protocol does not allow."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """``{"type": "offer"}``: start a call."""
+
+    sdp: str
+    destination: str
+    "As sent; empty when the page left it out."
+
+
+@dataclass(frozen=True, slots=True)
+class Hangup:
+    """``{"type": "hangup"}``: end the current call."""
+
+
+@dataclass(frozen=True, slots=True)
+class Ice:
+    """``{"type": "ice"}``: a trickled ICE candidate."""
+
+    candidate: str
+    "The ``candidate:`` line; empty means end of candidates."
+    sdp_mid: str | None
+    sdp_mline_index: int | None
+
+
+BrowserMessage = Offer | Hangup | Ice
+
+
+def is_valid_destination(destination: str) -> bool:
+    return bool(_DESTINATION.match(destination))
+
+
+def parse_message(text: str) -> BrowserMessage:
+    """Parse one text frame from the browser, or raise ``MessageError``."""
+    if len(text) > MAX_MESSAGE_BYTES or len(text.encode("utf-8")) > MAX_MESSAGE_BYTES:
+        raise MessageError(TOO_LARGE, f"message over {MAX_MESSAGE_BYTES} bytes")
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        raise MessageError(BAD_JSON, "message is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise MessageError(BAD_MESSAGE, "message must be a JSON object")
+    kind = data.get("type")
+    if not isinstance(kind, str):
+        raise MessageError(BAD_MESSAGE, "message needs a string field 'type'")
+    parser = _PARSERS.get(kind)
+    if parser is None:
+        raise MessageError(UNKNOWN_TYPE, f"unknown message type {kind[:40]!r}")
+    return parser(data)
+
+
+def _parse_offer(data: dict[str, Any]) -> Offer:
+    sdp = data.get("sdp")
+    if not isinstance(sdp, str) or not sdp.startswith("v=0"):
+        raise MessageError(BAD_MESSAGE, "offer needs an SDP string 'sdp' starting with v=0")
+    destination = data.get("destination")
+    if destination is None:
+        destination = ""
+    if not isinstance(destination, str):
+        raise MessageError(BAD_MESSAGE, "'destination' must be a string")
+    return Offer(sdp=sdp, destination=destination.strip())
+
+
+def _parse_hangup(data: dict[str, Any]) -> Hangup:
+    return Hangup()
+
+
+def _parse_ice(data: dict[str, Any]) -> Ice:
+    candidate = data.get("candidate")
+    if candidate is None:
+        candidate = ""
+    if not isinstance(candidate, str):
+        raise MessageError(BAD_MESSAGE, "'candidate' must be a string or null")
+    sdp_mid = data.get("sdpMid")
+    if sdp_mid is not None and not isinstance(sdp_mid, str):
+        raise MessageError(BAD_MESSAGE, "'sdpMid' must be a string or null")
+    index = data.get("sdpMLineIndex")
+    # bool is an int in Python; JSON true is not an m-line index.
+    if index is not None and (not isinstance(index, int) or isinstance(index, bool) or index < 0):
+        raise MessageError(BAD_MESSAGE, "'sdpMLineIndex' must be a non-negative integer or null")
+    return Ice(candidate=candidate, sdp_mid=sdp_mid, sdp_mline_index=index)
+
+
+_PARSERS: dict[str, Callable[[dict[str, Any]], BrowserMessage]] = {
+    "offer": _parse_offer,
+    "hangup": _parse_hangup,
+    "ice": _parse_ice,
+}
+
+
+# --- bridge → browser ----------------------------------------------------------
+
+Outgoing = dict[str, object]
+
+
+def answer(sdp: str) -> Outgoing:
+    return {"type": "answer", "sdp": sdp}
+
+
+def ringing(early_media: bool) -> Outgoing:
+    message: Outgoing = {"type": "ringing"}
+    if early_media:
+        message["early_media"] = True
+    return message
+
+
+def connected() -> Outgoing:
+    return {"type": "connected"}
+
+
+def ended(status: int | None, reason: str, cause: str) -> Outgoing:
+    return {"type": "ended", "status": status, "reason": reason, "cause": cause}
+
+
+def error(code: str, message: str) -> Outgoing:
+    return {"type": "error", "code": code, "message": message}

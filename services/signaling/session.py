@@ -1,0 +1,453 @@
+"""One browser's WebSocket session and the set-up of its calls, sans I/O.
+
+``BrowserSession`` is fed what happened (a text frame, a bus event, a timer,
+the socket closing) with the current time, and says what to do as action
+records pulled with ``pop_actions()``. The adapter in ``app.py`` moves bytes
+and re-arms one timer from ``get_timer()``; nothing here touches a socket.
+
+A session holds at most one call at a time. Each call gets a fresh id, its own
+subscriptions and one timer per waiting state; whatever happens, it ends with
+an ``ended`` message to the browser and the session back in ``IDLE``.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import uuid
+from collections.abc import Callable
+from typing import ClassVar
+
+from proto import errors, subjects
+from proto.events import (
+    AnyEvent,
+    CallAnswered,
+    CallEnded,
+    CallRequested,
+    DialRequested,
+    HangupRequested,
+    IceCandidateReceived,
+    InviteSent,
+    MediaFailed,
+    MediaPrepared,
+    ProgressReceived,
+)
+from services.common.settings import Settings
+from services.signaling import messages
+from services.signaling.actions import Action, Close, Publish, SendMessage, Subscribe, Unsubscribe
+from services.signaling.messages import BrowserMessage, Hangup, Ice, MessageError, Offer
+
+log = logging.getLogger(__name__)
+
+HANGUP_GRACE = 5.0
+"Seconds to wait for ``CallEnded`` after asking for a hang-up."
+SHUTDOWN_GRACE = 2.0
+"The same wait when the service is stopping."
+MAX_BUFFERED_CANDIDATES = 64
+"ICE candidates kept until a media worker has taken the call."
+DEMO_DESTINATION = "echo"
+"Where every call goes in demo mode: the built-in echo peer."
+
+# Reasons shown to people when the bridge itself ends a call.
+_REASONS = {
+    errors.NORMAL: "Call ended",
+    errors.CANCELLED: "Call cancelled",
+    errors.BROWSER_GONE: "Browser disconnected",
+    errors.TIMEOUT: "No answer",
+    errors.MEDIA_FAILED: "Media failed",
+    errors.SETUP_FAILED: "Call set-up failed",
+    errors.INTERNAL: "Internal error",
+}
+
+
+class State(enum.Enum):
+    IDLE = "idle"
+    "No call; waiting for an offer (no timer: a person may take their time)."
+    WAITING_MEDIA = "waiting_media"
+    "CallRequested sent; waiting for MediaPrepared (SETUP_TIMEOUT)."
+    WAITING_INVITE = "waiting_invite"
+    "DialRequested sent; waiting for InviteSent (SETUP_TIMEOUT)."
+    INVITING = "inviting"
+    "A SIP agent sent the INVITE (safety timer: INVITE_TIMEOUT + SETUP_TIMEOUT)."
+    RINGING = "ringing"
+    "The trunk sent 180/183 (same safety timer)."
+    CONNECTED = "connected"
+    "The trunk answered (no timer: calls last as long as people talk)."
+    HANGING_UP = "hanging_up"
+    "HangupRequested sent; waiting for CallEnded (HANGUP_GRACE)."
+    CLOSED = "closed"
+    "The socket is gone and no call is left; the session is finished."
+
+
+END_STATES = frozenset({State.CLOSED})
+_IN_CALL = frozenset(
+    {
+        State.WAITING_MEDIA,
+        State.WAITING_INVITE,
+        State.INVITING,
+        State.RINGING,
+        State.CONNECTED,
+        State.HANGING_UP,
+    }
+)
+
+
+def new_call_id() -> str:
+    return uuid.uuid4().hex
+
+
+class BrowserSession:
+    """The state of one browser WebSocket and of its current call."""
+
+    def __init__(
+        self, settings: Settings, *, make_call_id: Callable[[], str] = new_call_id
+    ) -> None:
+        self._settings = settings
+        self._make_call_id = make_call_id
+        self._state = State.IDLE
+        self._actions: list[Action] = []
+        self._deadline: float | None = None
+        self._socket_open = True
+        self._closing = False
+        self._call_id: str | None = None
+        self._destination = ""
+        self._answered = False
+        self._hangup_cause = ""
+        self._candidates: list[Ice] = []
+
+    # --- what the adapter reads ------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @property
+    def call_id(self) -> str | None:
+        """The id of the current call, or None between calls."""
+        return self._call_id
+
+    @property
+    def destination(self) -> str:
+        """Where the current (or last) call goes."""
+        return self._destination
+
+    def get_timer(self) -> float | None:
+        """When ``handle_timer()`` should next be called, or None."""
+        return self._deadline
+
+    def pop_actions(self) -> list[Action]:
+        """What to do, in order; each action is returned once."""
+        actions, self._actions = self._actions, []
+        return actions
+
+    # --- inputs ------------------------------------------------------------------
+
+    def receive_text(self, text: str, now: float) -> None:
+        """A text frame arrived from the browser."""
+        if not self._socket_open:
+            return
+        try:
+            message = messages.parse_message(text)
+            self._handle_message(message, now)
+        except MessageError as exc:
+            log.info("browser message refused (call %s): %s", self._call_id, exc.code)
+            self._send(messages.error(exc.code, exc.message))
+
+    def receive_binary(self, now: float) -> None:
+        """A binary frame arrived: the protocol is JSON text only."""
+        if self._socket_open:
+            self._send(messages.error(messages.BAD_MESSAGE, "binary frames are not supported"))
+
+    def handle_event(self, event: AnyEvent, now: float) -> None:
+        """An event arrived on one of the current call's subjects."""
+        if event.call_id != self._call_id or self._state not in _IN_CALL:
+            # In flight when the call ended, or meant for an older call.
+            log.debug("ignored %s for call %s", type(event).__name__, event.call_id)
+            return
+        match event:
+            case MediaPrepared():
+                self._on_media_prepared(event, now)
+            case MediaFailed():
+                self._on_media_failed(event, now)
+            case InviteSent():
+                self._on_invite_sent(event, now)
+            case ProgressReceived():
+                self._on_progress(event, now)
+            case CallAnswered():
+                self._on_answered(event, now)
+            case HangupRequested():
+                self._on_hangup_requested(event, now)
+            case CallEnded():
+                self._finish_call(event.status, event.reason, event.cause)
+            case _:
+                # MediaConnected and work-queue events change nothing here.
+                log.debug("call %s: ignored %s", self._call_id, type(event).__name__)
+
+    def handle_timer(self, now: float) -> None:
+        """Time passed; act if the current state's timer expired."""
+        if self._deadline is None or now < self._deadline:
+            return
+        self._deadline = None
+        handler = self._timer_handlers.get(self._state)
+        if handler is not None:
+            handler(self, now)
+
+    def socket_closed(self, now: float) -> None:
+        """The browser's WebSocket closed; hang up whatever call is left."""
+        if not self._socket_open:
+            return
+        self._socket_open = False
+        if self._state == State.IDLE:
+            self._set_state(State.CLOSED)
+        elif self._state != State.HANGING_UP:
+            self._hang_up(errors.BROWSER_GONE, now, HANGUP_GRACE)
+        # A call already hanging up finishes on its own timer; only the
+        # ``ended`` message is dropped since nobody is there to read it.
+
+    def shutdown(self, now: float) -> None:
+        """The service is stopping: end the call quickly, then close the socket."""
+        if self._state in END_STATES:
+            return
+        self._closing = True
+        if self._state == State.IDLE:
+            self._close_socket()
+        elif self._state == State.HANGING_UP:
+            if self._deadline is None or self._deadline > now + SHUTDOWN_GRACE:
+                self._deadline = now + SHUTDOWN_GRACE
+        else:
+            cause = errors.NORMAL if self._answered else errors.CANCELLED
+            self._hang_up(cause, now, SHUTDOWN_GRACE)
+
+    # --- browser messages ----------------------------------------------------------
+
+    def _handle_message(self, message: BrowserMessage, now: float) -> None:
+        if isinstance(message, Offer):
+            self._handle_offer(message, now)
+        elif isinstance(message, Hangup):
+            self._handle_hangup(now)
+        else:
+            self._handle_ice(message)
+
+    def _handle_offer(self, offer: Offer, now: float) -> None:
+        if self._state != State.IDLE:
+            raise MessageError(messages.CALL_IN_PROGRESS, "a call is already in progress")
+        if self._closing:
+            raise MessageError(errors.SETUP_FAILED, "the bridge is shutting down")
+        destination = self._pick_destination(offer.destination)
+        call_id = self._make_call_id()
+        self._call_id = call_id
+        self._destination = destination
+        self._answered = False
+        self._hangup_cause = ""
+        self._candidates = []
+        log.info("call %s: offer to %s", call_id, destination)
+        log.debug("call %s: browser offer\n%s", call_id, offer.sdp)
+        self._actions.append(Subscribe(subjects.call_events(call_id, "media")))
+        self._actions.append(Subscribe(subjects.call_events(call_id, "sipagent")))
+        self._publish(
+            subjects.media_work(),
+            CallRequested(
+                call_id=call_id,
+                offer_sdp=offer.sdp,
+                destination=destination,
+                signaling_id=self._settings.instance_id,
+            ),
+        )
+        self._set_state(State.WAITING_MEDIA, now + self._settings.setup_timeout)
+
+    def _pick_destination(self, requested: str) -> str:
+        if self._settings.demo:
+            return DEMO_DESTINATION
+        destination = requested or self._settings.default_destination
+        if not destination:
+            raise MessageError(
+                messages.NO_DESTINATION, "no destination given and no default configured"
+            )
+        if not messages.is_valid_destination(destination):
+            raise MessageError(
+                messages.BAD_DESTINATION,
+                "destination must be 1-64 characters: letters, digits or +-_.!~*'()&=$,;?/#",
+            )
+        return destination
+
+    def _handle_hangup(self, now: float) -> None:
+        if self._state == State.IDLE:
+            raise MessageError(messages.NO_CALL, "there is no call to hang up")
+        if self._state == State.HANGING_UP:
+            return  # Already on its way down.
+        self._hang_up(errors.NORMAL if self._answered else errors.CANCELLED, now, HANGUP_GRACE)
+
+    def _handle_ice(self, ice: Ice) -> None:
+        if self._state == State.WAITING_MEDIA:
+            # No media worker has subscribed yet: keep it until one has.
+            if len(self._candidates) < MAX_BUFFERED_CANDIDATES:
+                self._candidates.append(ice)
+        elif self._state in _IN_CALL and self._state != State.HANGING_UP:
+            self._forward_candidate(ice)
+        # Before an offer or while hanging up a candidate has nowhere to go.
+
+    def _forward_candidate(self, ice: Ice) -> None:
+        assert self._call_id is not None
+        self._publish(
+            subjects.call_events(self._call_id, "signaling"),
+            IceCandidateReceived(
+                call_id=self._call_id,
+                candidate=ice.candidate,
+                sdp_mid=ice.sdp_mid,
+                sdp_mline_index=ice.sdp_mline_index,
+            ),
+        )
+
+    # --- bus events --------------------------------------------------------------
+
+    def _on_media_prepared(self, event: MediaPrepared, now: float) -> None:
+        if self._state != State.WAITING_MEDIA:
+            return
+        log.debug("call %s: browser answer\n%s", self._call_id, event.answer_sdp)
+        self._send(messages.answer(event.answer_sdp))
+        self._publish(
+            subjects.sipagent_work(),
+            DialRequested(
+                call_id=event.call_id,
+                destination=self._destination,
+                offer_sdp=event.trunk_offer_sdp,
+                media_id=event.media_id,
+                signaling_id=self._settings.instance_id,
+            ),
+        )
+        candidates, self._candidates = self._candidates, []
+        for ice in candidates:
+            self._forward_candidate(ice)
+        self._set_state(State.WAITING_INVITE, now + self._settings.setup_timeout)
+
+    def _on_media_failed(self, event: MediaFailed, now: float) -> None:
+        if self._state == State.WAITING_MEDIA:
+            self._fail_setup(event.code, event.reason, errors.MEDIA_FAILED)
+        elif self._state != State.HANGING_UP:
+            # A SIP agent may hold the call by now: it must CANCEL or BYE.
+            self._send(messages.error(event.code, event.reason))
+            self._hang_up(errors.MEDIA_FAILED, now, HANGUP_GRACE)
+
+    def _on_invite_sent(self, event: InviteSent, now: float) -> None:
+        if self._state == State.WAITING_INVITE:
+            log.info("call %s: INVITE sent to %s", self._call_id, event.request_uri)
+            self._set_state(State.INVITING, now + self._invite_safety())
+
+    def _on_progress(self, event: ProgressReceived, now: float) -> None:
+        if self._state == State.WAITING_INVITE:
+            # InviteSent comes first on the same subject; be lenient anyway.
+            self._deadline = now + self._invite_safety()
+        if self._state not in (State.WAITING_INVITE, State.INVITING, State.RINGING):
+            return
+        self._send(messages.ringing(early_media=bool(event.early_sdp)))
+        if self._state != State.RINGING:
+            self._set_state(State.RINGING, self._deadline)
+
+    def _on_answered(self, event: CallAnswered, now: float) -> None:
+        if self._state in (State.WAITING_INVITE, State.INVITING, State.RINGING):
+            self._answered = True
+            self._send(messages.connected())
+            self._set_state(State.CONNECTED, None)
+
+    def _on_hangup_requested(self, event: HangupRequested, now: float) -> None:
+        # Media gave up on the call; the SIP agent hears it too and will end
+        # the call. Wait for its CallEnded, but not forever.
+        if self._state != State.HANGING_UP:
+            self._hangup_cause = event.cause
+            self._set_state(State.HANGING_UP, now + HANGUP_GRACE)
+
+    # --- timers ------------------------------------------------------------------
+
+    def _timeout_media(self, now: float) -> None:
+        self._fail_setup(
+            errors.NO_MEDIA_WORKER, "no media worker took the call", errors.SETUP_FAILED
+        )
+
+    def _timeout_invite(self, now: float) -> None:
+        self._fail_setup(errors.NO_SIP_AGENT, "no SIP agent took the call", errors.SETUP_FAILED)
+
+    def _timeout_ringing(self, now: float) -> None:
+        # The SIP agent's own INVITE_TIMEOUT should have ended the call.
+        log.warning("call %s: no final answer reported in time", self._call_id)
+        self._hang_up(errors.TIMEOUT, now, HANGUP_GRACE)
+
+    def _timeout_hangup(self, now: float) -> None:
+        # Nobody reported the end (e.g. no SIP agent held the call yet): say
+        # it ourselves so the media worker lets go.
+        assert self._call_id is not None
+        cause = self._hangup_cause or errors.INTERNAL
+        reason = _REASONS.get(cause, "Call ended")
+        self._publish(
+            subjects.call_events(self._call_id, "signaling"),
+            CallEnded(call_id=self._call_id, cause=cause, reason=reason),
+        )
+        self._finish_call(None, reason, cause)
+
+    _timer_handlers: ClassVar[dict[State, Callable[[BrowserSession, float], None]]] = {
+        State.WAITING_MEDIA: _timeout_media,
+        State.WAITING_INVITE: _timeout_invite,
+        State.INVITING: _timeout_ringing,
+        State.RINGING: _timeout_ringing,
+        State.HANGING_UP: _timeout_hangup,
+    }
+
+    # --- helpers ------------------------------------------------------------------
+
+    def _invite_safety(self) -> float:
+        return self._settings.invite_timeout + self._settings.setup_timeout
+
+    def _hang_up(self, cause: str, now: float, grace: float) -> None:
+        assert self._call_id is not None
+        self._hangup_cause = cause
+        self._publish(
+            subjects.call_events(self._call_id, "signaling"),
+            HangupRequested(call_id=self._call_id, cause=cause),
+        )
+        self._set_state(State.HANGING_UP, now + grace)
+
+    def _fail_setup(self, code: str, message: str, cause: str) -> None:
+        """Set-up failed before any SIP agent held the call: end it ourselves."""
+        assert self._call_id is not None
+        log.warning("call %s: set-up failed: %s (%s)", self._call_id, message, code)
+        self._send(messages.error(code, message))
+        self._publish(
+            subjects.call_events(self._call_id, "signaling"),
+            CallEnded(call_id=self._call_id, cause=cause, reason=message),
+        )
+        self._finish_call(None, message, cause)
+
+    def _finish_call(self, status: int | None, reason: str, cause: str) -> None:
+        assert self._call_id is not None
+        log.info(
+            "call %s: ended: cause=%s status=%s reason=%r", self._call_id, cause, status, reason
+        )
+        self._send(messages.ended(status, reason, cause))
+        self._actions.append(Unsubscribe(subjects.call_events(self._call_id, "media")))
+        self._actions.append(Unsubscribe(subjects.call_events(self._call_id, "sipagent")))
+        self._set_state(State.IDLE, None)
+        self._call_id = None
+        self._candidates = []
+        if not self._socket_open:
+            self._set_state(State.CLOSED, None)
+        elif self._closing:
+            self._close_socket()
+
+    def _close_socket(self) -> None:
+        self._actions.append(Close(1001, "server shutting down"))
+        self._socket_open = False
+        self._set_state(State.CLOSED, None)
+
+    def _send(self, message: messages.Outgoing) -> None:
+        if self._socket_open:
+            self._actions.append(SendMessage(message))
+
+    def _publish(self, subject: str, event: AnyEvent) -> None:
+        self._actions.append(Publish(subject, event))
+
+    def _set_state(self, state: State, deadline: float | None = None) -> None:
+        """Enter ``state``; every state's timer is set here, None for no timer."""
+        self._deadline = deadline
+        if state != self._state:
+            who = f"call {self._call_id}" if self._call_id else "browser"
+            log.info("%s: %s -> %s", who, self._state.name, state.name)
+            self._state = state

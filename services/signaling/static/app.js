@@ -1,0 +1,217 @@
+// The call page: microphone -> RTCPeerConnection -> offer over the WebSocket.
+// Protocol: docs/protocol.md. No build step, no external fetches.
+"use strict";
+
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const form = $("call-form");
+  const destinationInput = $("destination");
+  const startButton = $("start");
+  const hangupButton = $("hangup");
+  const statusLine = $("status");
+  const remoteAudio = $("remote-audio");
+
+  const GATHER_TIMEOUT_MS = 2000;
+  const ENDED_WAIT_MS = 8000; // The bridge answers a hang-up within ~5 s.
+
+  // Errors that refuse an offer outright: no call was started, no `ended` follows.
+  const REFUSALS = new Set([
+    "bad_json", "bad_message", "unknown_type", "too_large",
+    "bad_destination", "no_destination", "call_in_progress",
+  ]);
+  const SIP_STATUS = {
+    401: "Unauthorized", 403: "Forbidden", 404: "Not found", 407: "Unauthorized",
+    408: "No answer", 410: "Gone", 480: "Unavailable", 484: "Incomplete number",
+    486: "Busy", 487: "Cancelled", 488: "Not acceptable", 500: "Server error",
+    502: "Bad gateway", 503: "Service unavailable", 504: "Timeout",
+    600: "Busy", 603: "Declined", 604: "Does not exist",
+  };
+  const CAUSES = {
+    normal: "Call ended", remote_hangup: "Call ended", browser_gone: "Call ended",
+    cancelled: "Call cancelled", timeout: "No answer", rejected: "Call rejected",
+    media_failed: "Media failed", setup_failed: "Call could not be set up",
+    internal: "Internal error",
+  };
+
+  // Read by automated tests: the current (or last) call's peer connection.
+  const bridge = { pc: null, ws: null, state: "idle" };
+  window.bridge = bridge;
+  Object.defineProperty(window, "bridgeCall", { get: () => bridge.pc });
+
+  let stream = null;
+  let lastError = "";
+  let endedTimer = 0;
+
+  function setStatus(text, kind) {
+    statusLine.textContent = text;
+    statusLine.dataset.kind = kind;
+  }
+
+  function setState(state) {
+    bridge.state = state;
+    const idle = state === "idle";
+    startButton.disabled = !idle;
+    destinationInput.disabled = !idle;
+    hangupButton.disabled = idle || state === "hangingup";
+  }
+
+  function endedText(msg) {
+    if (typeof msg.status === "number" && msg.status >= 300) {
+      return `${SIP_STATUS[msg.status] || msg.reason || "Call failed"} (${msg.status})`;
+    }
+    return CAUSES[msg.cause] || msg.reason || "Call ended";
+  }
+
+  // Release the microphone and the peer connection; the page is idle again.
+  function release() {
+    clearTimeout(endedTimer);
+    if (bridge.pc) bridge.pc.close();
+    if (stream) stream.getTracks().forEach((track) => track.stop());
+    stream = null;
+    remoteAudio.srcObject = null;
+    setState("idle");
+  }
+
+  function finish(text) {
+    if (lastError) setStatus(`Error: ${lastError}`, "error");
+    else setStatus(text, text.startsWith("Error") ? "error" : "idle");
+    release();
+  }
+
+  function send(msg) {
+    if (bridge.ws && bridge.ws.readyState === WebSocket.OPEN) {
+      bridge.ws.send(JSON.stringify(msg));
+      return true;
+    }
+    return false;
+  }
+
+  function connect() {
+    if (bridge.ws && bridge.ws.readyState === WebSocket.OPEN) return Promise.resolve(bridge.ws);
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    const ws = new WebSocket(`${scheme}://${location.host}/ws`);
+    bridge.ws = ws;
+    ws.onmessage = (event) => onMessage(JSON.parse(event.data));
+    ws.onclose = () => {
+      if (bridge.ws === ws) bridge.ws = null;
+      if (bridge.state !== "idle") finish("Error: Connection to the bridge lost");
+    };
+    return new Promise((resolve, reject) => {
+      ws.onopen = () => resolve(ws);
+      ws.onerror = () => reject(new Error("cannot reach the bridge"));
+    });
+  }
+
+  function gatheringComplete(pc) {
+    if (pc.iceGatheringState === "complete") return Promise.resolve();
+    return new Promise((resolve) => {
+      // Without ICE servers gathering is quick; send whatever is there after 2 s.
+      const timer = setTimeout(resolve, GATHER_TIMEOUT_MS);
+      pc.addEventListener("icegatheringstatechange", () => {
+        if (pc.iceGatheringState === "complete") {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+    });
+  }
+
+  async function startCall() {
+    lastError = "";
+    setState("calling");
+    setStatus("Calling…", "progress");
+    try {
+      stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+      const pc = new RTCPeerConnection({ iceServers: [] });
+      bridge.pc = pc;
+      pc.ontrack = (event) => {
+        remoteAudio.srcObject = event.streams[0] || new MediaStream([event.track]);
+        remoteAudio.play().catch(() => {});
+      };
+      stream.getTracks().forEach((track) => pc.addTrack(track, stream));
+      await pc.setLocalDescription(await pc.createOffer());
+      await gatheringComplete(pc);
+      await connect();
+      if (bridge.state !== "calling") return; // Hung up meanwhile.
+      send({
+        type: "offer",
+        sdp: pc.localDescription.sdp,
+        destination: destinationInput.value.trim(),
+      });
+    } catch (err) {
+      finish(`Error: ${err && err.message ? err.message : err}`);
+    }
+  }
+
+  function hangUp() {
+    if (bridge.state === "idle" || bridge.state === "hangingup") return;
+    if (bridge.pc) bridge.pc.close();
+    if (!send({ type: "hangup" })) {
+      finish("Ended: Call ended");
+      return;
+    }
+    setState("hangingup");
+    setStatus("Hanging up…", "progress");
+    endedTimer = setTimeout(() => finish("Ended: Call ended"), ENDED_WAIT_MS);
+  }
+
+  async function onMessage(msg) {
+    switch (msg.type) {
+      case "answer":
+        if (bridge.pc && bridge.pc.signalingState === "have-local-offer") {
+          try {
+            await bridge.pc.setRemoteDescription({ type: "answer", sdp: msg.sdp });
+          } catch (err) {
+            lastError = `Bad answer from the bridge: ${err.message}`;
+            hangUp();
+          }
+        }
+        break;
+      case "ringing":
+        if (bridge.state === "calling" || bridge.state === "ringing") {
+          setState("ringing");
+          setStatus("Ringing", "progress");
+        }
+        break;
+      case "connected":
+        if (bridge.state !== "hangingup") {
+          setState("connected");
+          setStatus("Connected", "ok");
+        }
+        break;
+      case "ended":
+        finish(`Ended: ${endedText(msg)}`);
+        break;
+      case "error":
+        if (msg.code === "no_call") break; // A hang-up that crossed `ended`.
+        if (REFUSALS.has(msg.code)) {
+          lastError = "";
+          finish(`Error: ${msg.message}`);
+        } else {
+          lastError = msg.message; // `ended` follows.
+          setStatus(`Error: ${msg.message}`, "error");
+        }
+        break;
+      default:
+        break;
+    }
+  }
+
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    if (bridge.state === "idle") startCall();
+  });
+  hangupButton.addEventListener("click", hangUp);
+
+  fetch("/config.json")
+    .then((response) => response.json())
+    .then((config) => {
+      if (config.default_destination && !destinationInput.value) {
+        destinationInput.value = config.default_destination;
+      }
+      $("demo-note").hidden = !config.demo;
+    })
+    .catch(() => {});
+
+  setState("idle");
+})();
