@@ -1,0 +1,1 @@
+"""The SIP user agent service: places the bridge's calls on the trunk."""

@@ -1,0 +1,312 @@
+"""The asyncio side of the SIP user agent: one transport, many calls.
+
+``SipAgent`` moves bytes between the transport and the sans-I/O
+``OutboundCall`` objects (found by SIP Call-ID), keeps one ``loop.call_at``
+timer for all of them, and answers requests that belong to no call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sipmessage import URI, Request, Response
+
+from services.common.settings import Settings, local_address_toward
+from services.sipagent.call import ALLOW, USER_AGENT, OutboundCall
+from services.sipagent.events import CallEvent
+from services.sipagent.sip.message import (
+    SipParseError,
+    bad_request,
+    make_response,
+    new_tag,
+    parse_message,
+    summary,
+)
+from services.sipagent.sip.transaction import T1
+from services.sipagent.transport import Addr, SipTransport, open_transport
+
+log = logging.getLogger(__name__)
+
+# RFC 3261 user part: unreserved / escaped / user-unreserved.
+_USER_PART = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()&=+$,;?/]|%[0-9A-Fa-f]{2}){1,128}")
+
+SipObserver = Callable[[str, str], None]
+"Told ``(direction, summary)`` of each SIP message of a call (``>`` sent, ``<`` received)."
+
+
+class DialError(Exception):
+    """The call could not be placed; the message says why."""
+
+
+def check_destination(destination: str) -> None:
+    """Raise ``ValueError`` unless ``destination`` is a valid SIP user part."""
+    if not _USER_PART.fullmatch(destination):
+        raise ValueError("only SIP user-part characters are allowed (up to 128)")
+
+
+def request_uri_for(destination: str, domain: str) -> str:
+    """``sip:<destination>@<domain>``; ``ValueError`` unless a valid SIP user part."""
+    check_destination(destination)
+    uri = f"sip:{destination}@{_host(domain)}"
+    URI.parse(uri)
+    return uri
+
+
+def _host(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    trunk_host: str
+    trunk_port: int = 5060
+    domain: str = ""
+    username: str = ""
+    password: str = ""
+    transport: str = "udp"
+    bind_host: str = "0.0.0.0"
+    local_port: int = 0
+    public_ip: str = ""
+    invite_timeout: float = 60.0
+    t1: float = T1
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AgentConfig:
+        return cls(
+            trunk_host=settings.sip_trunk_host,
+            trunk_port=settings.sip_trunk_port,
+            domain=settings.sip_realm_domain,
+            username=settings.sip_username,
+            password=settings.sip_password,
+            transport=settings.sip_transport,
+            bind_host=settings.sip_bind_host,
+            local_port=settings.sip_local_port,
+            public_ip=settings.public_ip,
+            invite_timeout=settings.invite_timeout,
+        )
+
+
+class CallHandle:
+    """One placed call as the service sees it: a queue of events and a hang-up."""
+
+    def __init__(self, agent: SipAgent, call: OutboundCall, trunk: Addr) -> None:
+        self.call = call
+        self.trunk = trunk
+        self.events: asyncio.Queue[CallEvent] = asyncio.Queue()
+        self.observer: SipObserver | None = None
+        self._agent = agent
+
+    @property
+    def request_uri(self) -> str:
+        return self.call.request_uri
+
+    def hangup(self, cause: str) -> None:
+        self._agent.hangup(self, cause)
+
+
+class SipAgent:
+    def __init__(self, config: AgentConfig, transport: SipTransport | None = None) -> None:
+        self.config = config
+        self._transport = transport
+        self._calls: dict[str, CallHandle] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def start(self) -> None:
+        """Bind the SIP transport (unless one was given)."""
+        self._loop = asyncio.get_running_loop()
+        config = self.config
+        if self._transport is None:
+            self._transport = await open_transport(
+                config.transport, config.bind_host, config.local_port, self.receive
+            )
+        log.info(
+            "sip %s on %s:%d toward %s:%d",
+            self._transport.name,
+            config.bind_host,
+            self._transport.local_port,
+            config.trunk_host or "(no trunk)",
+            config.trunk_port,
+        )
+
+    @property
+    def local_port(self) -> int:
+        return self._transport.local_port if self._transport else 0
+
+    @property
+    def active_calls(self) -> int:
+        return len(self._calls)
+
+    async def dial(
+        self,
+        call_id: str,
+        destination: str,
+        offer_sdp: str,
+        observer: SipObserver | None = None,
+    ) -> CallHandle:
+        """Send the INVITE of a new call; raise ``DialError`` if it cannot be sent."""
+        config = self.config
+        if self._transport is None or self._loop is None:
+            raise DialError("SIP agent not started")
+        if not config.trunk_host:
+            raise DialError("no SIP trunk configured")
+        domain = config.domain or config.trunk_host
+        try:
+            request_uri = request_uri_for(destination, domain)
+        except ValueError as exc:
+            raise DialError(f"invalid destination: {exc}") from None
+        trunk = await self._resolve()
+        local_ip = config.public_ip or local_address_toward(trunk[0], trunk[1])
+        sent_by = f"{_host(local_ip)}:{self._transport.local_port}"
+        user = f"{config.username}@" if config.username else ""
+        call = OutboundCall(
+            call_id=call_id,
+            request_uri=request_uri,
+            from_uri=f"sip:{config.username or 'anonymous'}@{_host(domain)}",
+            contact=f"<sip:{user}{sent_by};transport={self._transport.name}>",
+            sent_by=sent_by,
+            offer_sdp=offer_sdp,
+            username=config.username,
+            password=config.password,
+            transport=self._transport.name,
+            invite_timeout=config.invite_timeout,
+            t1=config.t1,
+        )
+        handle = CallHandle(self, call, trunk)
+        handle.observer = observer
+        self._calls[call.sip_call_id] = handle
+        call.start(self._loop.time())
+        self._service(handle, None)
+        self._rearm()
+        return handle
+
+    def hangup(self, handle: CallHandle, cause: str) -> None:
+        if self._loop is None:
+            return
+        handle.call.hangup(cause, self._loop.time())
+        self._service(handle, None)
+        self._rearm()
+
+    async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._transport is not None:
+            await self._transport.close()
+
+    # --- internals ---------------------------------------------------------------
+
+    async def _resolve(self) -> Addr:
+        assert self._loop is not None
+        config = self.config
+        family = socket.AF_UNSPEC
+        if config.bind_host and config.bind_host not in ("::", "0.0.0.0"):
+            family = socket.AF_INET6 if ":" in config.bind_host else socket.AF_INET
+        elif config.bind_host == "0.0.0.0":
+            family = socket.AF_INET
+        kind = socket.SOCK_STREAM if config.transport == "tcp" else socket.SOCK_DGRAM
+        try:
+            infos = await self._loop.getaddrinfo(
+                config.trunk_host, config.trunk_port, family=family, type=kind
+            )
+        except OSError as exc:
+            raise DialError(f"cannot resolve SIP trunk host {config.trunk_host}: {exc}") from None
+        if not infos:
+            raise DialError(f"cannot resolve SIP trunk host {config.trunk_host}")
+        address = infos[0][4]
+        return str(address[0]), int(address[1])
+
+    def receive(self, data: bytes, addr: Addr) -> None:
+        """Handle one message from the transport."""
+        assert self._loop is not None
+        try:
+            message = parse_message(data)
+        except SipParseError as exc:
+            log.debug("dropped bad message from %s:%d: %s", addr[0], addr[1], exc)
+            reply = bad_request(data)
+            if reply is not None:
+                self._send(reply, addr)
+            return
+        handle = self._calls.get(message.call_id)
+        if handle is None:
+            self._stateless(message, addr)
+            return
+        if handle.observer is not None:
+            handle.observer("<", summary(message))
+        handle.call.receive(message, self._loop.time())
+        self._service(handle, addr)
+        self._rearm()
+
+    def _stateless(self, message: Request | Response, addr: Addr) -> None:
+        """Answer what belongs to no call: OPTIONS 200, other requests 481."""
+        if isinstance(message, Response) or message.method == "ACK":
+            log.debug("dropped %s for no call", summary(message))
+            return
+        if message.method == "OPTIONS":
+            response = make_response(
+                message,
+                200,
+                to_tag=new_tag(),
+                headers=[
+                    ("Allow", ALLOW),
+                    ("Accept", "application/sdp"),
+                    ("User-Agent", USER_AGENT),
+                ],
+            )
+        else:
+            response = make_response(message, 481, to_tag=new_tag())
+        self._send(bytes(response), addr)
+
+    def _service(self, handle: CallHandle, reply_to: Addr | None) -> None:
+        """Send what the call wants sent, queue its events, forget it once finished."""
+        call = handle.call
+        for message in call.messages_to_send():
+            # Responses go back where the request came from; requests to the trunk.
+            dest = reply_to if isinstance(message, Response) and reply_to else handle.trunk
+            if handle.observer is not None:
+                handle.observer(">", summary(message))
+            self._send(bytes(message), dest)
+        while (event := call.next_event()) is not None:
+            handle.events.put_nowait(event)
+        if call.finished and self._calls.get(call.sip_call_id) is handle:
+            del self._calls[call.sip_call_id]
+
+    def _send(self, data: bytes, addr: Addr) -> None:
+        if self._transport is not None:
+            log.debug("sip > %s:%d %d bytes", addr[0], addr[1], len(data))
+            self._transport.send(data, addr)
+
+    def _rearm(self) -> None:
+        """One timer for the agent, at the earliest timer of any call."""
+        assert self._loop is not None
+        when = min(
+            (t for t in (h.call.get_timer() for h in self._calls.values()) if t is not None),
+            default=None,
+        )
+        if when == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = when
+        if when is not None:
+            self._timer = self._loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        assert self._loop is not None
+        # asyncio may run a timer a clock tick early: never let "now" precede it.
+        now = max(self._loop.time(), self._timer_at or 0.0)
+        self._timer = None
+        self._timer_at = None
+        for handle in list(self._calls.values()):
+            deadline = handle.call.get_timer()
+            if deadline is not None and deadline <= now:
+                handle.call.handle_timer(now)
+                self._service(handle, None)
+        self._rearm()

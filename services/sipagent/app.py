@@ -1,0 +1,195 @@
+"""The sipagent service: ``DialRequested`` from the bus in, a SIP call out.
+
+This is the boundary between the bus and the SIP core: it turns proto events
+into ``SipAgent`` calls and call events back into proto events, and the SIP
+code never sees a bus type.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from opentelemetry.trace import Span, Status, StatusCode
+
+from proto import errors, subjects
+from proto.events import (
+    AnyEvent,
+    CallAnswered,
+    CallEnded,
+    DialRequested,
+    HangupRequested,
+    InviteSent,
+    MediaFailed,
+    ProgressReceived,
+)
+from services.common.bus import Bus
+from services.common.settings import Settings
+from services.common.telemetry import tracer
+from services.sipagent.agent import AgentConfig, CallHandle, DialError, SipAgent, check_destination
+from services.sipagent.events import Answered, Ended, Progress
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE = 2.0
+"Seconds given to calls to end (CANCEL/BYE answered) when the service stops."
+
+
+class SipAgentService:
+    """Places the calls of ``DialRequested`` events and reports how they go."""
+
+    def __init__(self, bus: Bus, agent: SipAgent, instance_id: str) -> None:
+        self._bus = bus
+        self._agent = agent
+        self._instance_id = instance_id
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._handles: dict[str, CallHandle] = {}
+        self._early_hangups: dict[str, str] = {}
+        "Hang-ups that arrived before the INVITE went out, by call id."
+        self._stopping = False
+
+    @property
+    def active_calls(self) -> int:
+        return len(self._tasks)
+
+    async def on_work(self, event: AnyEvent) -> None:
+        if not isinstance(event, DialRequested):
+            log.debug("ignored %s on the work queue", type(event).__name__)
+            return
+        if self._stopping or event.call_id in self._tasks:
+            return
+        task = asyncio.create_task(self._run_call(event), name=f"call-{event.call_id}")
+        self._tasks[event.call_id] = task
+        task.add_done_callback(lambda _: self._tasks.pop(event.call_id, None))
+
+    async def shutdown(self, grace: float = SHUTDOWN_GRACE) -> None:
+        """Hang up every call, give them ``grace`` seconds, then report the rest ended."""
+        self._stopping = True
+        for call_id in list(self._tasks):
+            self._hangup(call_id, errors.NORMAL)
+        tasks = list(self._tasks.values())
+        if tasks:
+            await asyncio.wait(tasks, timeout=grace)
+        for call_id, task in list(self._tasks.items()):
+            task.cancel()
+            ended = CallEnded(call_id=call_id, cause=errors.INTERNAL, reason="SIP agent stopped")
+            await self._publish(ended)
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    # --- one call ----------------------------------------------------------------
+
+    async def _run_call(self, dial: DialRequested) -> None:
+        call_id = dial.call_id
+        with tracer(__name__).start_as_current_span(
+            "sipagent.call", attributes={"bridge.call_id": call_id}
+        ) as span:
+            subscriptions = []
+            try:
+                for source in ("signaling", "media"):
+                    subject = subjects.call_events(call_id, source)
+                    subscriptions.append(await self._bus.subscribe(subject, self._on_peer_event))
+                ended = await self._place(dial, span)
+                span.set_attribute("sip.cause", ended.cause)
+                if ended.status is not None:
+                    span.set_attribute("sip.status", ended.status)
+                if ended.cause not in (errors.NORMAL, errors.REMOTE_HANGUP, errors.CANCELLED):
+                    span.set_status(Status(StatusCode.ERROR, ended.reason))
+                await self._publish(ended)
+            finally:
+                self._handles.pop(call_id, None)
+                self._early_hangups.pop(call_id, None)
+                for subscription in subscriptions:
+                    try:
+                        await subscription.unsubscribe()
+                    except Exception as exc:  # closing is best effort
+                        log.debug("unsubscribe failed: %s", exc)
+
+    async def _place(self, dial: DialRequested, span: Span) -> CallEnded:
+        """Run the call until it ends; the ``CallEnded`` to publish."""
+        call_id = dial.call_id
+        try:
+            check_destination(dial.destination)
+        except ValueError as exc:
+            log.info("%s: rejected destination %r", call_id, dial.destination)
+            return CallEnded(
+                call_id=call_id, cause=errors.REJECTED, reason=f"Invalid destination: {exc}"
+            )
+        if call_id in self._early_hangups:
+            return CallEnded(call_id=call_id, cause=errors.CANCELLED, reason="Cancelled")
+
+        def observe(direction: str, text: str) -> None:
+            span.add_event(f"sip {direction} {text}")
+
+        try:
+            handle = await self._agent.dial(call_id, dial.destination, dial.offer_sdp, observe)
+        except DialError as exc:
+            log.warning("%s: cannot place the call: %s", call_id, exc)
+            return CallEnded(call_id=call_id, cause=errors.INTERNAL, reason=str(exc))
+        self._handles[call_id] = handle
+        span.set_attribute("sip.call_id", handle.call.sip_call_id)
+        await self._publish(
+            InviteSent(
+                call_id=call_id, sipagent_id=self._instance_id, request_uri=handle.request_uri
+            )
+        )
+        early = self._early_hangups.pop(call_id, None)
+        if early is not None:
+            handle.hangup(early)
+        while True:
+            event = await handle.events.get()
+            if isinstance(event, Progress):
+                await self._publish(
+                    ProgressReceived(call_id=call_id, status=event.status, early_sdp=event.sdp)
+                )
+            elif isinstance(event, Answered):
+                await self._publish(CallAnswered(call_id=call_id, answer_sdp=event.sdp))
+            elif isinstance(event, Ended):
+                return CallEnded(
+                    call_id=call_id, cause=event.cause, status=event.status, reason=event.reason
+                )
+
+    async def _on_peer_event(self, event: AnyEvent) -> None:
+        if isinstance(event, HangupRequested | CallEnded):
+            self._hangup(event.call_id, event.cause)
+        elif isinstance(event, MediaFailed):
+            self._hangup(event.call_id, errors.MEDIA_FAILED)
+
+    def _hangup(self, call_id: str, cause: str) -> None:
+        handle = self._handles.get(call_id)
+        if handle is not None:
+            handle.hangup(cause)
+        elif call_id in self._tasks:
+            self._early_hangups.setdefault(call_id, cause)
+
+    async def _publish(
+        self, event: CallEnded | InviteSent | ProgressReceived | CallAnswered
+    ) -> None:
+        subject = subjects.call_events(event.call_id, "sipagent")
+        try:
+            await self._bus.publish(subject, event)
+        except Exception as exc:  # a lost bus must not kill the call's SIP side
+            log.warning("%s: cannot publish %s: %s", event.call_id, type(event).__name__, exc)
+
+
+async def main(settings: Settings, stop: asyncio.Event) -> None:
+    """Run one SIP agent until ``stop`` is set, then hang up its calls and leave."""
+    agent = SipAgent(AgentConfig.from_settings(settings))
+    await agent.start()
+    bus: Bus | None = None
+    try:
+        bus = await Bus.connect(settings.nats_url, name=f"sipagent-{settings.instance_id}")
+        service = SipAgentService(bus, agent, settings.instance_id)
+        work = await bus.subscribe(
+            subjects.sipagent_work(), service.on_work, queue=subjects.SIPAGENT_QUEUE
+        )
+        await bus.announce_ready("sipagent")
+        log.info("sipagent %s ready", settings.instance_id)
+        await stop.wait()
+        log.info("stopping: hanging up %d call(s)", service.active_calls)
+        await work.unsubscribe()
+        await service.shutdown()
+    finally:
+        await agent.close()
+        if bus is not None:
+            await bus.close()

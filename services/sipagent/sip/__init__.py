@@ -1,0 +1,1 @@
+"""Sans-I/O SIP layers: message helpers, digest auth, transactions, dialogs."""

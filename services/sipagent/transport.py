@@ -1,0 +1,164 @@
+"""SIP over UDP or TCP: bytes in, bytes out, nothing else.
+
+Each transport hands every received message (a datagram, or one message cut
+from a TCP stream by ``StreamFramer``) to ``on_message(data, addr)`` and
+sends with ``send(data, addr)``, which never blocks: TCP connections are
+opened on first use and reused, one per remote address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from services.sipagent.sip.message import SipParseError, StreamFramer
+
+log = logging.getLogger(__name__)
+
+Addr = tuple[str, int]
+OnMessage = Callable[[bytes, Addr], None]
+
+
+class SipTransport:
+    """What the agent needs from a transport."""
+
+    name = ""
+    "``udp`` or ``tcp``: the Via transport and Contact ``transport=`` value."
+    local_port = 0
+
+    def send(self, data: bytes, addr: Addr) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+
+async def open_transport(name: str, host: str, port: int, on_message: OnMessage) -> SipTransport:
+    """Bind a transport (port 0: an ephemeral one)."""
+    if name == "tcp":
+        return await TcpTransport.open(host, port, on_message)
+    return await UdpTransport.open(host, port, on_message)
+
+
+class _UdpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, on_message: OnMessage) -> None:
+        self._on_message = on_message
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        self._on_message(data, (str(addr[0]), int(addr[1])))
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable and the like: retransmissions or timers handle it.
+        log.debug("udp error: %s", exc)
+
+
+class UdpTransport(SipTransport):
+    name = "udp"
+
+    def __init__(self, transport: asyncio.DatagramTransport) -> None:
+        self._transport = transport
+        self.local_port = int(transport.get_extra_info("sockname")[1])
+
+    @classmethod
+    async def open(cls, host: str, port: int, on_message: OnMessage) -> UdpTransport:
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _UdpProtocol(on_message), local_addr=(host, port)
+        )
+        return cls(transport)
+
+    def send(self, data: bytes, addr: Addr) -> None:
+        if not self._transport.is_closing():
+            self._transport.sendto(data, addr)
+
+    async def close(self) -> None:
+        self._transport.close()
+
+
+class _Connection:
+    """One TCP connection, outbound or accepted, with bytes queued until it is up."""
+
+    def __init__(self) -> None:
+        self.writer: asyncio.StreamWriter | None = None
+        self.pending: list[bytes] = []
+        self.task: asyncio.Task[None] | None = None
+
+
+class TcpTransport(SipTransport):
+    name = "tcp"
+
+    def __init__(self, on_message: OnMessage) -> None:
+        self._on_message = on_message
+        self._server: asyncio.Server | None = None
+        self._connections: dict[Addr, _Connection] = {}
+
+    @classmethod
+    async def open(cls, host: str, port: int, on_message: OnMessage) -> TcpTransport:
+        self = cls(on_message)
+        # A listener so the Contact port reaches us if the trunk opens its own connection.
+        self._server = await asyncio.start_server(self._accepted, host, port)
+        self.local_port = int(self._server.sockets[0].getsockname()[1])
+        return self
+
+    def send(self, data: bytes, addr: Addr) -> None:
+        connection = self._connections.get(addr)
+        if connection is None:
+            connection = _Connection()
+            self._connections[addr] = connection
+            connection.task = asyncio.create_task(self._run(addr, connection, None, None))
+        if connection.writer is None:
+            connection.pending.append(data)
+        else:
+            connection.writer.write(data)
+
+    async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        addr = (str(peer[0]), int(peer[1]))
+        connection = _Connection()
+        self._connections[addr] = connection
+        await self._run(addr, connection, reader, writer)
+
+    async def _run(
+        self,
+        addr: Addr,
+        connection: _Connection,
+        reader: asyncio.StreamReader | None,
+        writer: asyncio.StreamWriter | None,
+    ) -> None:
+        try:
+            if reader is None or writer is None:
+                reader, writer = await asyncio.open_connection(addr[0], addr[1])
+            connection.writer = writer
+            for data in connection.pending:
+                writer.write(data)
+            connection.pending.clear()
+            framer = StreamFramer()
+            while data := await reader.read(65536):
+                for message in framer.feed(data):
+                    self._on_message(message, addr)
+        except SipParseError as exc:
+            log.warning("closing tcp connection to %s:%d: %s", addr[0], addr[1], exc)
+        except OSError as exc:
+            log.warning("tcp connection to %s:%d failed: %s", addr[0], addr[1], exc)
+        finally:
+            if self._connections.get(addr) is connection:
+                del self._connections[addr]
+            if writer is not None:
+                writer.close()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        connections = list(self._connections.values())
+        self._connections.clear()
+        for connection in connections:
+            if connection.writer is not None:
+                connection.writer.close()
+            if connection.task is not None:
+                connection.task.cancel()
+        for connection in connections:
+            if connection.task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await connection.task

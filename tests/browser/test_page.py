@@ -1,0 +1,99 @@
+"""A person at the page: Debian Chromium, a fake microphone, the real page."""
+
+from __future__ import annotations
+
+import asyncio
+import wave
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from playwright.async_api import async_playwright, expect
+
+from tests.integration.conftest import SipagentFactory, Stack
+from tests.integration.harness import Sipp, require_tool
+from tests.integration.test_call import CHALLENGE_401
+
+pytestmark = pytest.mark.timeout(120)
+
+INBOUND_AUDIO = """
+async () => {
+  const pc = window.bridgeCall;
+  if (!pc) return null;
+  const stats = await pc.getStats();
+  for (const report of stats.values()) {
+    if (report.type === "inbound-rtp" && report.kind === "audio") {
+      return {packetsReceived: report.packetsReceived, audioLevel: report.audioLevel ?? 0};
+    }
+  }
+  return null;
+}
+"""
+
+
+def write_tone(path: Path, seconds: float = 10.0, rate: int = 48000) -> None:
+    t = np.arange(int(seconds * rate)) / rate
+    pcm = (12000 * np.sin(2 * np.pi * 440 * t)).astype("<i2")
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(pcm.tobytes())
+
+
+async def inbound(page: Any) -> dict[str, float]:
+    stats = await page.evaluate(INBOUND_AUDIO)
+    assert stats is not None, "no inbound audio stream on the page's peer connection"
+    return dict(stats)
+
+
+async def test_start_call_hear_trunk_and_hang_up(
+    stack: Stack,
+    sipagent: SipagentFactory,
+    trunk: Callable[..., Sipp],
+    tmp_path: Path,
+) -> None:
+    chromium = require_tool("chromium")
+    sipp = trunk("challenge_echo_bye.xml", **CHALLENGE_401)
+    sipagent(sipp.port)
+    microphone = tmp_path / "microphone.wav"
+    write_tone(microphone)
+
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(
+            executable_path=chromium,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--use-fake-device-for-media-stream",
+                "--use-fake-ui-for-media-stream",
+                f"--use-file-for-fake-audio-capture={microphone}",
+                "--autoplay-policy=no-user-gesture-required",
+            ],
+        )
+        try:
+            page = await browser.new_page()
+            await page.goto(stack.base_url)
+            await page.fill("#destination", "+15551234567")
+            await page.click("#start")
+            status = page.locator("#status")
+            await expect(status).to_contain_text("Connected", timeout=20000)
+
+            first = await inbound(page)
+            await asyncio.sleep(2.0)
+            later = await inbound(page)
+            assert later["packetsReceived"] > first["packetsReceived"] + 20, (first, later)
+            assert later["audioLevel"] > 0, later
+
+            await page.click("#hangup")
+            assert await sipp.wait(10) == 0, f"trunk did not get BYE:\n{sipp.messages()}"
+            await expect(status).to_contain_text("Ended", timeout=10000)
+            await page.screenshot(path=str(tmp_path / "page.png"))
+        finally:
+            await browser.close()

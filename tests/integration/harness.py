@@ -1,0 +1,270 @@
+"""Real processes for integration tests: nats-server, the services, sipp.
+
+Every port is a free one found at run time; every wait has a deadline; a
+missing tool fails the test loudly instead of skipping it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from proto.subjects import Source
+from services.common import bus
+
+SCENARIOS = Path(__file__).with_name("scenarios")
+REPO = Path(__file__).resolve().parents[2]
+
+# The trunk credentials the sipp scenarios check (the password holds ':', '#', '@').
+TRUNK_USER = "bridge"
+TRUNK_PASSWORD = "s3cr:t#p@ss"
+
+
+def require_tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is not installed: run `make test`, which installs it", pytrace=False)
+    return path
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def free_udp_port() -> int:
+    """A port free for both UDP and TCP (sipp and SIP over either)."""
+    for _ in range(50):
+        port = free_port(socket.SOCK_DGRAM)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port")
+
+
+def free_rtp_range(size: int = 40) -> tuple[int, int]:
+    """A block of free UDP ports, even-aligned, for one media worker."""
+    for _ in range(200):
+        start = (free_port(socket.SOCK_DGRAM) // 2) * 2
+        if start + size > 65535:
+            continue
+        socks = []
+        try:
+            for port in range(start, start + size):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                socks.append(sock)
+                sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+        return start, start + size - 1
+    raise RuntimeError("no free RTP port range")
+
+
+def udp_port_taken(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def wait_tcp(port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on tcp port {port} after {timeout}s")
+
+
+@dataclass
+class Process:
+    """A child process whose output goes to a log file shown on failure."""
+
+    name: str
+    argv: list[str]
+    env: Mapping[str, str]
+    log_path: Path
+    cwd: Path = REPO
+    popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Process:
+        log = self.log_path.open("wb")
+        self.popen = subprocess.Popen(
+            self.argv, env=dict(self.env), stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd
+        )
+        log.close()
+        return self
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
+        if self.popen is None:
+            return None
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        return self.popen.returncode
+
+
+def start_nats(tmp: Path) -> tuple[Process, str]:
+    binary = Path(sys.executable).with_name("nats-server")
+    if not binary.is_file():
+        pytest.fail("nats-server missing: install the package (make test does)", pytrace=False)
+    port = free_port()
+    store = tmp / "nats-store"
+    store.mkdir(parents=True, exist_ok=True)
+    proc = Process(
+        "nats",
+        [str(binary), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(store)],
+        os.environ,
+        tmp / "nats.log",
+    ).start()
+    wait_tcp(port)
+    return proc, f"nats://127.0.0.1:{port}"
+
+
+def service_env(nats_url: str, **overrides: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SIP_", "RTP_", "HTTP_", "NATS_", "PUBLIC_IP", "DEFAULT_DEST"))
+    }
+    env.update(
+        NATS_URL=nats_url,
+        LOG_LEVEL="DEBUG",
+        SETUP_TIMEOUT="5",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(overrides)
+    return env
+
+
+def wait_ready(nats_url: str, *services: Source, timeout: float = 30.0) -> bool:
+    """Block until one instance of each service takes work on the bus."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, bus.wait_ready(nats_url, services, timeout)).result()
+
+
+def start_service(name: str, env: Mapping[str, str], tmp: Path) -> Process:
+    return Process(
+        name, [sys.executable, "-m", f"services.{name}"], env, tmp / f"{name}.log", cwd=tmp
+    ).start()
+
+
+@dataclass
+class Sipp:
+    """sipp as the SIP trunk (UAS), one scenario, one call."""
+
+    scenario: str
+    tmp: Path
+    keys: dict[str, str] = field(default_factory=dict)
+    transport: str = "u1"
+    port: int = 0
+    media_port: int = 0
+    process: Process | None = None
+
+    def _render(self) -> Path:
+        """The scenario with its ``@name@`` placeholders filled from ``keys``.
+
+        sipp checks status lines when it loads a scenario, before its own
+        ``-key`` substitution, so a parameterised status code is filled here.
+        """
+        text = (SCENARIOS / self.scenario).read_text()
+        for key, value in self.keys.items():
+            text = text.replace(f"@{key}@", value)
+        rendered = self.tmp / f"{self.port}-{self.scenario}"
+        rendered.write_text(text)
+        return rendered
+
+    def start(self) -> Sipp:
+        sipp = require_tool("sipp")
+        self.port = free_udp_port()
+        self.media_port = (free_port(socket.SOCK_DGRAM) // 2) * 2
+        argv = [
+            sipp,
+            "-sf",
+            str(self._render()),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-mi",
+            "127.0.0.1",
+            "-mp",
+            str(self.media_port),
+            "-rtp_echo",
+            "-t",
+            self.transport,
+            "-m",
+            "1",
+            "-timeout",
+            "90s",
+            "-nostdin",
+            "-trace_msg",
+            "-message_file",
+            str(self.tmp / f"sipp-{self.port}-messages.log"),
+            "-trace_err",
+            "-error_file",
+            str(self.tmp / f"sipp-{self.port}-errors.log"),
+        ]
+        self.process = Process("sipp", argv, os.environ, self.tmp / f"sipp-{self.port}.log").start()
+        deadline = time.monotonic() + 5
+        while not udp_port_taken(self.port):
+            if time.monotonic() > deadline or not self.process.alive():
+                raise RuntimeError(f"sipp did not start:\n{self.process.log()}")
+            time.sleep(0.05)
+        return self
+
+    def messages(self) -> str:
+        path = self.tmp / f"sipp-{self.port}-messages.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    async def wait(self, timeout: float) -> int:
+        """sipp's exit code: 0 when the scenario completed (e.g. the BYE arrived)."""
+        assert self.process is not None and self.process.popen is not None
+        deadline = time.monotonic() + timeout
+        while self.process.popen.poll() is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"sipp still running after {timeout}s; messages so far:\n{self.messages()}"
+                )
+            await asyncio.sleep(0.05)
+        return self.process.popen.returncode
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop(signal.SIGKILL)

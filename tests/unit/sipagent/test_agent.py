@@ -1,0 +1,241 @@
+"""The asyncio adapter and the service boundary, with a fake transport and a fake bus."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import pytest
+from sipmessage import Request, Response
+
+from proto import errors, subjects
+from proto.events import (
+    AnyEvent,
+    CallAnswered,
+    CallEnded,
+    DialRequested,
+    HangupRequested,
+    InviteSent,
+    ProgressReceived,
+)
+from services.sipagent.agent import AgentConfig, SipAgent, request_uri_for
+from services.sipagent.app import SipAgentService
+from services.sipagent.events import Answered, Ended, Progress
+from services.sipagent.sip.message import parse_message
+from services.sipagent.transport import Addr, SipTransport
+from tests.unit.sipagent.trunk import ANSWER, OFFER, respond
+
+TRUNK = ("127.0.0.1", 5060)
+TIMEOUT = 5.0
+
+
+class FakeTransport(SipTransport):
+    name = "udp"
+    local_port = 5070
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[Request | Response, Addr]] = []
+        self.raw: list[bytes] = []
+
+    def send(self, data: bytes, addr: Addr) -> None:
+        self.raw.append(data)
+        if not data.startswith(b"SIP/2.0 400"):  # echoes the unparsable request
+            self.sent.append((parse_message(data), addr))
+
+    async def close(self) -> None:
+        pass
+
+    def last(self) -> Request | Response:
+        return self.sent[-1][0]
+
+
+async def until(predicate: Callable[[], bool]) -> None:
+    async with asyncio.timeout(TIMEOUT):
+        while not predicate():
+            await asyncio.sleep(0.001)
+
+
+async def _agent() -> tuple[SipAgent, FakeTransport]:
+    transport = FakeTransport()
+    agent = SipAgent(
+        AgentConfig(
+            trunk_host=TRUNK[0],
+            trunk_port=TRUNK[1],
+            domain="trunk.test",
+            username="bridge",
+            password="pw",
+            public_ip="192.0.2.1",
+        ),
+        transport,
+    )
+    await agent.start()
+    return agent, transport
+
+
+def _bytes(message: Request | Response) -> bytes:
+    return bytes(message)
+
+
+async def test_call_through_the_agent() -> None:
+    agent, transport = await _agent()
+    handle = await agent.dial("c1", "+15551234567", OFFER)
+    invite, addr = transport.sent[0]
+    assert isinstance(invite, Request) and addr == TRUNK
+    assert invite.headers["Contact"] == "<sip:bridge@192.0.2.1:5070;transport=udp>"
+    assert invite.headers["From"].startswith("<sip:bridge@trunk.test>;tag=")
+    agent.receive(_bytes(respond(invite, 180)), TRUNK)
+    agent.receive(_bytes(respond(invite, 200, body=ANSWER)), TRUNK)
+    assert isinstance(transport.last(), Request) and transport.last().method == "ACK"  # type: ignore[union-attr]
+    assert await handle.events.get() == Progress(180)
+    assert await handle.events.get() == Answered(ANSWER)
+    handle.hangup(errors.NORMAL)
+    bye = transport.last()
+    assert isinstance(bye, Request) and bye.method == "BYE"
+    agent.receive(_bytes(respond(bye, 200)), TRUNK)
+    ended = await handle.events.get()
+    assert isinstance(ended, Ended) and ended.cause == errors.NORMAL
+    await agent.close()
+
+
+async def test_agent_timer_retransmits() -> None:
+    transport = FakeTransport()
+    agent = SipAgent(
+        AgentConfig(trunk_host=TRUNK[0], domain="trunk.test", public_ip="192.0.2.1", t1=0.01),
+        transport,
+    )
+    await agent.start()
+    handle = await agent.dial("c1", "100", OFFER)
+    await until(lambda: len(transport.sent) >= 3)
+    ended = await handle.events.get()
+    assert ended == Ended(errors.TIMEOUT, 408, "No answer")
+    assert agent.active_calls == 0
+    await agent.close()
+
+
+async def test_stateless_answers() -> None:
+    agent, transport = await _agent()
+    options = (
+        b"OPTIONS sip:bridge@192.0.2.1 SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 198.51.100.7;branch=z9hG4bK1\r\n"
+        b"From: <sip:trunk@x>;tag=a\r\nTo: <sip:bridge@y>\r\n"
+        b"Call-ID: unknown\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    )
+    source = ("198.51.100.7", 5099)
+    agent.receive(options, source)
+    reply, addr = transport.sent[-1]
+    assert isinstance(reply, Response) and reply.code == 200 and addr == source
+    agent.receive(options.replace(b"OPTIONS", b"BYE"), source)
+    assert transport.last().code == 481  # type: ignore[union-attr]
+    agent.receive(options.replace(b"CSeq: 1 OPTIONS", b"CSeq: nope"), source)
+    assert transport.raw[-1].startswith(b"SIP/2.0 400 Bad Request")
+    count = len(transport.raw)
+    agent.receive(b"\x00garbage", source)
+    agent.receive(options.replace(b"OPTIONS", b"ACK"), source)
+    agent.receive(b"SIP/2.0 200 OK\r\n" + options.split(b"\r\n", 1)[1], source)
+    assert len(transport.raw) == count
+    await agent.close()
+
+
+def test_request_uri_validation() -> None:
+    assert request_uri_for("+1555", "trunk.test") == "sip:+1555@trunk.test"
+    assert request_uri_for("alice.b", "::1") == "sip:alice.b@[::1]"
+    for bad in ("", "a b", "a@b", "a\r\nVia: x", "é", "<x>", "a" * 200):
+        with pytest.raises(ValueError):
+            request_uri_for(bad, "trunk.test")
+
+
+class FakeBus:
+    def __init__(self) -> None:
+        self.published: list[tuple[str, AnyEvent]] = []
+        self.handlers: dict[str, Callable[[AnyEvent], Awaitable[None]]] = {}
+
+    async def subscribe(
+        self, subject: str, handler: Callable[[AnyEvent], Awaitable[None]], queue: str = ""
+    ) -> FakeBus:
+        self.handlers[subject] = handler
+        return self
+
+    async def unsubscribe(self) -> None:
+        pass
+
+    async def publish(self, subject: str, event: AnyEvent) -> None:
+        self.published.append((subject, event))
+
+    def events(self) -> list[AnyEvent]:
+        return [event for _, event in self.published]
+
+
+def _dial(destination: str = "+15551234567") -> DialRequested:
+    return DialRequested(
+        call_id="call1",
+        destination=destination,
+        offer_sdp=OFFER,
+        media_id="m1",
+        signaling_id="s1",
+    )
+
+
+async def test_service_rejects_bad_destination_without_invite() -> None:
+    agent, transport = await _agent()
+    bus = FakeBus()
+    service = SipAgentService(bus, agent, "sa1")  # type: ignore[arg-type]
+    await service.on_work(_dial("bad destination@x"))
+    await until(lambda: bool(bus.published))
+    (event,) = bus.events()
+    assert isinstance(event, CallEnded) and event.cause == errors.REJECTED
+    assert "destination" in event.reason.lower()
+    assert transport.sent == []
+    await agent.close()
+
+
+async def test_service_call_and_hangup_from_signaling() -> None:
+    agent, transport = await _agent()
+    bus = FakeBus()
+    service = SipAgentService(bus, agent, "sa1")  # type: ignore[arg-type]
+    await service.on_work(_dial())
+    await until(lambda: bool(bus.published))
+    sent = bus.events()[0]
+    assert isinstance(sent, InviteSent) and sent.request_uri == "sip:+15551234567@trunk.test"
+    assert bus.published[0][0] == subjects.call_events("call1", "sipagent")
+    invite = transport.sent[0][0]
+    assert isinstance(invite, Request)
+    agent.receive(_bytes(respond(invite, 183, "Session Progress", body=ANSWER)), TRUNK)
+    agent.receive(_bytes(respond(invite, 200, body=ANSWER)), TRUNK)
+    await until(lambda: len(bus.published) >= 3)
+    assert bus.events()[1] == ProgressReceived(call_id="call1", status=183, early_sdp=ANSWER)
+    assert bus.events()[2] == CallAnswered(call_id="call1", answer_sdp=ANSWER)
+
+    on_signaling = bus.handlers[subjects.call_events("call1", "signaling")]
+    await on_signaling(HangupRequested(call_id="call1", cause=errors.NORMAL))
+    bye = transport.last()
+    assert isinstance(bye, Request) and bye.method == "BYE"
+    agent.receive(_bytes(respond(bye, 200)), TRUNK)
+    await until(lambda: len(bus.published) >= 4)
+    ended = bus.events()[3]
+    assert isinstance(ended, CallEnded) and ended.cause == errors.NORMAL
+    await service.shutdown(grace=0.1)
+    await agent.close()
+
+
+async def test_service_shutdown_cancels_ringing_call() -> None:
+    agent, transport = await _agent()
+    bus = FakeBus()
+    service = SipAgentService(bus, agent, "sa1")  # type: ignore[arg-type]
+    await service.on_work(_dial())
+    await until(lambda: bool(bus.published))
+    invite = transport.sent[0][0]
+    assert isinstance(invite, Request)
+    agent.receive(_bytes(respond(invite, 180)), TRUNK)
+
+    async def trunk() -> None:
+        await until(lambda: transport.last().method == "CANCEL")  # type: ignore[union-attr]
+        agent.receive(_bytes(respond(transport.last(), 200)), TRUNK)  # type: ignore[arg-type]
+        agent.receive(_bytes(respond(invite, 487, "Request Terminated")), TRUNK)
+
+    trunk_task = asyncio.create_task(trunk())
+    await service.shutdown(grace=2.0)
+    await trunk_task
+    ended = bus.events()[-1]
+    assert isinstance(ended, CallEnded)
+    assert (ended.cause, ended.status) == (errors.CANCELLED, 487)
+    await agent.close()
