@@ -68,8 +68,9 @@ class Bus:
 
         Handlers of one subscription run one at a time: a handler with long
         work should start its own task. Unsubscribing from inside the same
-        subscription's handler cancels that handler: do it from another task. A message that is not a valid event is
-        logged and dropped; an exception in a handler is logged, never fatal.
+        subscription's handler cancels that handler: do it from another task.
+        A message that is not a valid event is logged and dropped; an
+        exception in a handler is logged, never fatal.
         """
 
         async def on_message(msg: Msg) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from tests.integration.client import TONE_HZ, BridgeClient
 from tests.integration.conftest import SipagentFactory, Stack, TrunkFactory
-from tests.integration.harness import TRUNK_PASSWORD, TRUNK_USER, free_udp_port
+from tests.integration.harness import TRUNK_PASSWORD, TRUNK_USER, Sipp, free_udp_port
 
 pytestmark = pytest.mark.timeout(90)
 
