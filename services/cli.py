@@ -1,0 +1,38 @@
+"""The ``bridge`` command: ``up`` runs everything; each service can run alone."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from services.common.lifecycle import run_service
+
+_SERVICES = {
+    "signaling": "serve the page and the browser WebSocket",
+    "sipagent": "the SIP user agent toward the trunk",
+    "media": "WebRTC and RTP media workers",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="bridge",
+        description="WebRTC-to-SIP bridge. Settings come from the environment, then .env.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("up", help="run NATS and every service on this machine")
+    for name, text in _SERVICES.items():
+        commands.add_parser(name, help=f"run one {name} instance ({text}); needs NATS_URL")
+    args = parser.parse_args(argv)
+
+    if args.command == "up":
+        from services.supervisor import up
+
+        return up()
+    module = importlib.import_module(f"services.{args.command}.app")
+    return run_service(args.command, module.main)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

