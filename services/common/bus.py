@@ -29,16 +29,21 @@ Handler = Callable[[AnyEvent], Awaitable[None]]
 class Bus:
     """One NATS connection of one service instance."""
 
-    def __init__(self, nc: Client) -> None:
+    def __init__(self, nc: Client, closing: asyncio.Event | None = None) -> None:
         self._nc = nc
+        self._closing = closing or asyncio.Event()
 
     @classmethod
     async def connect(cls, url: str, name: str) -> Bus:
+        # Set by close(), so a deliberate disconnect is not reported as a fault.
+        closing = asyncio.Event()
+
         async def on_error(exc: Exception) -> None:
             log.warning("nats error: %s", exc)
 
         async def on_disconnected() -> None:
-            log.warning("nats disconnected, reconnecting")
+            if not closing.is_set():
+                log.warning("nats disconnected, reconnecting")
 
         async def on_reconnected() -> None:
             log.info("nats reconnected")
@@ -53,7 +58,7 @@ class Bus:
             disconnected_cb=on_disconnected,
             reconnected_cb=on_reconnected,
         )
-        return cls(nc)
+        return cls(nc, closing)
 
     @property
     def connected(self) -> bool:
@@ -105,6 +110,7 @@ class Bus:
 
     async def close(self) -> None:
         """Deliver what is pending, then close."""
+        self._closing.set()
         if self._nc.is_closed:
             return
         try:
