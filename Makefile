@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint unit integration browser system-deps clean
+.PHONY: run test lint unit integration browser bench system-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,3 +48,6 @@ browser: $(VENV)/.installed-test system-deps
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache
+
+bench: $(VENV)/.installed-test
+	$(BIN)/python -m bench.calls
