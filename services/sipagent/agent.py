@@ -12,7 +12,7 @@ import logging
 import re
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sipmessage import URI, Request, Response
 
@@ -32,8 +32,12 @@ from services.sipagent.transport import Addr, SipTransport, open_transport
 
 log = logging.getLogger(__name__)
 
-# RFC 3261 user part: unreserved / escaped / user-unreserved.
-_USER_PART = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()&=+$,;?/]|%[0-9A-Fa-f]{2}){1,128}")
+# RFC 3261 user part: unreserved / escaped / user-unreserved, plus a raw "#"
+# (PBX feature codes like "123#"), which is sent escaped as "%23".
+_DESTINATION = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()&=+$,;?/#]|%[0-9A-Fa-f]{2}){1,128}")
+
+RESOLVE_TIMEOUT = 5.0
+"Seconds allowed to resolve SIP_TRUNK_HOST before a dial fails."
 
 SipObserver = Callable[[str, str], None]
 "Told ``(direction, summary)`` of each SIP message of a call (``>`` sent, ``<`` received)."
@@ -44,17 +48,23 @@ class DialError(Exception):
 
 
 def check_destination(destination: str) -> None:
-    """Raise ``ValueError`` unless ``destination`` is a valid SIP user part."""
-    if not _USER_PART.fullmatch(destination):
-        raise ValueError("only SIP user-part characters are allowed (up to 128)")
+    """Raise ``ValueError`` unless ``destination`` can be a SIP user part."""
+    sip_user(destination)
+
+
+def sip_user(destination: str) -> str:
+    """``destination`` as a SIP user part, ``#`` escaped; ``ValueError`` if it cannot be one."""
+    if not _DESTINATION.fullmatch(destination):
+        raise ValueError("only SIP user-part characters and # are allowed (up to 128)")
+    # "#" is not allowed raw in a user part (RFC 3261 25.1): escape it.
+    return destination.replace("#", "%23")
 
 
 def request_uri_for(destination: str, domain: str) -> str:
     """``sip:<destination>@<domain>``; ``ValueError`` unless a valid SIP user part."""
-    check_destination(destination)
-    uri = f"sip:{destination}@{_host(domain)}"
-    URI.parse(uri)
-    return uri
+    uri = URI.parse(f"sip:{sip_user(destination)}@{_host(domain)}")
+    # As it goes on the wire, so the digest "uri" matches the Request-URI exactly.
+    return str(uri)
 
 
 def _host(host: str) -> str:
@@ -67,7 +77,7 @@ class AgentConfig:
     trunk_port: int = 5060
     domain: str = ""
     username: str = ""
-    password: str = ""
+    password: str = field(default="", repr=False)
     transport: str = "udp"
     bind_host: str = "0.0.0.0"
     local_port: int = 0
@@ -117,6 +127,9 @@ class SipAgent:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._idle = asyncio.Event()
+        "Set while no call is left, CANCEL, ACK and BYE clean-up included."
+        self._idle.set()
 
     async def start(self) -> None:
         """Bind the SIP transport (unless one was given)."""
@@ -142,6 +155,15 @@ class SipAgent:
     @property
     def active_calls(self) -> int:
         return len(self._calls)
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds until every call is finished; False if some are not."""
+        try:
+            async with asyncio.timeout(max(timeout, 0.0)):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True
 
     async def dial(
         self,
@@ -181,6 +203,7 @@ class SipAgent:
         handle = CallHandle(self, call, trunk)
         handle.observer = observer
         self._calls[call.sip_call_id] = handle
+        self._idle.clear()
         call.start(self._loop.time())
         self._service(handle, None)
         self._rearm()
@@ -212,9 +235,17 @@ class SipAgent:
             family = socket.AF_INET
         kind = socket.SOCK_STREAM if config.transport == "tcp" else socket.SOCK_DGRAM
         try:
-            infos = await self._loop.getaddrinfo(
-                config.trunk_host, config.trunk_port, family=family, type=kind
+            # getaddrinfo has no timeout of its own: a dead DNS server would hang the dial.
+            infos = await asyncio.wait_for(
+                self._loop.getaddrinfo(
+                    config.trunk_host, config.trunk_port, family=family, type=kind
+                ),
+                RESOLVE_TIMEOUT,
             )
+        except TimeoutError:
+            raise DialError(
+                f"could not resolve SIP_TRUNK_HOST {config.trunk_host} in {RESOLVE_TIMEOUT:g} s"
+            ) from None
         except OSError as exc:
             raise DialError(f"cannot resolve SIP trunk host {config.trunk_host}: {exc}") from None
         if not infos:
@@ -276,6 +307,8 @@ class SipAgent:
             handle.events.put_nowait(event)
         if call.finished and self._calls.get(call.sip_call_id) is handle:
             del self._calls[call.sip_call_id]
+            if not self._calls:
+                self._idle.set()
 
     def _send(self, data: bytes, addr: Addr) -> None:
         if self._transport is not None:

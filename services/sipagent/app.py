@@ -47,6 +47,9 @@ class SipAgentService:
         self._early_hangups: dict[str, str] = {}
         "Hang-ups that arrived before the INVITE went out, by call id."
         self._stopping = False
+        self._unreported: set[str] = set()
+        "Calls whose ``CallEnded`` is not published yet."
+        self._background: set[asyncio.Task[None]] = set()
 
     @property
     def active_calls(self) -> int:
@@ -58,12 +61,21 @@ class SipAgentService:
             return
         if self._stopping or event.call_id in self._tasks:
             return
-        task = asyncio.create_task(self._run_call(event), name=f"call-{event.call_id}")
-        self._tasks[event.call_id] = task
-        task.add_done_callback(lambda _: self._tasks.pop(event.call_id, None))
+        call_id = event.call_id
+        task = asyncio.create_task(self._run_call(event), name=f"call-{call_id}")
+        self._tasks[call_id] = task
+        self._unreported.add(call_id)
+        task.add_done_callback(lambda done: self._call_done(call_id, done))
 
     async def shutdown(self, grace: float = SHUTDOWN_GRACE) -> None:
-        """Hang up every call, give them ``grace`` seconds, then report the rest ended."""
+        """Hang up every call, give them ``grace`` seconds, then report the rest ended.
+
+        The same ``grace`` also covers SIP clean-up that outlives the reported
+        end: the CANCEL owed on a first provisional, the ACK and BYE of a late
+        2xx. The agent forgets a call only once that is done.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
         self._stopping = True
         for call_id in list(self._tasks):
             self._hangup(call_id, errors.NORMAL)
@@ -76,6 +88,25 @@ class SipAgentService:
             await self._publish(ended)
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        if not await self._agent.wait_idle(deadline - loop.time()):
+            log.info("%d call(s) still cleaning up SIP after the grace", self._agent.active_calls)
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+    def _call_done(self, call_id: str, task: asyncio.Task[None]) -> None:
+        if self._tasks.get(call_id) is task:
+            del self._tasks[call_id]
+        unreported = call_id in self._unreported
+        self._unreported.discard(call_id)
+        if task.cancelled() or (exc := task.exception()) is None:
+            return
+        # _run_call catches what it can; this is for what escapes it (tracing, say).
+        log.error("%s: call task failed", call_id, exc_info=exc)
+        if unreported:
+            ended = CallEnded(call_id=call_id, cause=errors.INTERNAL, reason="SIP agent error")
+            publish = asyncio.create_task(self._publish(ended))
+            self._background.add(publish)
+            publish.add_done_callback(self._background.discard)
 
     # --- one call ----------------------------------------------------------------
 
@@ -86,10 +117,21 @@ class SipAgentService:
         ) as span:
             subscriptions = []
             try:
-                for source in ("signaling", "media"):
-                    subject = subjects.call_events(call_id, source)
-                    subscriptions.append(await self._bus.subscribe(subject, self._on_peer_event))
-                ended = await self._place(dial, span)
+                try:
+                    for source in ("signaling", "media"):
+                        subject = subjects.call_events(call_id, source)
+                        subscriptions.append(
+                            await self._bus.subscribe(subject, self._on_peer_event)
+                        )
+                    ended = await self._place(dial, span)
+                except Exception as exc:
+                    # A bug must not leave the browser waiting, nor the trunk's side open.
+                    log.exception("%s: call failed", call_id)
+                    span.record_exception(exc)
+                    self._abandon(call_id)
+                    ended = CallEnded(
+                        call_id=call_id, cause=errors.INTERNAL, reason="SIP agent error"
+                    )
                 span.set_attribute("sip.cause", ended.cause)
                 if ended.status is not None:
                     span.set_attribute("sip.status", ended.status)
@@ -155,6 +197,16 @@ class SipAgentService:
         elif isinstance(event, MediaFailed):
             self._hangup(event.call_id, errors.MEDIA_FAILED)
 
+    def _abandon(self, call_id: str) -> None:
+        """Hang up the SIP side of a call that failed, if it got that far."""
+        handle = self._handles.pop(call_id, None)
+        if handle is None:
+            return
+        try:
+            handle.hangup(errors.INTERNAL)
+        except Exception:
+            log.exception("%s: cannot hang up the failed call", call_id)
+
     def _hangup(self, call_id: str, cause: str) -> None:
         handle = self._handles.get(call_id)
         if handle is not None:
@@ -166,6 +218,8 @@ class SipAgentService:
         self, event: CallEnded | InviteSent | ProgressReceived | CallAnswered
     ) -> None:
         subject = subjects.call_events(event.call_id, "sipagent")
+        if isinstance(event, CallEnded):
+            self._unreported.discard(event.call_id)
         try:
             await self._bus.publish(subject, event)
         except Exception as exc:  # a lost bus must not kill the call's SIP side

@@ -125,6 +125,8 @@ class OutboundCall:
         self._bye_auth_attempts = 0
         self._dialog: Dialog | None = None
         self._ack: Request | None = None
+        self._forks: dict[str, Request] = {}
+        "ACKs of the 2xx of other forks, by their To tag, re-sent on retransmission."
         self._invite_deadline: float | None = None
         self._cancel_deadline: float | None = None
         self._pending: Ended | None = None
@@ -277,9 +279,13 @@ class OutboundCall:
 
     def _on_success(self, response: Response, now: float) -> None:
         if self._dialog is not None:
-            if tag_of(response.headers["To"]) == self._dialog.remote_tag and self._ack:
+            tag = tag_of(response.headers["To"])
+            ack = self._ack if tag == self._dialog.remote_tag else self._forks.get(tag)
+            if ack is not None:
                 log.debug("%s: re-sending ACK for retransmitted 2xx", self.call_id)
-                self._outbox.append(self._ack)
+                self._outbox.append(ack)
+            else:
+                self._on_forked_success(response, now)
             return
         log.info("%s: < %s", self.call_id, summary(response))
         assert self._invite is not None
@@ -300,6 +306,24 @@ class OutboundCall:
             return
         self._set_state(CallState.CONFIRMED)
         self._events.append(Answered(_sdp_of(response) or ""))
+
+    def _on_forked_success(self, response: Response, now: float) -> None:
+        """ACK and BYE a 2xx from a second fork (RFC 3261 13.2.2.4), leaving the call be."""
+        assert self._invite is not None
+        try:
+            dialog = Dialog.from_response(self._invite, response)
+        except SipParseError as exc:
+            log.warning("%s: unusable 2xx from another fork: %s", self.call_id, exc)
+            return
+        log.info("%s: < %s from another fork: ACK and BYE it", self.call_id, summary(response))
+        ack = dialog.create_request(
+            "ACK", self._via(), cseq=self._invite.cseq.sequence, headers=self._invite_auth
+        )
+        self._forks[dialog.remote_tag] = ack
+        self._outbox.append(ack)
+        bye = dialog.create_request("BYE", self._via(), headers=[("User-Agent", self._user_agent)])
+        # Not ``_bye_tx``: its outcome must not end or change the call.
+        self._start(NonInviteClientTransaction(bye, reliable=self._reliable, t1=self._t1), now)
 
     def _on_challenge(self, response: Response, now: float) -> None:
         if self._pending is not None or self.state not in (

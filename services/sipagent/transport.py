@@ -14,8 +14,12 @@ import logging
 from collections.abc import Callable
 
 from services.sipagent.sip.message import SipParseError, StreamFramer
+from services.sipagent.sip.transaction import T1
 
 log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 64 * T1
+"Seconds allowed to open a TCP connection: the transaction timeout (Timer B/F)."
 
 Addr = tuple[str, int]
 OnMessage = Callable[[bytes, Addr], None]
@@ -129,7 +133,10 @@ class TcpTransport(SipTransport):
     ) -> None:
         try:
             if reader is None or writer is None:
-                reader, writer = await asyncio.open_connection(addr[0], addr[1])
+                streams = await self._connect(addr, connection)
+                if streams is None:
+                    return
+                reader, writer = streams
             connection.writer = writer
             for data in connection.pending:
                 writer.write(data)
@@ -142,11 +149,39 @@ class TcpTransport(SipTransport):
             log.warning("closing tcp connection to %s:%d: %s", addr[0], addr[1], exc)
         except OSError as exc:
             log.warning("tcp connection to %s:%d failed: %s", addr[0], addr[1], exc)
+        except Exception:
+            # A bug must not end the connection silently; the next send reconnects.
+            log.exception("tcp connection to %s:%d: unexpected error", addr[0], addr[1])
         finally:
+            # Forget the connection first, so a send from here on opens a new one.
             if self._connections.get(addr) is connection:
                 del self._connections[addr]
+            connection.pending.clear()
             if writer is not None:
                 writer.close()
+
+    async def _connect(
+        self, addr: Addr, connection: _Connection
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        """Open an outbound connection; None, its queued messages dropped, if it fails."""
+        try:
+            return await asyncio.wait_for(
+                asyncio.open_connection(addr[0], addr[1]), CONNECT_TIMEOUT
+            )
+        except OSError as exc:  # TimeoutError included
+            reason = f"no connection in {CONNECT_TIMEOUT:g} s"
+            if not isinstance(exc, TimeoutError):
+                reason = str(exc) or type(exc).__name__
+            # The transactions of what is dropped time out and end their calls.
+            log.warning(
+                "tcp connection to %s:%d failed (%s): dropping %d message(s)",
+                addr[0],
+                addr[1],
+                reason,
+                len(connection.pending),
+            )
+            connection.pending.clear()
+            return None
 
     async def close(self) -> None:
         if self._server is not None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 from sipmessage import Request, Response
@@ -18,7 +20,15 @@ from proto.events import (
     InviteSent,
     ProgressReceived,
 )
-from services.sipagent.agent import AgentConfig, SipAgent, request_uri_for
+from services.sipagent import agent as agent_module
+from services.sipagent import app as app_module
+from services.sipagent.agent import (
+    AgentConfig,
+    DialError,
+    SipAgent,
+    check_destination,
+    request_uri_for,
+)
 from services.sipagent.app import SipAgentService
 from services.sipagent.events import Answered, Ended, Progress
 from services.sipagent.sip.message import parse_message
@@ -55,8 +65,10 @@ async def until(predicate: Callable[[], bool]) -> None:
             await asyncio.sleep(0.001)
 
 
-async def _agent() -> tuple[SipAgent, FakeTransport]:
+async def _agent(transport_name: str = "udp") -> tuple[SipAgent, FakeTransport]:
     transport = FakeTransport()
+    # Over TCP the absorbing timers are zero: a call is forgotten as soon as it ends.
+    transport.name = transport_name
     agent = SipAgent(
         AgentConfig(
             trunk_host=TRUNK[0],
@@ -142,6 +154,56 @@ def test_request_uri_validation() -> None:
     for bad in ("", "a b", "a@b", "a\r\nVia: x", "é", "<x>", "a" * 200):
         with pytest.raises(ValueError):
             request_uri_for(bad, "trunk.test")
+
+
+def test_feature_codes_are_accepted_and_hash_escaped() -> None:
+    assert request_uri_for("*97", "trunk.test") == "sip:*97@trunk.test"
+    assert request_uri_for("123#", "trunk.test") == "sip:123%23@trunk.test"
+    assert request_uri_for("*72#555", "trunk.test") == "sip:*72%23555@trunk.test"
+    check_destination("#31#")
+
+
+@pytest.mark.parametrize("bad", ["1 2#", "12\t3", "12\x00", "a@b#", "a:b", "<12>", '"12"', "a>"])
+def test_destinations_that_cannot_be_escaped_are_rejected(bad: str) -> None:
+    with pytest.raises(ValueError):
+        check_destination(bad)
+    with pytest.raises(ValueError):
+        request_uri_for(bad, "trunk.test")
+
+
+async def test_hash_goes_escaped_in_request_uri_and_to() -> None:
+    agent, transport = await _agent()
+    handle = await agent.dial("c1", "*97#", OFFER)
+    invite = transport.sent[0][0]
+    assert isinstance(invite, Request)
+    assert handle.request_uri == str(invite.uri) == "sip:*97%23@trunk.test"
+    assert invite.headers["To"] == "<sip:*97%23@trunk.test>"
+    assert b"#" not in _bytes(invite).split(b"\r\n\r\n")[0]
+    await agent.close()
+
+
+def test_config_repr_hides_the_password() -> None:
+    config = AgentConfig(trunk_host="trunk.test", username="bridge", password="s3cr:t#p@ss")
+    assert "s3cr:t#p@ss" not in repr(config)
+    assert "bridge" in repr(config)
+
+
+async def test_dial_fails_when_the_trunk_host_does_not_resolve_in_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    agent, transport = await _agent()
+
+    async def hang(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(3600)
+
+    monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", hang)
+    monkeypatch.setattr(agent_module, "RESOLVE_TIMEOUT", 0.01)
+    with pytest.raises(
+        DialError, match=r"^could not resolve SIP_TRUNK_HOST 127\.0\.0\.1 in 0\.01 s$"
+    ):
+        await agent.dial("c1", "100", OFFER)
+    assert transport.sent == [] and agent.active_calls == 0
+    await agent.close()
 
 
 class FakeBus:
@@ -238,4 +300,100 @@ async def test_service_shutdown_cancels_ringing_call() -> None:
     ended = bus.events()[-1]
     assert isinstance(ended, CallEnded)
     assert (ended.cause, ended.status) == (errors.CANCELLED, 487)
+    await agent.close()
+
+
+async def test_service_shutdown_waits_for_the_cancel_owed() -> None:
+    agent, transport = await _agent("tcp")
+    bus = FakeBus()
+    service = SipAgentService(bus, agent, "sa1")  # type: ignore[arg-type]
+    await service.on_work(_dial())
+    await until(lambda: bool(bus.published))
+    invite = transport.sent[0][0]
+    assert isinstance(invite, Request)
+
+    async def trunk() -> None:
+        # Hung up before any provisional: Ended at once, the CANCEL waits for the 100.
+        await until(lambda: isinstance(bus.events()[-1], CallEnded))
+        agent.receive(_bytes(respond(invite, 100, "Trying")), TRUNK)
+        cancel = transport.last()
+        assert isinstance(cancel, Request) and cancel.method == "CANCEL"
+        agent.receive(_bytes(respond(cancel, 200)), TRUNK)
+        agent.receive(_bytes(respond(invite, 487, "Request Terminated")), TRUNK)
+
+    trunk_task = asyncio.create_task(trunk())
+    await service.shutdown(grace=2.0)
+    methods = [m.method for m, _ in transport.sent if isinstance(m, Request)]
+    assert methods == ["INVITE", "CANCEL", "ACK"]
+    assert agent.active_calls == 0
+    await trunk_task
+    ended = bus.events()[-1]
+    assert isinstance(ended, CallEnded) and ended.cause == errors.CANCELLED
+    await agent.close()
+
+
+async def test_service_shutdown_gives_up_on_sip_clean_up_after_the_grace() -> None:
+    agent, _ = await _agent()
+    bus = FakeBus()
+    service = SipAgentService(bus, agent, "sa1")  # type: ignore[arg-type]
+    await service.on_work(_dial())
+    await until(lambda: bool(bus.published))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await service.shutdown(grace=0.2)
+    assert loop.time() - started < 1.0
+    assert agent.active_calls == 1  # still owes a CANCEL if a provisional comes
+    await agent.close()
+
+
+async def test_service_reports_internal_error_when_a_call_fails(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    agent, transport = await _agent()
+    bus = FakeBus()
+    service = SipAgentService(bus, agent, "sa1")  # type: ignore[arg-type]
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(app_module, "ProgressReceived", broken)
+    await service.on_work(_dial())
+    await until(lambda: bool(bus.published))
+    invite = transport.sent[0][0]
+    assert isinstance(invite, Request)
+    agent.receive(_bytes(respond(invite, 180)), TRUNK)
+    await until(lambda: isinstance(bus.events()[-1], CallEnded))
+    ended = bus.events()[-1]
+    assert isinstance(ended, CallEnded) and ended.cause == errors.INTERNAL
+    # The SIP side is not left ringing.
+    assert transport.last().method == "CANCEL"  # type: ignore[union-attr]
+    assert any(
+        r.levelno == logging.ERROR and r.exc_info and "call1" in r.getMessage()
+        for r in caplog.records
+    )
+    await service.shutdown(grace=0.1)
+    await agent.close()
+
+
+async def test_service_logs_and_reports_a_failed_call_task(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    agent, transport = await _agent()
+    bus = FakeBus()
+    service = SipAgentService(bus, agent, "sa1")  # type: ignore[arg-type]
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("tracing bug")
+
+    monkeypatch.setattr(app_module, "tracer", broken)
+    await service.on_work(_dial())
+    await until(lambda: bool(bus.published))
+    (ended,) = bus.events()
+    assert isinstance(ended, CallEnded) and ended.cause == errors.INTERNAL
+    assert transport.sent == [] and service.active_calls == 0
+    assert any(
+        r.levelno == logging.ERROR and r.exc_info and "call1" in r.getMessage()
+        for r in caplog.records
+    )
+    await service.shutdown(grace=0.1)
     await agent.close()

@@ -297,3 +297,50 @@ def test_every_state_has_a_timer() -> None:
     h.call.hangup(errors.NORMAL, h.now)
     h.pump()
     assert h.call.get_timer() is not None  # CANCEL window
+
+
+def test_2xx_from_another_fork_after_answer_is_acked_then_byed() -> None:
+    h = Harness(make_call())
+    invite, _ = _answered(h)
+    events = list(h.events)
+    fork = respond(invite, 200, to_tag="fork-tag", body=ANSWER)
+    sent = h.feed(fork)
+    assert _methods(sent) == ["ACK", "BYE"]
+    ack, bye = sent
+    assert isinstance(ack, Request) and isinstance(bye, Request)
+    assert ack.headers["CSeq"] == "1 ACK"
+    assert tag_of(ack.headers["To"]) == tag_of(bye.headers["To"]) == "fork-tag"
+    assert bye.headers["CSeq"] == "2 BYE"
+    # The call goes on with its first dialog; nothing is reported.
+    assert h.events == events
+    assert h.call.state is CallState.CONFIRMED
+    # A retransmission of the fork's 2xx is ACKed again, not BYEd again.
+    assert _methods(h.feed(fork)) == ["ACK"]
+    h.feed(respond(bye, 200, to_tag=None))
+    assert h.events == events and h.call.state is CallState.CONFIRMED
+    # Our own hang-up still goes to the first dialog.
+    h.call.hangup(errors.NORMAL, h.now)
+    (own_bye,) = h.pump()
+    assert isinstance(own_bye, Request) and tag_of(own_bye.headers["To"]) == "trunk-tag"
+
+
+def test_2xx_from_another_fork_while_cancelling_is_acked_then_byed() -> None:
+    h = Harness(make_call())
+    invite = h.start()
+    h.feed(respond(invite, 180))
+    h.call.hangup(errors.NORMAL, h.now)
+    assert _methods(h.pump()) == ["CANCEL"]
+    assert _methods(h.feed(respond(invite, 200, body=ANSWER))) == ["ACK", "BYE"]
+    first_bye = h.sent[-1]
+    sent = h.feed(respond(invite, 200, to_tag="fork-tag", body=ANSWER))
+    assert _methods(sent) == ["ACK", "BYE"]
+    fork_bye = sent[1]
+    assert isinstance(first_bye, Request) and isinstance(fork_bye, Request)
+    assert tag_of(fork_bye.headers["To"]) == "fork-tag"
+    assert h.events == [Progress(180)]
+    h.feed(respond(fork_bye, 200, to_tag=None))
+    assert h.events == [Progress(180)]
+    h.feed(respond(first_bye, 200, to_tag=None))
+    assert h.events == [Progress(180), Ended(errors.CANCELLED, None, "Cancelled")]
+    h.advance(h.now + 64.0)
+    assert h.call.finished
