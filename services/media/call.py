@@ -33,7 +33,7 @@ from proto.events import (
     MediaPrepared,
     ProgressReceived,
 )
-from services.common.bus import Bus
+from services.common.bus import Bus, Handler
 from services.common.settings import Settings
 from services.media.ports import NoPortsError, PortAllocator
 from services.media.relay import TrunkAudioTrack, pump_browser_audio
@@ -99,15 +99,11 @@ class MediaCall:
         """Subscribe, answer the browser, open the trunk port, publish the outcome."""
         settings = self._settings
         try:
-            self._subscriptions.append(
-                await self._bus.subscribe(
-                    subjects.call_events(self.call_id, "signaling"), self._from_signaling
-                )
+            await self._subscribe(
+                subjects.call_events(self.call_id, "signaling"), self._from_signaling
             )
-            self._subscriptions.append(
-                await self._bus.subscribe(
-                    subjects.call_events(self.call_id, "sipagent"), self._from_sipagent
-                )
+            await self._subscribe(
+                subjects.call_events(self.call_id, "sipagent"), self._from_sipagent
             )
         except Exception:
             log.exception("call %s: cannot subscribe to its events", self.call_id)
@@ -231,12 +227,26 @@ class MediaCall:
         await self._publish(HangupRequested(call_id=self.call_id, cause=errors.MEDIA_FAILED))
         self._arm_watchdog(self._settings.setup_timeout)
 
+    async def _subscribe(self, subject: str, handler: Handler) -> None:
+        subscription = await self._bus.subscribe(subject, handler)
+        if self._released:
+            # Ended while subscribing: release() has already run and cleared the list.
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
+            return
+        self._subscriptions.append(subscription)
+
     # -- timers and tasks ----------------------------------------------------------
 
     def _arm_watchdog(self, delay: float) -> None:
         self._cancel_watchdog()
         loop = asyncio.get_running_loop()
-        self._watchdog = loop.call_later(delay, self.end, "watchdog expired")
+        self._watchdog = loop.call_later(delay, self._on_watchdog)
+
+    def _on_watchdog(self) -> None:
+        # A SIP agent may still hold the call: ask it to hang up, then let go.
+        self._spawn(self._publish(HangupRequested(call_id=self.call_id, cause=errors.MEDIA_FAILED)))
+        self.end("watchdog expired")
 
     def _cancel_watchdog(self) -> None:
         if self._watchdog is not None:
@@ -276,8 +286,10 @@ class MediaCall:
         self._subscriptions.clear()
         if self._pump is not None:
             self._pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._pump
+            # A pump that already died must not stop the rest of the release.
+            (outcome,) = await asyncio.gather(self._pump, return_exceptions=True)
+            if isinstance(outcome, Exception):
+                log.warning("call %s: audio pump failed: %r", self.call_id, outcome)
         self._playout.stop()
         if self._webrtc is not None:
             try:

@@ -98,6 +98,9 @@ def alaw_decode(data: bytes) -> Pcm:
     return _ALAW_DECODE[np.frombuffer(data, dtype=np.uint8)]
 
 
+DECODE_TABLES: dict[str, NDArray[np.int16]] = {"PCMU": _ULAW_DECODE, "PCMA": _ALAW_DECODE}
+"Sample of each code byte, by SDP encoding name, for decoding into a reused buffer."
+
 CODECS: dict[str, tuple[Encoder, Decoder]] = {
     "PCMU": (ulaw_encode, ulaw_decode),
     "PCMA": (alaw_encode, alaw_decode),

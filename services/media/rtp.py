@@ -180,8 +180,12 @@ class RtpSession:
             # A late packet filled a gap counted earlier.
             self.stats.lost -= 1
 
-    def packet_for(self, payload: bytes, timestamp_step: int, now: float) -> bytes:
-        """The next outgoing packet carrying ``payload``; then advance by ``timestamp_step``."""
+    def packet_for(self, payload: bytes, timestamp_step: int, now: float) -> memoryview:
+        """The next outgoing packet carrying ``payload``; then advance by ``timestamp_step``.
+
+        The packet is a view of a buffer reused by the next call: send it at
+        once (asyncio copies a datagram only when it has to queue it).
+        """
         size = HEADER_SIZE + len(payload)
         if size > len(self._buffer):
             raise ValueError(f"payload of {len(payload)} bytes does not fit one packet")
@@ -197,4 +201,4 @@ class RtpSession:
         stats.packets_out += 1
         stats.bytes_out += size
         stats.last_out = now
-        return bytes(self._view[:size])
+        return self._view[:size]

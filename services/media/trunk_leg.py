@@ -13,11 +13,18 @@ import socket
 from collections.abc import Callable
 from typing import cast
 
-from services.media.g711 import CODECS, Decoder, Encoder, Pcm
+import numpy as np
+from numpy.typing import NDArray
+
+from services.media.g711 import CODECS, DECODE_TABLES, Encoder, Pcm
 from services.media.rtp import Address, RtpSession, RtpStats
 from services.media.sdp import Codec
 
 PcmSink = Callable[[Pcm], None]
+"Takes decoded samples; they are valid only during the call (the buffer is reused)."
+
+# Larger than any G.711 packet we accept (RTP over UDP under a 1500-byte MTU).
+_MAX_SAMPLES = 1500
 
 
 class TrunkLeg(asyncio.DatagramProtocol):
@@ -29,7 +36,8 @@ class TrunkLeg(asyncio.DatagramProtocol):
         self._transport: asyncio.DatagramTransport | None = None
         self._session: RtpSession | None = None
         self._encode: Encoder | None = None
-        self._decode: Decoder | None = None
+        self._decode: NDArray[np.int16] | None = None
+        self._pcm = np.zeros(_MAX_SAMPLES, dtype=np.int16)
         self.codec: Codec | None = None
         self.send_errors = 0
 
@@ -51,7 +59,8 @@ class TrunkLeg(asyncio.DatagramProtocol):
 
     def start(self, remote: Address, codec: Codec) -> None:
         """Apply the trunk's answer; a later answer (200 after 183) retargets the stream."""
-        encode, decode = CODECS[codec.name.upper()]
+        encode, _ = CODECS[codec.name.upper()]
+        decode = DECODE_TABLES[codec.name.upper()]
         if self._session is None:
             self._session = RtpSession(remote, codec.payload_type)
         else:
@@ -72,9 +81,13 @@ class TrunkLeg(asyncio.DatagramProtocol):
         session = self._session
         if session is None or self._decode is None:
             return  # no answer yet: we cannot know the payload type
-        payload = session.receive(data, (addr[0], addr[1]), self._loop.time())
-        if payload:
-            self._sink(self._decode(payload))
+        # IPv6 addresses come as 4-tuples; RTP latching compares (host, port).
+        payload = session.receive(data, addr if len(addr) == 2 else addr[:2], self._loop.time())
+        if payload and len(payload) <= _MAX_SAMPLES:
+            codes = np.frombuffer(payload, dtype=np.uint8)
+            pcm = self._pcm[: len(codes)]
+            np.take(self._decode, codes, out=pcm)
+            self._sink(pcm)
 
     def error_received(self, exc: Exception) -> None:
         # ICMP unreachable and the like arrive per packet: count, never log here.
