@@ -121,18 +121,8 @@ def _same_origin(request: web.Request) -> bool:
     return urlsplit(origin).netloc.lower() == request.host.lower()
 
 
-async def _connect_bus(settings: Settings) -> Bus:
-    try:
-        return await Bus.connect(settings.nats_url, name=f"signaling-{settings.instance_id}")
-    except OSError:
-        raise
-    except Exception as exc:
-        # run_service prints an OSError as one line instead of a traceback.
-        raise OSError(f"cannot connect to NATS at {settings.nats_url}: {exc}") from exc
-
-
 async def main(settings: Settings, stop: asyncio.Event) -> None:
-    bus = await _connect_bus(settings)
+    bus = await Bus.connect(settings.nats_url, name=f"signaling-{settings.instance_id}")
     server = SignalingServer(settings, bus)
     runner = web.AppRunner(server.make_app(), access_log=None)
     await runner.setup()

@@ -332,6 +332,16 @@ class BrowserSession:
         if self._state == State.WAITING_INVITE:
             log.info("call %s: INVITE sent to %s", self._call_id, event.request_uri)
             self._set_state(State.INVITING, now + self._invite_safety())
+        elif self._state == State.HANGING_UP:
+            # Our HangupRequested may have gone out before this SIP agent took
+            # the call and subscribed to it: say it again now that it listens.
+            assert self._call_id is not None
+            self._publish(
+                subjects.call_events(self._call_id, "signaling"),
+                HangupRequested(
+                    call_id=self._call_id, cause=self._hangup_cause or errors.CANCELLED
+                ),
+            )
 
     def _on_progress(self, event: ProgressReceived, now: float) -> None:
         if self._state == State.WAITING_INVITE:

@@ -311,3 +311,16 @@ def test_shutdown_shortens_a_pending_hangup() -> None:
     actions = h.timer(T0 + 1 + SHUTDOWN_GRACE)
     assert isinstance(published(actions)[0][1], CallEnded)
     assert actions[-1] == Close(1001, "server shutting down")
+
+
+def test_hangup_is_repeated_to_a_sip_agent_that_took_the_call_late() -> None:
+    h = Harness()
+    h.offer()
+    h.prepared()
+    # The browser hangs up before any SIP agent has subscribed to the call.
+    h.text({"type": "hangup"}, T0 + 0.1)
+    actions = h.invite_sent(now=T0 + 0.2)
+    assert published(actions) == [
+        (SIGNALING, HangupRequested(call_id="call1", cause=errors.CANCELLED))
+    ]
+    assert h.state() == State.HANGING_UP
