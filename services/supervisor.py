@@ -100,7 +100,9 @@ class Supervisor:
         return str(port), f"nats://127.0.0.1:{port}"
 
     async def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> Child:
-        process = await asyncio.create_subprocess_exec(*argv, env=env)
+        # A session of its own: Ctrl-C reaches the supervisor only, which then
+        # stops the services before NATS, so their last events still go out.
+        process = await asyncio.create_subprocess_exec(*argv, env=env, start_new_session=True)
         child = Child(name, process)
         self._children.append(child)
         return child

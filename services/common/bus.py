@@ -14,6 +14,7 @@ import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.errors import NoServersError
 from opentelemetry import context as otel_context
 
 from proto import codec, subjects
@@ -24,6 +25,9 @@ from services.common.telemetry import extract_context, inject_headers
 log = logging.getLogger(__name__)
 
 Handler = Callable[[AnyEvent], Awaitable[None]]
+
+FIRST_CONNECT_TIMEOUT = 15.0
+"Seconds a process waits for NATS at start-up (it may start before NATS does)."
 
 
 class Bus:
@@ -48,7 +52,9 @@ class Bus:
         async def on_reconnected() -> None:
             log.info("nats reconnected")
 
-        nc = await nats.connect(
+        # Reconnection after a loss is unbounded, but the first connection is
+        # not: a process that never reaches NATS says so and exits.
+        connecting = nats.connect(
             url,
             name=name,
             connect_timeout=5,
@@ -58,6 +64,10 @@ class Bus:
             disconnected_cb=on_disconnected,
             reconnected_cb=on_reconnected,
         )
+        try:
+            nc = await asyncio.wait_for(connecting, FIRST_CONNECT_TIMEOUT)
+        except TimeoutError:
+            raise NoServersError() from None
         return cls(nc, closing)
 
     @property

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 
 from nats.errors import NoServersError
 
-from services.common.settings import Settings, SettingsError, load_settings
+from services.common.settings import Settings, SettingsError, load_settings, redact_url
 from services.common.telemetry import setup_tracing
 
 Main = Callable[[Settings, asyncio.Event], Awaitable[None]]
@@ -54,7 +54,8 @@ def run_service(service: str, main: Main) -> int:
         return 2
     except NoServersError:
         print(
-            f"bridge {service}: cannot reach NATS at NATS_URL={settings.nats_url}", file=sys.stderr
+            f"bridge {service}: cannot reach NATS at NATS_URL={redact_url(settings.nats_url)}",
+            file=sys.stderr,
         )
         return 1
     except OSError as exc:

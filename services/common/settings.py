@@ -216,3 +216,11 @@ def local_address_toward(host: str, port: int) -> str:
             return str(probe.getsockname()[0])
     except OSError:
         return "127.0.0.1"
+
+
+def redact_url(url: str) -> str:
+    """``url`` without the user and password it may carry, for messages and logs."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest.split("/", 1)[0]:
+        return url
+    return f"{scheme}://***@{rest.split('@', 1)[1]}"
