@@ -30,6 +30,9 @@ class Stack:
     tmp: Path
     processes: list[Process]
 
+    def full_logs(self) -> str:
+        return "\n".join(p.log() for p in self.processes)
+
     def logs(self) -> str:
         return "\n".join(f"----- {p.name}\n{p.log()[-6000:]}" for p in self.processes)
 
