@@ -200,10 +200,11 @@ class Supervisor:
         return waits[done.pop()]
 
     async def stop_all(self, timeout: float = 8.0) -> None:
-        """SIGTERM the services first and NATS last, so calls end with BYE."""
-        services = [c for c in self._children if c.name != "nats"]
-        nats = [c for c in self._children if c.name == "nats"]
-        for group in (services, nats):
+        """SIGTERM the services, then the demo peer, then NATS, so calls end with BYE."""
+        last = ("demo", "nats")
+        services = [c for c in self._children if c.name not in last]
+        groups = [services] + [[c for c in self._children if c.name == n] for n in last]
+        for group in groups:
             for child in group:
                 if child.process.returncode is None:
                     child.process.send_signal(signal.SIGTERM)
