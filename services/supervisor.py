@@ -9,6 +9,7 @@ Ctrl-C or SIGTERM, and stops everything if one of them dies.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
 import shutil
 import signal
@@ -24,6 +25,7 @@ from services.common.bus import wait_ready
 from services.common.settings import Settings, SettingsError, load_settings, parse_dotenv
 
 SERVICES: tuple[Source, ...] = ("media", "sipagent", "signaling")
+_PR_SET_PDEATHSIG = 1
 _LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "0.0.0.0")
 
 
@@ -31,6 +33,13 @@ _LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "0.0.0.0")
 class Child:
     name: str
     process: asyncio.subprocess.Process
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM if the supervisor dies, even by SIGKILL (Linux)."""
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def nats_server_binary() -> str:
@@ -102,7 +111,9 @@ class Supervisor:
     async def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> Child:
         # A session of its own: Ctrl-C reaches the supervisor only, which then
         # stops the services before NATS, so their last events still go out.
-        process = await asyncio.create_subprocess_exec(*argv, env=env, start_new_session=True)
+        process = await asyncio.create_subprocess_exec(
+            *argv, env=env, start_new_session=True, preexec_fn=_die_with_parent
+        )
         child = Child(name, process)
         self._children.append(child)
         return child

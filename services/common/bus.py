@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[AnyEvent], Awaitable[None]]
 
+DRAIN_TIMEOUT = 2.0
+"Seconds close() spends delivering what is pending before it just closes."
+
 FIRST_CONNECT_TIMEOUT = 15.0
 "Seconds a process waits for NATS at start-up (it may start before NATS does)."
 
@@ -124,7 +127,8 @@ class Bus:
         if self._nc.is_closed:
             return
         try:
-            await self._nc.drain()
+            # Draining needs the server; when NATS is gone it would wait forever.
+            await asyncio.wait_for(self._nc.drain(), DRAIN_TIMEOUT)
         except Exception:
             await self._nc.close()
 
