@@ -161,6 +161,23 @@ async def test_socket_dropped_mid_call_sends_bye(
         await client.close()
 
 
+async def test_far_end_bye_ends_the_call(
+    stack: Stack, sipagent: SipagentFactory, trunk: TrunkFactory
+) -> None:
+    sipp = trunk("answer_then_hang_up.xml")
+    sipagent(sipp.port)
+    client = await BridgeClient(stack.base_url).connect()
+    try:
+        await client.offer(codec="PCMU")
+        await client.accept_answer()
+        await client.expect("connected")
+        ended = await client.expect("ended", 10)
+        assert ended["cause"] == "remote_hangup", ended
+        assert await sipp.wait(5) == 0, f"trunk's BYE got no 200:\n{sipp.messages()}"
+    finally:
+        await client.close()
+
+
 async def test_hangup_while_ringing_sends_cancel(
     stack: Stack, sipagent: SipagentFactory, trunk: TrunkFactory
 ) -> None:
