@@ -104,8 +104,8 @@ def trunk(tmp_path: Path) -> Iterator[Callable[..., Sipp]]:
     """Start sipp with a scenario as the SIP trunk; killed after the test."""
     started: list[Sipp] = []
 
-    def start(scenario: str, **keys: str) -> Sipp:
-        sipp = Sipp(scenario, tmp_path, keys=dict(keys)).start()
+    def start(scenario: str, transport: str = "u1", **keys: str) -> Sipp:
+        sipp = Sipp(scenario, tmp_path, keys=dict(keys), transport=transport).start()
         started.append(sipp)
         return sipp
 

@@ -79,8 +79,8 @@ def free_rtp_range(size: int = 40) -> tuple[int, int]:
     raise RuntimeError("no free RTP port range")
 
 
-def udp_port_taken(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+def port_taken(port: int, kind: int = socket.SOCK_DGRAM) -> bool:
+    with socket.socket(socket.AF_INET, kind) as sock:
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
@@ -243,7 +243,8 @@ class Sipp:
         ]
         self.process = Process("sipp", argv, os.environ, self.tmp / f"sipp-{self.port}.log").start()
         deadline = time.monotonic() + 5
-        while not udp_port_taken(self.port):
+        kind = socket.SOCK_STREAM if self.transport.startswith("t") else socket.SOCK_DGRAM
+        while not port_taken(self.port, kind):
             if time.monotonic() > deadline or not self.process.alive():
                 raise RuntimeError(f"sipp did not start:\n{self.process.log()}")
             time.sleep(0.05)

@@ -59,9 +59,9 @@ async def assert_tone_returns(client: BridgeClient, stack: Stack) -> None:
 
 
 async def connected_call(
-    stack: Stack, sipagent: SipagentFactory, sipp: Sipp, codec: str
+    stack: Stack, sipagent: SipagentFactory, sipp: Sipp, codec: str, transport: str = "udp"
 ) -> BridgeClient:
-    sipagent(sipp.port)
+    sipagent(sipp.port, transport=transport)
     client = await BridgeClient(stack.base_url).connect()
     await client.offer(codec=codec)
     await client.accept_answer()
@@ -101,6 +101,19 @@ async def test_proxy_challenge_407_is_answered(
         headers = re.findall(r"^Proxy-Authorization: (Digest .*)$", sipp.messages(), re.M)
         assert headers, sipp.messages()
         check_digest(headers[0].strip(), "INVITE")
+    finally:
+        await client.close()
+
+
+async def test_call_over_tcp(stack: Stack, sipagent: SipagentFactory, trunk: TrunkFactory) -> None:
+    sipp = trunk("challenge_echo_bye.xml", transport="t1", **CHALLENGE_401)
+    client = await connected_call(stack, sipagent, sipp, "PCMU", transport="tcp")
+    try:
+        await assert_tone_returns(client, stack)
+        await client.hangup()
+        await client.expect("ended")
+        assert await sipp.wait(10) == 0, sipp.messages()
+        assert "SIP/2.0/TCP" in sipp.messages()
     finally:
         await client.close()
 
