@@ -227,6 +227,19 @@ class FakeBus:
         return [event for _, event in self.published]
 
 
+async def _service() -> tuple[SipAgent, FakeTransport, FakeBus, SipAgentService]:
+    agent, transport = await _agent()
+    bus = FakeBus()
+    return agent, transport, bus, SipAgentService(bus, agent, "sa1")  # type: ignore[arg-type]
+
+
+def _logged_error(caplog: pytest.LogCaptureFixture, call_id: str) -> bool:
+    return any(
+        r.levelno == logging.ERROR and r.exc_info and call_id in r.getMessage()
+        for r in caplog.records
+    )
+
+
 def _dial(destination: str = "+15551234567") -> DialRequested:
     return DialRequested(
         call_id="call1",
@@ -238,9 +251,7 @@ def _dial(destination: str = "+15551234567") -> DialRequested:
 
 
 async def test_service_rejects_bad_destination_without_invite() -> None:
-    agent, transport = await _agent()
-    bus = FakeBus()
-    service = SipAgentService(bus, agent, "sa1")  # type: ignore[arg-type]
+    agent, transport, bus, service = await _service()
     await service.on_work(_dial("bad destination@x"))
     await until(lambda: bool(bus.published))
     (event,) = bus.events()
@@ -251,9 +262,7 @@ async def test_service_rejects_bad_destination_without_invite() -> None:
 
 
 async def test_service_call_and_hangup_from_signaling() -> None:
-    agent, transport = await _agent()
-    bus = FakeBus()
-    service = SipAgentService(bus, agent, "sa1")  # type: ignore[arg-type]
+    agent, transport, bus, service = await _service()
     await service.on_work(_dial())
     await until(lambda: bool(bus.published))
     sent = bus.events()[0]
@@ -280,9 +289,7 @@ async def test_service_call_and_hangup_from_signaling() -> None:
 
 
 async def test_service_shutdown_cancels_ringing_call() -> None:
-    agent, transport = await _agent()
-    bus = FakeBus()
-    service = SipAgentService(bus, agent, "sa1")  # type: ignore[arg-type]
+    agent, transport, bus, service = await _service()
     await service.on_work(_dial())
     await until(lambda: bool(bus.published))
     invite = transport.sent[0][0]
@@ -333,9 +340,7 @@ async def test_service_shutdown_waits_for_the_cancel_owed() -> None:
 
 
 async def test_service_shutdown_gives_up_on_sip_clean_up_after_the_grace() -> None:
-    agent, _ = await _agent()
-    bus = FakeBus()
-    service = SipAgentService(bus, agent, "sa1")  # type: ignore[arg-type]
+    agent, _, bus, service = await _service()
     await service.on_work(_dial())
     await until(lambda: bool(bus.published))
     loop = asyncio.get_running_loop()
@@ -349,9 +354,7 @@ async def test_service_shutdown_gives_up_on_sip_clean_up_after_the_grace() -> No
 async def test_service_reports_internal_error_when_a_call_fails(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    agent, transport = await _agent()
-    bus = FakeBus()
-    service = SipAgentService(bus, agent, "sa1")  # type: ignore[arg-type]
+    agent, transport, bus, service = await _service()
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("bug")
@@ -367,10 +370,7 @@ async def test_service_reports_internal_error_when_a_call_fails(
     assert isinstance(ended, CallEnded) and ended.cause == errors.INTERNAL
     # The SIP side is not left ringing.
     assert transport.last().method == "CANCEL"  # type: ignore[union-attr]
-    assert any(
-        r.levelno == logging.ERROR and r.exc_info and "call1" in r.getMessage()
-        for r in caplog.records
-    )
+    assert _logged_error(caplog, "call1")
     await service.shutdown(grace=0.1)
     await agent.close()
 
@@ -378,9 +378,7 @@ async def test_service_reports_internal_error_when_a_call_fails(
 async def test_service_logs_and_reports_a_failed_call_task(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    agent, transport = await _agent()
-    bus = FakeBus()
-    service = SipAgentService(bus, agent, "sa1")  # type: ignore[arg-type]
+    agent, transport, bus, service = await _service()
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("tracing bug")
@@ -391,9 +389,6 @@ async def test_service_logs_and_reports_a_failed_call_task(
     (ended,) = bus.events()
     assert isinstance(ended, CallEnded) and ended.cause == errors.INTERNAL
     assert transport.sent == [] and service.active_calls == 0
-    assert any(
-        r.levelno == logging.ERROR and r.exc_info and "call1" in r.getMessage()
-        for r in caplog.records
-    )
+    assert _logged_error(caplog, "call1")
     await service.shutdown(grace=0.1)
     await agent.close()
