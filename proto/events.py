@@ -54,6 +54,15 @@ class MediaFailed(Event, frozen=True, tag="media.failed"):
     "Human-readable reason, safe to show to the caller."
 
 
+class CallDeclined(Event, frozen=True, tag="call.declined"):
+    """A media worker will not take a ``CallRequested``: the requester tries another."""
+
+    media_id: str
+    "Instance id of the worker that declined."
+    code: str
+    "Why, as an error code: ``at_capacity`` or ``draining`` (see ``proto.errors``)."
+
+
 class MediaConnected(Event, frozen=True, tag="media.connected"):
     """The browser's WebRTC leg completed ICE and DTLS."""
 
@@ -146,4 +155,5 @@ AnyEvent = (
     | CallAnswered
     | HangupRequested
     | CallEnded
+    | CallDeclined
 )

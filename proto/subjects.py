@@ -48,3 +48,37 @@ def call_events(call_id: str, source: Source) -> str:
 def ready(service: Source) -> str:
     """Where instances of ``service`` answer once they take work (empty reply)."""
     return f"{PREFIX}.ready.{service}"
+
+
+# --- the fleet: liveness and placement ------------------------------------------
+
+_TOKEN_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def instance_token(instance_id: str) -> str:
+    """``instance_id`` as one subject token: anything but ``[A-Za-z0-9_-]`` becomes ``_``.
+
+    Default instance ids hold the host name, whose dots would split the token.
+    """
+    if not instance_id or len(instance_id) > 128:
+        raise ValueError(f"invalid instance id {instance_id!r}")
+    return _TOKEN_UNSAFE.sub("_", instance_id)
+
+
+def heartbeat(service: Source) -> str:
+    """Where instances of ``service`` publish their ``Heartbeat`` (plain NATS, no queue)."""
+    return f"{PREFIX}.heartbeat.{service}"
+
+
+def heartbeats() -> str:
+    """Wildcard over every service's heartbeats, for lease tables."""
+    return f"{PREFIX}.heartbeat.*"
+
+
+def media_work_for(instance_id: str) -> str:
+    """Where signaling sends ``CallRequested`` meant for one chosen media worker.
+
+    Distinct from ``media_work()``: a worker subscribes to both, this one
+    without a queue group.
+    """
+    return f"{PREFIX}.work.media.{instance_token(instance_id)}"

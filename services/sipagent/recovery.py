@@ -1,0 +1,257 @@
+"""Dialogs in the call registry, and the BYE a surviving SIP agent sends for a dead one.
+
+``invite_record``/``dialog_record`` turn what the SIP agent knows into the
+``SipDialogRecord`` it stores (at the INVITE, then at the 2xx);
+``dialog_from_record`` and ``build_bye`` rebuild the dialog elsewhere with
+``sip.dialog.Dialog``. ``RecoveredBye`` is the sans-I/O BYE transaction of an
+adopted dialog: it is driven exactly like ``OutboundCall`` (``start``,
+``receive``, ``handle_timer``, ``get_timer``, ``messages_to_send``,
+``next_event``, ``finished``), so ``SipAgent`` hosts it among its calls, and
+reports one ``Ended`` when the trunk answered or Timer F fired.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+
+from sipmessage import URI, Request, Response
+
+from proto import errors
+from proto.fleet import SipDialogRecord
+from services.sipagent.call import USER_AGENT
+from services.sipagent.events import CallEvent, Ended
+from services.sipagent.sip.auth import AuthError, DigestAuthenticator
+from services.sipagent.sip.dialog import Dialog
+from services.sipagent.sip.message import SipMessage, make_response, new_branch, summary
+from services.sipagent.sip.transaction import (
+    T1,
+    NonInviteClientTransaction,
+    NonInviteServerTransaction,
+    ResponseReceived,
+)
+
+log = logging.getLogger(__name__)
+
+CSEQ_GAP = 10
+"""Added to the stored CSeq for the survivor's BYE.
+
+The dead agent may have sent requests after its last write (its own BYE,
+say); RFC 3261 12.2.1.1 lets the CSeq grow by more than one, and a lower
+one would be refused as out of order.
+"""
+SIPAGENT_LOST = "SIP agent lost"
+
+
+class RecoveryError(ValueError):
+    """The record does not hold a whole dialog: no BYE can be built from it."""
+
+
+def invite_record(sip_call_id: str, *, transport: str, trunk: tuple[str, int]) -> SipDialogRecord:
+    """What is known once the INVITE is sent (``records.inviting``)."""
+    host, port = trunk
+    return SipDialogRecord(
+        sip_call_id=sip_call_id, transport=transport.lower(), trunk_host=host, trunk_port=port
+    )
+
+
+def dialog_record(dialog: Dialog, *, transport: str, trunk: tuple[str, int]) -> SipDialogRecord:
+    """The confirmed ``dialog`` as stored (``records.confirmed``)."""
+    host, port = trunk
+    return SipDialogRecord(
+        sip_call_id=dialog.call_id,
+        transport=transport.lower(),
+        trunk_host=host,
+        trunk_port=port,
+        local_tag=dialog.local_tag,
+        local_from=dialog.local_from,
+        local_cseq=dialog.local_cseq,
+        remote_tag=dialog.remote_tag,
+        remote_to=dialog.remote_to,
+        remote_target=str(dialog.remote_target),
+        route_set=tuple(dialog.route_set),
+    )
+
+
+def dialog_from_record(record: SipDialogRecord) -> Dialog:
+    """The ``Dialog`` a stored record describes; ``RecoveryError`` unless confirmed."""
+    if not record.confirmed:
+        raise RecoveryError(f"dialog {record.sip_call_id} is not confirmed")
+    try:
+        target = URI.parse(record.remote_target)
+    except ValueError as exc:
+        raise RecoveryError(f"bad remote target {record.remote_target!r}: {exc}") from None
+    return Dialog(
+        call_id=record.sip_call_id,
+        local_tag=record.local_tag,
+        remote_tag=record.remote_tag,
+        local_from=record.local_from,
+        remote_to=record.remote_to,
+        remote_target=target,
+        local_cseq=record.local_cseq,
+        route_set=list(record.route_set),
+    )
+
+
+def via(sent_by: str, transport: str) -> str:
+    """A fresh Via of this agent (``sent_by`` is its host:port)."""
+    return f"SIP/2.0/{transport.upper()} {sent_by};rport;branch={new_branch()}"
+
+
+def build_bye(
+    record: SipDialogRecord,
+    *,
+    sent_by: str,
+    cseq_gap: int = CSEQ_GAP,
+    headers: list[tuple[str, str]] | None = None,
+) -> Request:
+    """The BYE this agent sends in the stored dialog, replies coming to ``sent_by``."""
+    dialog = dialog_from_record(record)
+    dialog.local_cseq += cseq_gap - 1  # create_request adds the last one
+    return _bye(dialog, sent_by, record.transport, headers or [])
+
+
+def _bye(dialog: Dialog, sent_by: str, transport: str, headers: list[tuple[str, str]]) -> Request:
+    return dialog.create_request(
+        "BYE", via(sent_by, transport), headers=[*headers, ("User-Agent", USER_AGENT)]
+    )
+
+
+class RecoveredBye:
+    """One BYE in a dialog adopted from a dead SIP agent, sans-I/O."""
+
+    def __init__(
+        self,
+        call_id: str,
+        record: SipDialogRecord,
+        *,
+        sent_by: str,
+        authenticator: DigestAuthenticator | None = None,
+        t1: float = T1,
+    ) -> None:
+        self.call_id = call_id
+        "The bridge's call id, for logs."
+        self.sip_call_id = record.sip_call_id
+        self.request_uri = record.remote_target
+        self.trunk = (record.trunk_host, record.trunk_port)
+        "Where the BYE goes (as ``CallHandle.trunk``)."
+        self._record = record
+        self._dialog = dialog_from_record(record)
+        self._dialog.local_cseq += CSEQ_GAP - 1  # the BYE adds the last one
+        self._sent_by = sent_by
+        self._auth = authenticator
+        self._reliable = record.transport != "udp"
+        self._t1 = t1
+        self._bye_tx: NonInviteClientTransaction | None = None
+        self._server_txs: list[NonInviteServerTransaction] = []
+        self._challenged = False
+        self._ended = False
+        self._outbox: list[SipMessage] = []
+        self._events: deque[CallEvent] = deque()
+
+    def start(self, now: float) -> None:
+        """Send the BYE."""
+        self._send_bye(now, [])
+
+    def hangup(self, cause: str, now: float) -> None:
+        """Nothing to do: the BYE is already the end."""
+
+    def receive(self, message: SipMessage, now: float) -> None:
+        if isinstance(message, Response):
+            tx = self._bye_tx
+            if tx is not None and tx.matches(message):
+                tx.receive(message, now)
+                self._drain(now)
+            return
+        self._receive_request(message, now)
+
+    def handle_timer(self, now: float) -> None:
+        if self._bye_tx is not None:
+            deadline = self._bye_tx.get_timer()
+            if deadline is not None and deadline <= now:
+                self._bye_tx.handle_timer(now)
+                self._drain(now)
+        for server_tx in self._server_txs:
+            deadline = server_tx.get_timer()
+            if deadline is not None and deadline <= now:
+                server_tx.handle_timer(now)
+                self._outbox.extend(server_tx.messages_to_send())
+        self._server_txs = [tx for tx in self._server_txs if not tx.terminated]
+
+    def get_timer(self) -> float | None:
+        timers = [tx.get_timer() for tx in self._server_txs]
+        if self._bye_tx is not None:
+            timers.append(self._bye_tx.get_timer())
+        return min((t for t in timers if t is not None), default=None)
+
+    def messages_to_send(self) -> list[SipMessage]:
+        out, self._outbox = self._outbox, []
+        return out
+
+    def next_event(self) -> CallEvent | None:
+        return self._events.popleft() if self._events else None
+
+    @property
+    def finished(self) -> bool:
+        """The BYE got its answer (or timed out) and no transaction is left."""
+        return self._ended and self.get_timer() is None
+
+    # --- internals ------------------------------------------------------------------
+
+    def _send_bye(self, now: float, headers: list[tuple[str, str]]) -> None:
+        bye = _bye(self._dialog, self._sent_by, self._record.transport, headers)
+        log.info("%s: > BYE for a dead SIP agent's dialog %s", self.call_id, self.sip_call_id)
+        self._bye_tx = NonInviteClientTransaction(bye, reliable=self._reliable, t1=self._t1)
+        self._bye_tx.start(now)
+        self._outbox.extend(self._bye_tx.messages_to_send())
+
+    def _drain(self, now: float) -> None:
+        tx = self._bye_tx
+        assert tx is not None
+        self._outbox.extend(tx.messages_to_send())
+        while (event := tx.next_event()) is not None:
+            if not isinstance(event, ResponseReceived):
+                log.info("%s: recovered BYE timed out", self.call_id)
+                self._end(None)
+                continue
+            response = event.response
+            if response.code < 200:
+                continue
+            log.info("%s: < %s (recovered BYE)", self.call_id, summary(response))
+            if response.code in (401, 407) and self._retry(response, now):
+                continue
+            self._end(response.code)
+
+    def _retry(self, response: Response, now: float) -> bool:
+        if self._auth is None or self._challenged:
+            return False
+        self._challenged = True
+        try:
+            header = self._auth.authorize(response, "BYE", str(self._dialog.remote_target))
+        except AuthError:
+            return False
+        self._send_bye(now, [header])
+        return True
+
+    def _end(self, status: int | None) -> None:
+        if not self._ended:
+            self._ended = True
+            self._events.append(Ended(errors.INTERNAL, status, SIPAGENT_LOST))
+
+    def _receive_request(self, request: Request, now: float) -> None:
+        if request.method == "ACK":
+            return
+        for server_tx in self._server_txs:
+            if server_tx.matches(request):
+                server_tx.receive(request, now)
+                self._outbox.extend(server_tx.messages_to_send())
+                return
+        # The trunk's own BYE crossing ours ends the dialog just as well.
+        code = 200 if request.method == "BYE" and self._dialog.matches(request) else 481
+        response = make_response(
+            request, code, to_tag=self._dialog.local_tag, headers=[("User-Agent", USER_AGENT)]
+        )
+        server_tx = NonInviteServerTransaction(request, reliable=self._reliable, t1=self._t1)
+        server_tx.respond(response, now)
+        self._server_txs.append(server_tx)
+        self._outbox.extend(server_tx.messages_to_send())
