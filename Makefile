@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint unit integration browser bench system-deps clean
+.PHONY: run test lint unit integration browser bench system-deps clean image
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,12 +18,14 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
-# sipp plays the SIP trunk, Chromium the person at the page.
+# sipp plays the SIP trunk, Chromium the person at the page; docker-compose
+# validates compose.yaml (tests/deploy).
 system-deps:
-	@if ! command -v sipp >/dev/null || ! command -v chromium >/dev/null; then \
+	@if ! command -v sipp >/dev/null || ! command -v chromium >/dev/null \
+	    || ! command -v docker-compose >/dev/null; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -q && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q sip-tester chromium; \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q sip-tester chromium docker-compose; \
 	fi
 
 run: $(VENV)/.installed
@@ -51,3 +53,7 @@ clean:
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python -m bench.calls
+
+# The one image of the three services (Dockerfile); compose.yaml and k8s/ use it.
+image:
+	docker build -t webrtc-sip-bridge:latest .

@@ -1,0 +1,341 @@
+"""The deployment files: Kubernetes manifests, compose.yaml and the Dockerfile.
+
+Offline: the kustomization is built by ``tests/deploy/kustomize.py`` and every
+document is validated against the Kubernetes schemas that kubernetes-validate
+ships. A missing kubernetes-validate is an error, not a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from services.common.settings import parse_dotenv
+from tests.deploy.kustomize import Doc, build, load_yaml_documents, pod_specs
+
+try:
+    import kubernetes_validate
+except ImportError as exc:  # pragma: no cover - the point is to fail loudly
+    raise ImportError(
+        "kubernetes-validate is required for tests/deploy: pip install -e '.[test]'"
+    ) from exc
+
+ROOT = Path(__file__).resolve().parents[2]
+BASE = ROOT / "k8s" / "base"
+OVERLAY = ROOT / "k8s" / "overlays" / "example"
+COMPOSE = ROOT / "compose.yaml"
+# A recent release whose schemas kubernetes-validate ships.
+KUBERNETES_VERSION = "1.33.0"
+BRIDGE_SERVICES = ("signaling", "sipagent", "media")
+HOST_NETWORK = ("sipagent", "media")
+# The seed's .env names: the five trunk values and PUBLIC_IP.
+SEED_NAMES = (
+    "SIP_TRUNK_HOST",
+    "SIP_TRUNK_PORT",
+    "SIP_USERNAME",
+    "SIP_PASSWORD",
+    "SIP_DOMAIN",
+    "PUBLIC_IP",
+)
+SECRET_NAMES = {"SIP_USERNAME", "SIP_PASSWORD", "ICE_CREDENTIAL"}
+# Settings beyond .env.example that the services read (ops, drain, logs, traces).
+OPS_NAMES = {"OPS_HOST", "OPS_PORT", "DRAIN_TIMEOUT", "LOG_FORMAT", "OTEL_EXPORTER_OTLP_ENDPOINT"}
+
+
+def setting_names() -> set[str]:
+    return set(parse_dotenv((ROOT / ".env.example").read_text(encoding="utf-8"))) | OPS_NAMES
+
+
+@pytest.fixture(scope="module")
+def docs() -> list[Doc]:
+    return build(OVERLAY)
+
+
+def find(docs: list[Doc], kind: str, name: str) -> Doc:
+    found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind}/{name}, found {len(found)}"
+    return found[0]
+
+
+def container(docs: list[Doc], name: str) -> Doc:
+    (pod,) = pod_specs(find(docs, "Deployment", name))
+    (only,) = pod["containers"]
+    return only
+
+
+def env_value(item: Doc, name: str) -> Doc:
+    entries = [e for e in item.get("env", []) if e["name"] == name]
+    assert len(entries) == 1, f"{item['name']}: env {name} set {len(entries)} times"
+    return entries[0]
+
+
+def settings_data(docs: list[Doc]) -> dict[str, str]:
+    data: dict[str, str] = find(docs, "ConfigMap", "bridge-settings")["data"]
+    return data
+
+
+# --- Kubernetes ---------------------------------------------------------------
+
+
+def test_base_and_overlay_build() -> None:
+    base = build(BASE)
+    overlay = build(OVERLAY)
+    kinds = {d["kind"] for d in overlay}
+    assert {"Namespace", "ConfigMap", "Deployment", "StatefulSet", "Service"} <= kinds
+    assert {"HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy", "Ingress"} <= kinds
+    assert len(overlay) == len(base) + 1  # the Ingress
+    for doc in overlay:
+        if doc["kind"] != "Namespace":
+            assert doc["metadata"].get("namespace") == "webrtc-sip-bridge", doc["metadata"]
+
+
+def _document_id(doc: Doc) -> str:
+    return f"{doc['kind']}/{doc['metadata']['name']}"
+
+
+def _all_documents() -> list[Doc]:
+    return build(OVERLAY) + load_yaml_documents(BASE / "sip-credentials.example.yaml")
+
+
+@pytest.mark.parametrize("doc", _all_documents(), ids=_document_id)
+def test_document_validates_against_kubernetes_schema(doc: Doc) -> None:
+    kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+
+
+def test_every_workload_has_probes_and_resources(docs: list[Doc]) -> None:
+    workloads = [d for d in docs if d["kind"] in ("Deployment", "StatefulSet")]
+    assert {d["metadata"]["name"] for d in workloads} >= {*BRIDGE_SERVICES, "nats", "jaeger"}
+    for doc in workloads:
+        for pod in pod_specs(doc):
+            for item in pod["containers"]:
+                where = f"{_document_id(doc)} container {item['name']}"
+                assert "livenessProbe" in item, where
+                assert "readinessProbe" in item, where
+                for part in ("requests", "limits"):
+                    assert {"cpu", "memory"} <= set(item["resources"][part]), f"{where} {part}"
+
+
+@pytest.mark.parametrize("service", BRIDGE_SERVICES)
+def test_bridge_probes_use_the_ops_endpoints(docs: list[Doc], service: str) -> None:
+    item = container(docs, service)
+    assert item["args"] == [service]
+    ops_port = int(env_value(item, "OPS_PORT")["value"])
+    ports = {p["name"]: p["containerPort"] for p in item["ports"]}
+    assert ports["ops"] == ops_port
+    assert item["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "ops"}
+    assert item["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "ops"}
+    annotations = find(docs, "Deployment", service)["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(ops_port)
+    assert annotations["prometheus.io/path"] == "/metrics"
+
+
+@pytest.mark.parametrize("service", BRIDGE_SERVICES)
+def test_grace_period_outlasts_the_drain(docs: list[Doc], service: str) -> None:
+    drain = float(settings_data(docs)["DRAIN_TIMEOUT"])
+    (pod,) = pod_specs(find(docs, "Deployment", service))
+    (item,) = pod["containers"]
+    command = item["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[0] == "sleep"
+    pause = float(command[1])
+    assert pod["terminationGracePeriodSeconds"] >= drain + pause
+
+
+def test_media_hpa_targets_media_on_active_calls_then_cpu(docs: list[Doc]) -> None:
+    hpa = find(docs, "HorizontalPodAutoscaler", "media")["spec"]
+    assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "media"}
+    find(docs, "Deployment", "media")
+    pods, resource = hpa["metrics"]
+    assert pods["type"] == "Pods"
+    assert pods["pods"]["metric"]["name"] == "bridge_active_calls"
+    assert pods["pods"]["target"]["type"] == "AverageValue"
+    assert resource["type"] == "Resource" and resource["resource"]["name"] == "cpu"
+    # Average calls per pod must stay under what one media pod accepts.
+    assert float(pods["pods"]["target"]["averageValue"]) < float(settings_data(docs)["MAX_CALLS"])
+
+
+def test_signaling_hpa_scales_signaling_on_cpu(docs: list[Doc]) -> None:
+    hpa = find(docs, "HorizontalPodAutoscaler", "signaling")["spec"]
+    assert hpa["scaleTargetRef"]["name"] == "signaling"
+    assert hpa["scaleTargetRef"]["kind"] == "Deployment"
+    assert [m["resource"]["name"] for m in hpa["metrics"]] == ["cpu"]
+
+
+def test_every_workload_has_a_disruption_budget(docs: list[Doc]) -> None:
+    selectors = [
+        d["spec"]["selector"]["matchLabels"] for d in docs if d["kind"] == "PodDisruptionBudget"
+    ]
+    for doc in docs:
+        if doc["kind"] not in ("Deployment", "StatefulSet") or doc["metadata"]["name"] == "jaeger":
+            continue
+        labels = doc["spec"]["template"]["metadata"]["labels"]
+        assert any(s.items() <= labels.items() for s in selectors), _document_id(doc)
+
+
+@pytest.mark.parametrize("service", HOST_NETWORK)
+def test_host_network_pods_take_the_node_address(docs: list[Doc], service: str) -> None:
+    (pod,) = pod_specs(find(docs, "Deployment", service))
+    assert pod["hostNetwork"] is True
+    assert pod["dnsPolicy"] == "ClusterFirstWithHostNet"  # to resolve nats and jaeger
+    item = pod["containers"][0]
+    public_ip = env_value(item, "PUBLIC_IP")["valueFrom"]["fieldRef"]["fieldPath"]
+    assert public_ip == "status.hostIP"
+    # The ops port is a node port: one pod per node, and a port of its own.
+    (ops,) = [p for p in item["ports"] if p["name"] == "ops"]
+    assert ops["hostPort"] == ops["containerPort"]
+    (term,) = pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert term["topologyKey"] == "kubernetes.io/hostname"
+    assert term["labelSelector"]["matchLabels"] == {"app.kubernetes.io/name": service}
+
+
+def test_host_network_ops_ports_differ(docs: list[Doc]) -> None:
+    ports = [int(env_value(container(docs, s), "OPS_PORT")["value"]) for s in HOST_NETWORK]
+    assert len(set(ports)) == len(ports)
+    (pod,) = pod_specs(find(docs, "Deployment", "signaling"))
+    assert not pod.get("hostNetwork", False)
+
+
+def test_settings_use_the_documented_names(docs: list[Doc]) -> None:
+    known = setting_names()
+    data = settings_data(docs)
+    assert set(data) <= known, sorted(set(data) - known)
+    assert not set(data) & SECRET_NAMES, "credentials belong in the Secret"
+    for service in BRIDGE_SERVICES:
+        names = {e["name"] for e in container(docs, service).get("env", [])}
+        assert names <= known | {"INSTANCE_ID"}, sorted(names - known)
+    assert data["NATS_URL"] == "nats://nats:4222"
+    assert data["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4318"
+    find(docs, "Service", "nats")
+    find(docs, "Service", "jaeger")
+
+
+def test_credentials_reach_only_the_sip_agent(docs: list[Doc]) -> None:
+    assert not [d for d in docs if d["kind"] == "Secret"], "apply -k must not overwrite the Secret"
+    users = set()
+    for service in BRIDGE_SERVICES:
+        for entry in container(docs, service).get("env", []):
+            if entry["name"] in ("SIP_USERNAME", "SIP_PASSWORD"):
+                assert entry["valueFrom"]["secretKeyRef"]["name"] == "sip-credentials"
+                users.add(service)
+    assert users == {"sipagent"}
+    (template,) = load_yaml_documents(BASE / "sip-credentials.example.yaml")
+    assert template["stringData"] == {
+        "SIP_USERNAME": "your_username",
+        "SIP_PASSWORD": "your_password",
+    }
+
+
+def test_nats_is_a_three_node_jetstream_cluster(docs: list[Doc]) -> None:
+    nats = find(docs, "StatefulSet", "nats")
+    assert nats["spec"]["replicas"] == 3
+    assert nats["spec"]["serviceName"] == "nats-headless"
+    assert find(docs, "Service", "nats-headless")["spec"]["clusterIP"] == "None"
+    assert nats["spec"]["volumeClaimTemplates"]
+    config = find(docs, "ConfigMap", "nats-config")["data"]["nats.conf"]
+    assert "jetstream" in config
+    routes = re.findall(r"nats://(nats-\d)\.nats-headless:6222", config)
+    assert routes == ["nats-0", "nats-1", "nats-2"]
+
+
+def test_only_signaling_is_open_to_the_outside(docs: list[Doc]) -> None:
+    policies = {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "NetworkPolicy"}
+    assert policies["default-deny-ingress"] == {"podSelector": {}, "policyTypes": ["Ingress"]}
+    open_rules = [
+        (name, rule)
+        for name, spec in policies.items()
+        for rule in spec.get("ingress", [])
+        if "from" not in rule
+    ]
+    assert [name for name, _ in open_rules] == ["signaling"]
+    assert open_rules[0][1]["ports"] == [{"protocol": "TCP", "port": 8080}]
+    backend = find(docs, "Ingress", "signaling")["spec"]["rules"][0]["http"]["paths"][0]
+    assert backend["backend"]["service"]["name"] == "signaling"
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
+    return data
+
+
+def test_compose_has_the_stack(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert set(services) == {"nats", "jaeger", "signaling", "sipagent", "media"}
+    assert services["nats"]["image"].startswith("nats:2")
+    assert "-js" in services["nats"]["command"]
+    assert services["jaeger"]["image"].startswith("jaegertracing/all-in-one")
+    assert any(p.endswith(":16686") for p in services["jaeger"]["ports"])
+    for name in BRIDGE_SERVICES:
+        service = services[name]
+        assert service["image"] == "webrtc-sip-bridge:latest"
+        assert service["command"] == [name]
+        env = service["environment"]
+        assert set(env) <= setting_names(), sorted(set(env) - setting_names())
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"].endswith(":4318")
+        assert env["NATS_URL"].endswith(":4222")
+        probe = " ".join(service["healthcheck"]["test"])
+        assert f":{env['OPS_PORT']}/healthz" in probe
+    assert services["signaling"]["environment"]["OPS_HOST"] == "0.0.0.0"
+    assert services["signaling"]["environment"]["HTTP_HOST"] == "0.0.0.0"
+
+
+def test_compose_media_scales(compose: dict[str, Any]) -> None:
+    media = compose["services"]["media"]
+    assert "container_name" not in media
+    assert "ports" not in media
+    assert "network_mode" not in media  # each replica its own ops port and RTP range
+
+
+def test_compose_passes_the_seed_names_through(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name in SEED_NAMES:
+        passed = [
+            s for s in BRIDGE_SERVICES if f"${{{name}" in str(services[s]["environment"].get(name))
+        ]
+        assert passed, f"{name} reaches no service"
+    for name in ("SIP_USERNAME", "SIP_PASSWORD"):
+        assert [s for s in BRIDGE_SERVICES if name in services[s]["environment"]] == ["sipagent"]
+
+
+def test_compose_validates_with_docker_compose(tmp_path: Path) -> None:
+    tool = shutil.which("docker-compose")
+    if tool is None:
+        pytest.fail(
+            "docker-compose not installed: `make system-deps` installs it (apt docker-compose)"
+        )
+    # A clean directory: no .env of a developer leaks into the check.
+    shutil.copy(COMPOSE, tmp_path / "compose.yaml")
+    env = {k: v for k, v in os.environ.items() if k not in setting_names()}
+    env["SIP_PASSWORD"] = "s3cret-check"
+    result = subprocess.run(
+        [tool, "-f", "compose.yaml", "config"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    resolved = yaml.safe_load(result.stdout)["services"]
+    holders = [n for n, s in resolved.items() if "s3cret-check" in str(s.get("environment"))]
+    assert holders == ["sipagent"]
+
+
+# --- Dockerfile ---------------------------------------------------------------
+
+
+def test_dockerfile_runs_bridge_as_non_root() -> None:
+    text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    assert re.search(r"^FROM python:3\.11-slim\b", text, re.M)
+    assert re.search(r"pip install \.$", text, re.M)
+    users = re.findall(r"^USER (\S+)", text, re.M)
+    assert users and not users[-1].startswith(("root", "0")), users
+    assert re.search(r'^ENTRYPOINT \["bridge"\]$', text, re.M)
+    ignored = (ROOT / ".dockerignore").read_text(encoding="utf-8").split()
+    assert ".env" in ignored and ".git" in ignored
