@@ -43,9 +43,12 @@ def write_tone(path: Path, seconds: float = 10.0, rate: int = 48000) -> None:
         out.writeframes(pcm.tobytes())
 
 
-async def inbound(page: Any) -> dict[str, float]:
-    stats = await page.evaluate(INBOUND_AUDIO)
-    assert stats is not None, "no inbound audio stream on the page's peer connection"
+async def inbound(page: Any, timeout: float = 5.0) -> dict[str, float]:
+    # "Connected" follows the SIP answer; the first RTP packet may come a moment later.
+    deadline = asyncio.get_running_loop().time() + timeout
+    while (stats := await page.evaluate(INBOUND_AUDIO)) is None:
+        assert asyncio.get_running_loop().time() < deadline, "no inbound audio on the page"
+        await asyncio.sleep(0.1)
     return dict(stats)
 
 
