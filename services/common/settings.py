@@ -49,6 +49,11 @@ class Settings:
     data_dir: str = ".data"
     instance_id: str = ""
     demo: bool = False
+    ops_host: str = "127.0.0.1"
+    ops_port: int = 9090
+    drain_timeout: float = 600.0
+    log_format: str = "text"
+    otlp_endpoint: str = ""
 
     @property
     def trunk_configured(self) -> bool:
@@ -96,7 +101,7 @@ def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> i
     return value
 
 
-def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+def _seconds(env: Mapping[str, str], name: str, default: float, hi: float = 3600) -> float:
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -104,8 +109,8 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise SettingsError(f"{name} must be a number of seconds, got {raw!r}") from None
-    if not 0 < value <= 3600:
-        raise SettingsError(f"{name} must be between 0 and 3600 seconds, got {raw}")
+    if not 0 < value <= hi:
+        raise SettingsError(f"{name} must be between 0 and {hi:g} seconds, got {raw}")
     return value
 
 
@@ -167,6 +172,16 @@ def load_settings(
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise SettingsError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
 
+    log_format = env.get("LOG_FORMAT", "").strip().lower() or Settings.log_format
+    if log_format not in ("text", "json"):
+        raise SettingsError(f"LOG_FORMAT must be text or json, got {log_format!r}")
+
+    otlp_endpoint = env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
+    if otlp_endpoint and not otlp_endpoint.startswith(("http://", "https://")):
+        raise SettingsError(
+            f"OTEL_EXPORTER_OTLP_ENDPOINT must be an http:// or https:// URL, got {otlp_endpoint!r}"
+        )
+
     trunk_host = _host(env, "SIP_TRUNK_HOST", "")
     username = env.get("SIP_USERNAME", "").strip()
     password = env.get("SIP_PASSWORD", "")
@@ -201,6 +216,11 @@ def load_settings(
         instance_id=env.get("INSTANCE_ID", "").strip()
         or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}",
         demo=_bool(env, "BRIDGE_DEMO"),
+        ops_host=_host(env, "OPS_HOST", Settings.ops_host),
+        ops_port=_int(env, "OPS_PORT", Settings.ops_port, 0, 65535),
+        drain_timeout=_seconds(env, "DRAIN_TIMEOUT", Settings.drain_timeout, hi=86400),
+        log_format=log_format,
+        otlp_endpoint=otlp_endpoint,
     )
 
 

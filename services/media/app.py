@@ -21,7 +21,9 @@ from typing import Any
 
 from proto import errors, subjects
 from proto.events import AnyEvent, CallRequested, HangupRequested, MediaFailed
-from services.common.bus import Bus
+from services.common.bus import Bus, drain_subscription
+from services.common.lifecycle import Lifecycle
+from services.common.metrics import Metrics
 from services.common.settings import Settings, local_address_toward
 from services.media.call import MediaCall
 from services.media.ports import PortAllocator
@@ -29,6 +31,9 @@ from services.media.ports import PortAllocator
 log = logging.getLogger(__name__)
 
 _NO_ROUTE_PROBE = "192.0.2.1"  # TEST-NET-1: only asks the kernel for its default route
+
+RTP_REPORT_INTERVAL = 5.0
+"Seconds between additions of the calls' RTP counters to the metrics."
 
 
 async def advertised_address(settings: Settings) -> str:
@@ -49,13 +54,34 @@ async def advertised_address(settings: Settings) -> str:
 class MediaWorker:
     """The calls of this process."""
 
-    def __init__(self, settings: Settings, bus: Bus, ports: PortAllocator, address: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        bus: Bus,
+        ports: PortAllocator,
+        address: str,
+        *,
+        metrics: Metrics | None = None,
+    ) -> None:
         self._settings = settings
         self._bus = bus
         self._ports = ports
         self._address = address
+        self._metrics = metrics
         self._calls: dict[str, MediaCall] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._reporter: asyncio.Task[None] | None = None
+
+    def start_reporting(self, interval: float = RTP_REPORT_INTERVAL) -> None:
+        """Add every call's RTP counters to the metrics each ``interval`` seconds."""
+        if self._reporter is None:
+            self._reporter = asyncio.create_task(self._report_every(interval))
+
+    async def _report_every(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            for call in list(self._calls.values()):
+                call.report_rtp()
 
     @property
     def active_calls(self) -> int:
@@ -77,7 +103,13 @@ class MediaWorker:
             self._spawn(self._bus.publish(subjects.call_events(event.call_id, "media"), failed))
             return
         call = MediaCall(
-            event.call_id, self._settings, self._bus, self._ports, self._address, self._forget
+            event.call_id,
+            self._settings,
+            self._bus,
+            self._ports,
+            self._address,
+            self._forget,
+            metrics=self._metrics,
         )
         self._calls[event.call_id] = call
         self._spawn(call.setup(event))
@@ -98,6 +130,10 @@ class MediaWorker:
 
     async def close(self) -> None:
         """Ask for every call to end, then release them all."""
+        if self._reporter is not None:
+            self._reporter.cancel()
+            await asyncio.gather(self._reporter, return_exceptions=True)
+            self._reporter = None
         calls = list(self._calls.values())
         for call in calls:
             with contextlib.suppress(Exception):
@@ -111,17 +147,21 @@ class MediaWorker:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-async def main(settings: Settings, stop: asyncio.Event) -> None:
-    """Serve calls from the media work queue until ``stop`` is set."""
+async def main(lc: Lifecycle) -> None:
+    """Serve calls from the media work queue; drain on SIGTERM, stop on SIGINT."""
+    settings = lc.settings
     address = await advertised_address(settings)
     ports = PortAllocator(settings.rtp_port_min, settings.rtp_port_max, host=settings.rtp_bind_host)
-    bus = await Bus.connect(settings.nats_url, name=f"media-{settings.instance_id}")
-    worker = MediaWorker(settings, bus, ports, address)
+    bus = await lc.connect_bus()
+    worker = MediaWorker(settings, bus, ports, address, metrics=lc.metrics)
+    lc.serve_load(lambda: worker.active_calls, settings.max_calls)
     try:
         work = await bus.subscribe(
             subjects.media_work(), worker.on_work, queue=subjects.MEDIA_QUEUE
         )
         await bus.announce_ready("media")
+        worker.start_reporting()
+        lc.set_ready()
         log.info(
             "media worker %s ready: trunk RTP on %s ports %d-%d advertised as %s, max %d calls",
             settings.instance_id,
@@ -131,9 +171,11 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
             address,
             settings.max_calls,
         )
-        await stop.wait()
-        with contextlib.suppress(Exception):
-            await work.unsubscribe()
+        await lc.draining.wait()
+        # Drained, not dropped: a call already routed here is still taken.
+        await drain_subscription(work)
+        if await lc.wait_idle(lambda: worker.active_calls):
+            log.info("media worker %s drained: no call left", settings.instance_id)
         await worker.close()
     finally:
         await bus.close()

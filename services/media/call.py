@@ -19,6 +19,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from nats.aio.subscription import Subscription
+from opentelemetry import trace
 
 from proto import errors, subjects
 from proto.events import (
@@ -34,7 +35,9 @@ from proto.events import (
     ProgressReceived,
 )
 from services.common.bus import Bus, Handler
+from services.common.metrics import IN, OUT, Metrics
 from services.common.settings import Settings
+from services.common.telemetry import tracer
 from services.media.ports import NoPortsError, PortAllocator
 from services.media.relay import TrunkAudioTrack, pump_browser_audio
 from services.media.sdp import SdpError, build_offer, first_codec_name, parse_answer
@@ -46,6 +49,8 @@ log = logging.getLogger(__name__)
 WATCHDOG_MARGIN = 5.0
 "Seconds of slack over the longest set-up signaling and the SIP agent may take."
 CLOSE_TIMEOUT = 5.0
+
+_tracer = tracer("bridge.media")
 
 
 class MediaCall:
@@ -59,6 +64,8 @@ class MediaCall:
         ports: PortAllocator,
         advertised_address: str,
         on_released: Callable[[MediaCall], None],
+        *,
+        metrics: Metrics | None = None,
     ) -> None:
         self.call_id = call_id
         self._settings = settings
@@ -82,6 +89,9 @@ class MediaCall:
         self._pump: asyncio.Task[None] | None = None
         self._browser_codec = "?"
         self._answered = False
+        self._metrics = metrics
+        self._reported = (0, 0, 0, 0, 0)
+        "RTP counters already added to the metrics: packets in/out, bytes in/out, lost."
         self._signaling_handlers: dict[type, Callable[[Any], Coroutine[Any, Any, None]]] = {
             IceCandidateReceived: self._handle_ice_candidate,
             HangupRequested: self._handle_hangup,
@@ -115,13 +125,23 @@ class MediaCall:
         # Signaling waits SETUP_TIMEOUT for us and again for the SIP agent, then
         # the SIP agent up to INVITE_TIMEOUT for an answer.
         self._arm_watchdog(settings.invite_timeout + 2 * settings.setup_timeout + WATCHDOG_MARGIN)
-        async with self._lock:
+        with _tracer.start_as_current_span(
+            "media.prepare",
+            attributes={"bridge.call_id": self.call_id, "bridge.media_id": settings.instance_id},
+        ) as span:
+            async with self._lock:
+                if self._ending:
+                    return
+                outcome = await self._prepare(request.offer_sdp)
+            if isinstance(outcome, MediaFailed):
+                span.set_status(trace.StatusCode.ERROR, outcome.code)
+                span.set_attribute("bridge.error", outcome.code)
+            else:
+                span.set_attribute("bridge.browser_codec", self._browser_codec)
+                span.set_attribute("bridge.rtp_port", self._port or 0)
             if self._ending:
                 return
-            outcome = await self._prepare(request.offer_sdp)
-        if self._ending:
-            return
-        await self._publish(outcome)
+            await self._publish(outcome)
         if isinstance(outcome, MediaFailed):
             await self.release(f"set-up failed: {outcome.code}")
 
@@ -186,6 +206,12 @@ class MediaCall:
         await self._apply_trunk_answer(event.answer_sdp, early=False)
 
     async def _apply_trunk_answer(self, sdp: str, early: bool) -> None:
+        with _tracer.start_as_current_span(
+            "media.answer", attributes={"bridge.call_id": self.call_id, "bridge.early": early}
+        ) as span:
+            await self._apply_trunk_answer_traced(sdp, early, span)
+
+    async def _apply_trunk_answer_traced(self, sdp: str, early: bool, span: trace.Span) -> None:
         async with self._lock:
             trunk = self._trunk
             if trunk is None or self._ending:
@@ -199,6 +225,8 @@ class MediaCall:
                 return
             first = trunk.codec is None
             trunk.start((host, media.port), media.codec)
+        span.set_attribute("bridge.codec", media.codec.name)
+        span.set_attribute("bridge.browser_codec", self._browser_codec)
         if first:
             log.info(
                 "call %s media started: trunk %s/%d at %s:%d%s, browser %s",
@@ -304,6 +332,27 @@ class MediaCall:
             self._ports.release(self._port)
         self._on_released(self)
         self._log_end(reason)
+        self.report_rtp(final=True)
+
+    def report_rtp(self, final: bool = False) -> None:
+        """Add the RTP counted since the last report to the metrics (never per packet)."""
+        stats = self._trunk.stats if self._trunk else None
+        if self._metrics is None or stats is None:
+            return
+        before = self._reported
+        # Loss is credited back when a late packet fills a gap: never count down.
+        lost = max(stats.lost, before[4])
+        now = (stats.packets_in, stats.packets_out, stats.bytes_in, stats.bytes_out, lost)
+        self._reported = now
+        delta = [max(0, a - b) for a, b in zip(now, before, strict=True)]
+        metrics = self._metrics
+        metrics.rtp_packets.labels(IN).inc(delta[0])
+        metrics.rtp_packets.labels(OUT).inc(delta[1])
+        metrics.rtp_bytes.labels(IN).inc(delta[2])
+        metrics.rtp_bytes.labels(OUT).inc(delta[3])
+        metrics.rtp_lost.inc(delta[4])
+        if final and stats.packets_in > 1 and self._trunk and self._trunk.codec:
+            metrics.rtp_jitter_seconds.observe(stats.jitter / self._trunk.codec.clock_rate)
 
     def _log_end(self, reason: str) -> None:
         trunk = self._trunk

@@ -98,6 +98,8 @@ class RtpStats:
     "Datagrams refused: malformed, another payload type, or not from the latched peer."
     last_in: float | None = None
     last_out: float | None = None
+    jitter: float = 0.0
+    "Interarrival jitter of received packets (RFC 3550 section 6.4.1), in timestamp units."
 
 
 class RtpSession:
@@ -117,6 +119,7 @@ class RtpSession:
         ssrc: int | None = None,
         sequence: int | None = None,
         timestamp: int | None = None,
+        clock_rate: int = 8000,
     ) -> None:
         self.remote = remote
         self.payload_type = payload_type
@@ -132,6 +135,8 @@ class RtpSession:
         # Incoming stream state.
         self._remote_ssrc: int | None = None
         self._last_sequence = 0
+        self._clock_rate = clock_rate
+        self._transit: float | None = None
 
     def retarget(self, remote: Address, payload_type: int) -> None:
         """Follow a new SDP answer (e.g. 200 OK after 183): new address, latch again."""
@@ -147,7 +152,7 @@ class RtpSession:
             stats.dropped += 1
             return None
         try:
-            _first, second, sequence, _ts, ssrc, start, end = _parse_header(data)
+            _first, second, sequence, timestamp, ssrc, start, end = _parse_header(data)
         except RtpError:
             stats.dropped += 1
             return None
@@ -162,13 +167,23 @@ class RtpSession:
         stats.bytes_in += len(data)
         stats.last_in = now
         self._count_loss(ssrc, sequence)
+        self._count_jitter(timestamp, now)
         return data[start:end]
+
+    def _count_jitter(self, timestamp: int, now: float) -> None:
+        transit = now * self._clock_rate - timestamp
+        if self._transit is not None:
+            # Signed difference modulo 2^32: a timestamp wrap is not jitter.
+            step = (transit - self._transit + 0x80000000) % 0x100000000 - 0x80000000
+            self.stats.jitter += (abs(step) - self.stats.jitter) / 16
+        self._transit = transit
 
     def _count_loss(self, ssrc: int, sequence: int) -> None:
         if ssrc != self._remote_ssrc:
             # A new source restarts its sequence: no gap to count.
             self._remote_ssrc = ssrc
             self._last_sequence = sequence
+            self._transit = None
             return
         delta = (sequence - self._last_sequence) & 0xFFFF
         if delta == 0:

@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from services.common.bus import Bus
+from services.common.lifecycle import Lifecycle
+from services.common.metrics import Metrics
 from services.common.settings import Settings
 from services.signaling.connection import BrowserConnection
 from services.signaling.session import SHUTDOWN_GRACE, BrowserSession
@@ -41,13 +43,26 @@ _PAGE_HEADERS = {
 class SignalingServer:
     """Routes and the set of live browser connections."""
 
-    def __init__(self, settings: Settings, bus: Bus) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        bus: Bus,
+        *,
+        draining: asyncio.Event | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
         self._settings = settings
         self._bus = bus
+        self._draining = draining or asyncio.Event()
+        self._metrics = metrics
         self._connections: set[BrowserConnection] = set()
         self._stopping = False
         # Only files shipped with the page are served, whatever the URL says.
         self._static = {p.name: p for p in STATIC_DIR.iterdir() if p.is_file()}
+
+    @property
+    def active_calls(self) -> int:
+        return sum(1 for c in self._connections if c.in_call)
 
     def make_app(self) -> web.Application:
         app = web.Application()
@@ -82,7 +97,7 @@ class SignalingServer:
         )
 
     async def _websocket(self, request: web.Request) -> web.StreamResponse:
-        if self._stopping:
+        if self._stopping or self._draining.is_set():
             raise web.HTTPServiceUnavailable(text="shutting down")
         if not _same_origin(request):
             # Another site's page must not place calls through this bridge.
@@ -90,7 +105,12 @@ class SignalingServer:
         ws = web.WebSocketResponse(max_msg_size=WS_MAX_FRAME, heartbeat=WS_HEARTBEAT)
         await ws.prepare(request)
         connection = BrowserConnection(
-            BrowserSession(self._settings), self._bus, ws, self._connections.discard
+            BrowserSession(self._settings),
+            self._bus,
+            ws,
+            self._connections.discard,
+            draining=self._draining,
+            metrics=self._metrics,
         )
         self._connections.add(connection)
         log.debug("websocket from %s", request.remote)
@@ -121,18 +141,24 @@ def _same_origin(request: web.Request) -> bool:
     return urlsplit(origin).netloc.lower() == request.host.lower()
 
 
-async def main(settings: Settings, stop: asyncio.Event) -> None:
-    bus = await Bus.connect(settings.nats_url, name=f"signaling-{settings.instance_id}")
-    server = SignalingServer(settings, bus)
+async def main(lc: Lifecycle) -> None:
+    """Serve the page and WebSocket; drain on SIGTERM, end every call on SIGINT."""
+    settings = lc.settings
+    bus = await lc.connect_bus()
+    server = SignalingServer(settings, bus, draining=lc.draining, metrics=lc.metrics)
+    lc.serve_load(lambda: server.active_calls)
     runner = web.AppRunner(server.make_app(), access_log=None)
     await runner.setup()
     try:
         site = web.TCPSite(runner, settings.http_host, settings.http_port)
         await site.start()
         await bus.announce_ready("signaling")
+        lc.set_ready()
         for address in runner.addresses:
             log.info("listening on http://%s:%s", *address[:2])
-        await stop.wait()
+        await lc.draining.wait()
+        if await lc.wait_idle(lambda: server.active_calls):
+            log.info("signaling %s drained: no call left", settings.instance_id)
         await server.shutdown()
     finally:
         await runner.cleanup()

@@ -14,11 +14,15 @@ from collections.abc import Callable
 
 from aiohttp import WSMsgType, web
 from nats.aio.subscription import Subscription
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from proto.events import AnyEvent
+from proto.events import AnyEvent, HangupRequested
 from services.common.bus import Bus
+from services.common.logs import call_context
+from services.common.metrics import Metrics
 from services.common.telemetry import tracer
+from services.signaling import messages
 from services.signaling.actions import (
     Action,
     Close,
@@ -33,6 +37,9 @@ log = logging.getLogger(__name__)
 
 _tracer = tracer("bridge.signaling")
 
+DRAINING = "draining"
+"Error code of an offer refused because this signaling instance is draining."
+
 
 class BrowserConnection:
     """One browser WebSocket and the session behind it."""
@@ -43,8 +50,13 @@ class BrowserConnection:
         bus: Bus,
         ws: web.WebSocketResponse,
         on_finished: Callable[[BrowserConnection], None],
+        *,
+        draining: asyncio.Event | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.session = session
+        self._draining = draining or asyncio.Event()
+        self._metrics = metrics
         self._bus = bus
         self._ws = ws
         self._on_finished = on_finished
@@ -55,6 +67,7 @@ class BrowserConnection:
         self._tasks: set[asyncio.Task[None]] = set()
         self._span: trace.Span | None = None
         self._span_call_id: str | None = None
+        self._offer_at = 0.0
         self.finished = asyncio.Event()
         "Set once the session reached an end state and everything is released."
 
@@ -63,6 +76,9 @@ class BrowserConnection:
         try:
             async for msg in self._ws:
                 if msg.type == WSMsgType.TEXT:
+                    if self._draining.is_set() and _is_offer(msg.data):
+                        await self._refuse_offer()
+                        continue
                     self.session.receive_text(msg.data, self._loop.time())
                 elif msg.type == WSMsgType.BINARY:
                     self.session.receive_binary(self._loop.time())
@@ -72,6 +88,18 @@ class BrowserConnection:
         finally:
             self.session.socket_closed(self._loop.time())
             await self._flush()
+
+    @property
+    def in_call(self) -> bool:
+        """True while the session holds a call."""
+        return self.session.call_id is not None
+
+    async def _refuse_offer(self) -> None:
+        # The session would take the offer: this instance takes no new call.
+        error = messages.error(DRAINING, "this server is shutting down; connect again")
+        async with self._lock:
+            if not self._ws.closed:
+                await self._ws.send_str(json.dumps(error))
 
     def shutdown(self) -> None:
         """The service is stopping: let the session end its call and close."""
@@ -105,8 +133,9 @@ class BrowserConnection:
         # One flusher at a time keeps actions in the order the session made them.
         async with self._lock:
             while actions := self.session.pop_actions():
-                for action in actions:
-                    await self._perform(action)
+                with call_context(self.session.call_id or self._span_call_id):
+                    for action in actions:
+                        await self._perform(action)
             if self.session.call_id is None:
                 self._end_span()
             self._arm_timer()
@@ -118,10 +147,12 @@ class BrowserConnection:
             if isinstance(action, SendMessage):
                 if not self._ws.closed:
                     await self._ws.send_str(json.dumps(action.message))
-                if action.message.get("type") == "ended" and self._span is not None:
-                    self._span.set_attribute("call.cause", str(action.message.get("cause")))
+                self._trace_message(action.message)
             elif isinstance(action, Publish):
-                with trace.use_span(self._call_span(action.event.call_id), end_on_exit=False):
+                span = self._call_span(action.event.call_id)
+                if isinstance(action.event, HangupRequested):
+                    span.add_event("hangup", {"bridge.cause": action.event.cause})
+                with trace.use_span(span, end_on_exit=False):
                     await self._bus.publish(action.subject, action.event)
             elif isinstance(action, Subscribe):
                 self._subscriptions[action.subject] = await self._bus.subscribe(
@@ -148,15 +179,39 @@ class BrowserConnection:
             self._timer = self._loop.call_at(deadline, self._on_timer)
 
     def _call_span(self, call_id: str) -> trace.Span:
-        """The call's span, started with its first event (the offer's CallRequested)."""
+        """The call's span, started with its first event (the offer's CallRequested).
+
+        A root span: one call, one trace, whatever the socket did before.
+        """
         if self._span is None or self._span_call_id != call_id:
             self._end_span()
             self._span = _tracer.start_span(
                 "call",
-                attributes={"call.id": call_id, "call.destination": self.session.destination},
+                context=otel_context.Context(),
+                attributes={
+                    "bridge.call_id": call_id,
+                    "bridge.destination": self.session.destination,
+                },
             )
             self._span_call_id = call_id
+            self._offer_at = self._loop.time()
         return self._span
+
+    def _trace_message(self, message: messages.Outgoing) -> None:
+        """What the browser is told, as events of the call span; set-up time on connect."""
+        span, kind = self._span, message.get("type")
+        if span is None or kind not in ("answer", "ringing", "connected", "ended", "error"):
+            return
+        if kind == "connected" and self._metrics is not None:
+            self._metrics.call_setup_seconds.observe(self._loop.time() - self._offer_at)
+        if kind == "ended":
+            span.set_attribute("bridge.cause", str(message.get("cause")))
+            if message.get("status") is not None:
+                span.set_attribute("sip.status", int(str(message.get("status"))))
+        elif kind == "error":
+            span.add_event("error", {"bridge.error": str(message.get("code"))})
+        else:
+            span.add_event(str(kind))
 
     def _end_span(self) -> None:
         if self._span is not None:
@@ -178,3 +233,12 @@ class BrowserConnection:
         if not self.finished.is_set():
             self.finished.set()
             self._on_finished(self)
+
+
+def _is_offer(text: str) -> bool:
+    """True if a text frame is an ``offer`` (anything else goes to the session)."""
+    try:
+        message = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(message, dict) and message.get("type") == "offer"

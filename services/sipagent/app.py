@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode
 
 from proto import errors, subjects
@@ -23,8 +24,9 @@ from proto.events import (
     MediaFailed,
     ProgressReceived,
 )
-from services.common.bus import Bus
-from services.common.settings import Settings
+from services.common.bus import Bus, drain_subscription
+from services.common.lifecycle import Lifecycle
+from services.common.metrics import Metrics
 from services.common.telemetry import tracer
 from services.sipagent.agent import AgentConfig, CallHandle, DialError, SipAgent, check_destination
 from services.sipagent.events import Answered, Ended, Progress
@@ -34,16 +36,63 @@ log = logging.getLogger(__name__)
 SHUTDOWN_GRACE = 2.0
 "Seconds given to calls to end (CANCEL/BYE answered) when the service stops."
 
+TRACER_NAME = "bridge.sipagent"
+
+
+class _SipSpans:
+    """The spans of one call's SIP side: the call, and its INVITE transaction inside.
+
+    Each SIP message becomes an event of the INVITE span while it is open,
+    else of the call span, named by method or status only: no header, no
+    body, no credential ever reaches a span.
+    """
+
+    def __init__(self, spans: trace.Tracer, call: Span, attributes: dict[str, str]) -> None:
+        self._tracer = spans
+        self._attributes = attributes
+        self.call = call
+        self.invite: Span | None = None
+
+    def start_invite(self) -> None:
+        context = trace.set_span_in_context(self.call)
+        self.invite = self._tracer.start_span(
+            "sip.invite", context=context, attributes=self._attributes
+        )
+
+    def end_invite(self, status: int | None) -> None:
+        if self.invite is not None:
+            if status is not None:
+                self.invite.set_attribute("sip.status", status)
+                if status >= 300:
+                    self.invite.set_status(Status(StatusCode.ERROR, str(status)))
+            self.invite.end()
+            self.invite = None
+
+    def observe(self, direction: str, summary: str) -> None:
+        token = summary.split(" ", 1)[0]
+        attributes: dict[str, str | int] = {
+            "sip.direction": "sent" if direction == ">" else "received"
+        }
+        if token.isdigit():
+            attributes["sip.status"] = int(token)
+        else:
+            attributes["sip.method"] = token
+        (self.invite or self.call).add_event(f"sip {direction} {token}", attributes)
+
 
 class SipAgentService:
     """Places the calls of ``DialRequested`` events and reports how they go."""
 
-    def __init__(self, bus: Bus, agent: SipAgent, instance_id: str) -> None:
+    def __init__(
+        self, bus: Bus, agent: SipAgent, instance_id: str, *, metrics: Metrics | None = None
+    ) -> None:
         self._bus = bus
+        self._metrics = metrics or Metrics()
         self._agent = agent
         self._instance_id = instance_id
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._handles: dict[str, CallHandle] = {}
+        self._spans: dict[str, _SipSpans] = {}
         self._early_hangups: dict[str, str] = {}
         "Hang-ups that arrived before the INVITE went out, by call id."
         self._stopping = False
@@ -62,6 +111,7 @@ class SipAgentService:
         if self._stopping or event.call_id in self._tasks:
             return
         call_id = event.call_id
+        self._metrics.call_attempts.inc()
         task = asyncio.create_task(self._run_call(event), name=f"call-{call_id}")
         self._tasks[call_id] = task
         self._unreported.add(call_id)
@@ -112,9 +162,15 @@ class SipAgentService:
 
     async def _run_call(self, dial: DialRequested) -> None:
         call_id = dial.call_id
-        with tracer(__name__).start_as_current_span(
-            "sipagent.call", attributes={"bridge.call_id": call_id}
-        ) as span:
+        attributes = {
+            "bridge.call_id": call_id,
+            "bridge.destination": dial.destination,
+            "bridge.trunk_host": self._agent.config.trunk_host,
+            "bridge.sipagent_id": self._instance_id,
+        }
+        call_tracer = tracer(TRACER_NAME)
+        with call_tracer.start_as_current_span("sipagent.call", attributes=attributes) as span:
+            spans = self._spans[call_id] = _SipSpans(call_tracer, span, attributes)
             subscriptions = []
             try:
                 try:
@@ -123,7 +179,7 @@ class SipAgentService:
                         subscriptions.append(
                             await self._bus.subscribe(subject, self._on_peer_event)
                         )
-                    ended = await self._place(dial, span)
+                    ended = await self._place(dial, spans)
                 except Exception as exc:
                     # A bug must not leave the browser waiting, nor the trunk's side open.
                     log.exception("%s: call failed", call_id)
@@ -132,13 +188,17 @@ class SipAgentService:
                     ended = CallEnded(
                         call_id=call_id, cause=errors.INTERNAL, reason="SIP agent error"
                     )
-                span.set_attribute("sip.cause", ended.cause)
+                spans.end_invite(ended.status)
+                span.set_attribute("bridge.cause", ended.cause)
                 if ended.status is not None:
                     span.set_attribute("sip.status", ended.status)
                 if ended.cause not in (errors.NORMAL, errors.REMOTE_HANGUP, errors.CANCELLED):
                     span.set_status(Status(StatusCode.ERROR, ended.reason))
+                self._metrics.record_outcome(ended.cause, ended.status)
                 await self._publish(ended)
             finally:
+                spans.end_invite(None)
+                self._spans.pop(call_id, None)
                 self._handles.pop(call_id, None)
                 self._early_hangups.pop(call_id, None)
                 for subscription in subscriptions:
@@ -147,7 +207,7 @@ class SipAgentService:
                     except Exception as exc:  # closing is best effort
                         log.debug("unsubscribe failed: %s", exc)
 
-    async def _place(self, dial: DialRequested, span: Span) -> CallEnded:
+    async def _place(self, dial: DialRequested, spans: _SipSpans) -> CallEnded:
         """Run the call until it ends; the ``CallEnded`` to publish."""
         call_id = dial.call_id
         try:
@@ -160,16 +220,15 @@ class SipAgentService:
         if call_id in self._early_hangups:
             return CallEnded(call_id=call_id, cause=errors.CANCELLED, reason="Cancelled")
 
-        def observe(direction: str, text: str) -> None:
-            span.add_event(f"sip {direction} {text}")
-
+        spans.start_invite()
         try:
-            handle = await self._agent.dial(call_id, dial.destination, dial.offer_sdp, observe)
+            handle = await self._agent.dial(
+                call_id, dial.destination, dial.offer_sdp, spans.observe
+            )
         except DialError as exc:
             log.warning("%s: cannot place the call: %s", call_id, exc)
             return CallEnded(call_id=call_id, cause=errors.INTERNAL, reason=str(exc))
         self._handles[call_id] = handle
-        span.set_attribute("sip.call_id", handle.call.sip_call_id)
         await self._publish(
             InviteSent(
                 call_id=call_id, sipagent_id=self._instance_id, request_uri=handle.request_uri
@@ -185,6 +244,8 @@ class SipAgentService:
                     ProgressReceived(call_id=call_id, status=event.status, early_sdp=event.sdp)
                 )
             elif isinstance(event, Answered):
+                spans.end_invite(200)
+                spans.call.add_event("answered")
                 await self._publish(CallAnswered(call_id=call_id, answer_sdp=event.sdp))
             elif isinstance(event, Ended):
                 return CallEnded(
@@ -208,6 +269,9 @@ class SipAgentService:
             log.exception("%s: cannot hang up the failed call", call_id)
 
     def _hangup(self, call_id: str, cause: str) -> None:
+        spans = self._spans.get(call_id)
+        if spans is not None:
+            spans.call.add_event("hangup requested", {"bridge.cause": cause})
         handle = self._handles.get(call_id)
         if handle is not None:
             handle.hangup(cause)
@@ -226,22 +290,28 @@ class SipAgentService:
             log.warning("%s: cannot publish %s: %s", event.call_id, type(event).__name__, exc)
 
 
-async def main(settings: Settings, stop: asyncio.Event) -> None:
-    """Run one SIP agent until ``stop`` is set, then hang up its calls and leave."""
+async def main(lc: Lifecycle) -> None:
+    """Run one SIP agent; drain on SIGTERM, hang up every call on SIGINT."""
+    settings = lc.settings
     agent = SipAgent(AgentConfig.from_settings(settings))
     await agent.start()
     bus: Bus | None = None
     try:
-        bus = await Bus.connect(settings.nats_url, name=f"sipagent-{settings.instance_id}")
-        service = SipAgentService(bus, agent, settings.instance_id)
+        bus = await lc.connect_bus()
+        service = SipAgentService(bus, agent, settings.instance_id, metrics=lc.metrics)
+        lc.serve_load(lambda: service.active_calls)
         work = await bus.subscribe(
             subjects.sipagent_work(), service.on_work, queue=subjects.SIPAGENT_QUEUE
         )
         await bus.announce_ready("sipagent")
+        lc.set_ready()
         log.info("sipagent %s ready", settings.instance_id)
-        await stop.wait()
+        await lc.draining.wait()
+        # Drained, not dropped: a dial already routed here is still placed.
+        await drain_subscription(work)
+        if await lc.wait_idle(lambda: service.active_calls):
+            log.info("sipagent %s drained: no call left", settings.instance_id)
         log.info("stopping: hanging up %d call(s)", service.active_calls)
-        await work.unsubscribe()
         await service.shutdown()
     finally:
         await agent.close()

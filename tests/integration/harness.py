@@ -161,13 +161,17 @@ def service_env(nats_url: str, **overrides: str) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("SIP_", "RTP_", "HTTP_", "NATS_", "PUBLIC_IP", "DEFAULT_DEST"))
+        if not k.startswith(
+            ("SIP_", "RTP_", "HTTP_", "NATS_", "PUBLIC_IP", "DEFAULT_DEST", "OPS_", "OTEL_")
+        )
     }
     env.update(
         NATS_URL=nats_url,
         LOG_LEVEL="DEBUG",
         SETUP_TIMEOUT="5",
         PYTHONUNBUFFERED="1",
+        # Every process its own free ops port; a test that probes one passes a port.
+        OPS_PORT="0",
     )
     env.update(overrides)
     return env
@@ -187,12 +191,13 @@ def start_service(name: str, env: Mapping[str, str], tmp: Path) -> Process:
 
 @dataclass
 class Sipp:
-    """sipp as the SIP trunk (UAS), one scenario, one call."""
+    """sipp as the SIP trunk (UAS), one scenario, ``calls`` calls (one by default)."""
 
     scenario: str
     tmp: Path
     keys: dict[str, str] = field(default_factory=dict)
     transport: str = "u1"
+    calls: int = 1
     port: int = 0
     media_port: int = 0
     process: Process | None = None
@@ -230,7 +235,7 @@ class Sipp:
             "-t",
             self.transport,
             "-m",
-            "1",
+            str(self.calls),
             "-timeout",
             "90s",
             "-nostdin",

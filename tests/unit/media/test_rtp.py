@@ -147,3 +147,23 @@ def test_new_ssrc_does_not_count_loss() -> None:
     session.receive(packet(10, ssrc=1), TRUNK, 0)
     session.receive(packet(5000, ssrc=2), TRUNK, 0)
     assert session.stats.lost == 0
+
+
+def test_jitter_follows_rfc3550() -> None:
+    session = RtpSession(TRUNK, 0)
+    # Packets 20 ms apart in RTP time arriving exactly 20 ms apart: no jitter.
+    for seq in range(10):
+        session.receive(packet(seq), TRUNK, now=seq * 0.020)
+    assert session.stats.jitter == pytest.approx(0.0)
+    # One packet 10 ms late (80 timestamp units at 8 kHz) adds 80/16 units.
+    session.receive(packet(10), TRUNK, now=10 * 0.020 + 0.010)
+    assert session.stats.jitter == pytest.approx(80 / 16)
+
+
+def test_jitter_ignores_timestamp_wrap() -> None:
+    session = RtpSession(TRUNK, 0)
+    first = RtpPacket(payload_type=0, sequence_number=1, timestamp=0xFFFFFF60, ssrc=7)
+    second = RtpPacket(payload_type=0, sequence_number=2, timestamp=0x00000000, ssrc=7)
+    session.receive(bytes(first), TRUNK, now=1.0)
+    session.receive(bytes(second), TRUNK, now=1.020)
+    assert session.stats.jitter == pytest.approx(0.0, abs=1e-6)
