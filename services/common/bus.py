@@ -22,6 +22,7 @@ from proto.events import AnyEvent
 from proto.subjects import Source
 from services.common.logs import call_context
 from services.common.metrics import Metrics
+from services.common.settings import nats_urls
 from services.common.telemetry import extract_context, inject_headers
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ class Bus:
         # Reconnection after a loss is unbounded, but the first connection is
         # not: a process that never reaches NATS says so and exits.
         connecting = nats.connect(
-            url,
+            nats_urls(url),
             name=name,
             connect_timeout=5,
             max_reconnect_attempts=-1,
@@ -92,6 +93,11 @@ class Bus:
         except TimeoutError:
             raise NoServersError() from None
         return cls(nc, health)
+
+    @property
+    def client(self) -> Client:
+        """The NATS client itself, for the fleet's JetStream and raw subjects."""
+        return self._nc
 
     @property
     def connected(self) -> bool:
@@ -181,7 +187,7 @@ async def wait_ready(url: str, services: tuple[Source, ...], timeout: float) -> 
     try:
         while nc is None:
             try:
-                nc = await nats.connect(url, connect_timeout=1, max_reconnect_attempts=0)
+                nc = await nats.connect(nats_urls(url), connect_timeout=1, max_reconnect_attempts=0)
             except Exception:
                 if loop.time() > deadline:
                     return False

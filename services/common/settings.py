@@ -54,6 +54,9 @@ class Settings:
     drain_timeout: float = 600.0
     log_format: str = "text"
     otlp_endpoint: str = ""
+    heartbeat_interval: float = 1.0
+    lease_timeout: float = 3.0
+    kv_replicas: int = 1
 
     @property
     def trunk_configured(self) -> bool:
@@ -165,8 +168,9 @@ def load_settings(
             )
 
     nats_url = env.get("NATS_URL", "").strip() or Settings.nats_url
-    if not nats_url.startswith(("nats://", "tls://", "ws://", "wss://")):
-        raise SettingsError(f"NATS_URL must be a nats:// URL, got {nats_url!r}")
+    for url in nats_urls(nats_url):
+        if not url.startswith(("nats://", "tls://", "ws://", "wss://")):
+            raise SettingsError(f"NATS_URL must be nats:// URLs (comma-separated), got {url!r}")
 
     level = env.get("LOG_LEVEL", "").strip().upper() or "INFO"
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -180,6 +184,15 @@ def load_settings(
     if otlp_endpoint and not otlp_endpoint.startswith(("http://", "https://")):
         raise SettingsError(
             f"OTEL_EXPORTER_OTLP_ENDPOINT must be an http:// or https:// URL, got {otlp_endpoint!r}"
+        )
+
+    heartbeat_interval = _seconds(env, "HEARTBEAT_INTERVAL", Settings.heartbeat_interval, hi=60)
+    lease_timeout = _seconds(env, "LEASE_TIMEOUT", Settings.lease_timeout, hi=600)
+    if lease_timeout < 2 * heartbeat_interval:
+        # One lost heartbeat must not make an instance look dead.
+        raise SettingsError(
+            f"LEASE_TIMEOUT ({lease_timeout:g}) must be at least twice "
+            f"HEARTBEAT_INTERVAL ({heartbeat_interval:g})"
         )
 
     trunk_host = _host(env, "SIP_TRUNK_HOST", "")
@@ -221,7 +234,15 @@ def load_settings(
         drain_timeout=_seconds(env, "DRAIN_TIMEOUT", Settings.drain_timeout, hi=86400),
         log_format=log_format,
         otlp_endpoint=otlp_endpoint,
+        heartbeat_interval=heartbeat_interval,
+        lease_timeout=lease_timeout,
+        kv_replicas=_int(env, "KV_REPLICAS", Settings.kv_replicas, 1, 5),
     )
+
+
+def nats_urls(nats_url: str) -> list[str]:
+    """The servers of ``NATS_URL``: one URL, or several separated by commas (a cluster)."""
+    return [url.strip() for url in nats_url.split(",") if url.strip()] or [nats_url]
 
 
 def local_address_toward(host: str, port: int) -> str:
@@ -240,6 +261,8 @@ def local_address_toward(host: str, port: int) -> str:
 
 def redact_url(url: str) -> str:
     """``url`` without the user and password it may carry, for messages and logs."""
+    if "," in url:
+        return ",".join(redact_url(part) for part in url.split(","))
     scheme, sep, rest = url.partition("://")
     if not sep or "@" not in rest.split("/", 1)[0]:
         return url

@@ -1,8 +1,10 @@
 """The media worker process: takes calls from the work queue and runs their media.
 
 Each ``CallRequested`` becomes a ``MediaCall`` set up in a task of its own, so
-the work-queue handler returns at once. A worker at ``MAX_CALLS`` refuses new
-calls with ``MediaFailed(at_capacity)``.
+the work handler returns at once. Work arrives on the media queue group and on
+this worker's own subject (signaling's placement chose it). A worker at
+``MAX_CALLS`` or draining declines with ``CallDeclined`` and signaling offers
+the call to another one.
 
 The trunk SDP advertises, in order: PUBLIC_IP; RTP_BIND_HOST when it is a
 specific address; else the local address the kernel would use toward the
@@ -20,8 +22,11 @@ from collections.abc import Coroutine
 from typing import Any
 
 from proto import errors, subjects
-from proto.events import AnyEvent, CallRequested, HangupRequested, MediaFailed
+from proto.events import AnyEvent, CallDeclined, CallRequested, HangupRequested
 from services.common.bus import Bus, drain_subscription
+from services.common.fleet import placement
+from services.common.fleet.heartbeat import Load
+from services.common.fleet.member import FleetMember
 from services.common.lifecycle import Lifecycle
 from services.common.metrics import Metrics
 from services.common.settings import Settings, local_address_toward
@@ -71,6 +76,8 @@ class MediaWorker:
         self._calls: dict[str, MediaCall] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._reporter: asyncio.Task[None] | None = None
+        self.draining = False
+        "Set once the worker takes no new call (it declines them)."
 
     def start_reporting(self, interval: float = RTP_REPORT_INTERVAL) -> None:
         """Add every call's RTP counters to the metrics each ``interval`` seconds."""
@@ -87,20 +94,26 @@ class MediaWorker:
     def active_calls(self) -> int:
         return len(self._calls)
 
+    def load(self) -> Load:
+        """What this worker's heartbeats say."""
+        return Load(len(self._calls), self._settings.max_calls, self.draining)
+
+    def holds(self, call_id: str) -> bool:
+        return call_id in self._calls
+
     async def on_work(self, event: AnyEvent) -> None:
         if not isinstance(event, CallRequested):
             return
         if event.call_id in self._calls:
             log.warning("call %s: duplicate CallRequested ignored", event.call_id)
             return
-        if len(self._calls) >= self._settings.max_calls:
-            log.warning("call %s refused: %d calls, at capacity", event.call_id, len(self._calls))
-            failed = MediaFailed(
-                call_id=event.call_id,
-                code=errors.AT_CAPACITY,
-                reason="the media worker is at capacity",
+        code = placement.decline_code(len(self._calls), self._settings.max_calls, self.draining)
+        if code is not None:
+            log.warning("call %s declined: %s, %d call(s)", event.call_id, code, len(self._calls))
+            declined = CallDeclined(
+                call_id=event.call_id, media_id=self._settings.instance_id, code=code
             )
-            self._spawn(self._bus.publish(subjects.call_events(event.call_id, "media"), failed))
+            self._spawn(self._bus.publish(subjects.call_events(event.call_id, "media"), declined))
             return
         call = MediaCall(
             event.call_id,
@@ -155,10 +168,14 @@ async def main(lc: Lifecycle) -> None:
     bus = await lc.connect_bus()
     worker = MediaWorker(settings, bus, ports, address, metrics=lc.metrics)
     lc.serve_load(lambda: worker.active_calls, settings.max_calls)
+    fleet = FleetMember(bus, "media", settings, load=worker.load, holds=worker.holds)
     try:
+        await fleet.start()
         work = await bus.subscribe(
             subjects.media_work(), worker.on_work, queue=subjects.MEDIA_QUEUE
         )
+        # Calls placed on this very worker; kept while draining, to decline them.
+        await bus.subscribe(subjects.media_work_for(settings.instance_id), worker.on_work)
         await bus.announce_ready("media")
         worker.start_reporting()
         lc.set_ready()
@@ -172,11 +189,14 @@ async def main(lc: Lifecycle) -> None:
             settings.max_calls,
         )
         await lc.draining.wait()
-        # Drained, not dropped: a call already routed here is still taken.
+        worker.draining = True
+        await fleet.beat()
+        # A call still routed here is declined, and signaling offers it elsewhere.
         await drain_subscription(work)
         if await lc.wait_idle(lambda: worker.active_calls):
             log.info("media worker %s drained: no call left", settings.instance_id)
         await worker.close()
     finally:
+        await fleet.close()
         await bus.close()
     log.info("media worker %s stopped", settings.instance_id)

@@ -15,6 +15,9 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from services.common.bus import Bus
+from services.common.fleet.heartbeat import Load
+from services.common.fleet.member import FleetMember
+from services.common.fleet.placement import Placement
 from services.common.lifecycle import Lifecycle
 from services.common.metrics import Metrics
 from services.common.settings import Settings
@@ -53,6 +56,8 @@ class SignalingServer:
     ) -> None:
         self._settings = settings
         self._bus = bus
+        self._fleet: FleetMember | None = None
+        self._placement: Placement | None = None
         self._draining = draining or asyncio.Event()
         self._metrics = metrics
         self._connections: set[BrowserConnection] = set()
@@ -63,6 +68,15 @@ class SignalingServer:
     @property
     def active_calls(self) -> int:
         return sum(1 for c in self._connections if c.in_call)
+
+    def holds(self, call_id: str) -> bool:
+        """Whether a live browser session of this process holds the call."""
+        return any(c.session.call_id == call_id for c in self._connections)
+
+    def attach(self, fleet: FleetMember) -> None:
+        """Place calls with ``fleet``'s leases and keep its call records."""
+        self._fleet = fleet
+        self._placement = Placement(fleet.leases)
 
     def make_app(self) -> web.Application:
         app = web.Application()
@@ -105,12 +119,13 @@ class SignalingServer:
         ws = web.WebSocketResponse(max_msg_size=WS_MAX_FRAME, heartbeat=WS_HEARTBEAT)
         await ws.prepare(request)
         connection = BrowserConnection(
-            BrowserSession(self._settings),
+            BrowserSession(self._settings, placement=self._placement),
             self._bus,
             ws,
             self._connections.discard,
             draining=self._draining,
             metrics=self._metrics,
+            fleet=self._fleet,
         )
         self._connections.add(connection)
         log.debug("websocket from %s", request.remote)
@@ -147,9 +162,18 @@ async def main(lc: Lifecycle) -> None:
     bus = await lc.connect_bus()
     server = SignalingServer(settings, bus, draining=lc.draining, metrics=lc.metrics)
     lc.serve_load(lambda: server.active_calls)
+    fleet = FleetMember(
+        bus,
+        "signaling",
+        settings,
+        load=lambda: Load(server.active_calls, 0, lc.draining.is_set()),
+        holds=server.holds,
+    )
+    server.attach(fleet)
     runner = web.AppRunner(server.make_app(), access_log=None)
     await runner.setup()
     try:
+        await fleet.start()
         site = web.TCPSite(runner, settings.http_host, settings.http_port)
         await site.start()
         await bus.announce_ready("signaling")
@@ -157,9 +181,11 @@ async def main(lc: Lifecycle) -> None:
         for address in runner.addresses:
             log.info("listening on http://%s:%s", *address[:2])
         await lc.draining.wait()
+        await fleet.beat()
         if await lc.wait_idle(lambda: server.active_calls):
             log.info("signaling %s drained: no call left", settings.instance_id)
         await server.shutdown()
     finally:
         await runner.cleanup()
+        await fleet.close()
         await bus.close()

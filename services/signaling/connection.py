@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Callable
 
 from aiohttp import WSMsgType, web
@@ -17,8 +18,10 @@ from nats.aio.subscription import Subscription
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from proto.events import AnyEvent, HangupRequested
+from proto.events import AnyEvent, CallEnded, CallRequested, DialRequested, HangupRequested
 from services.common.bus import Bus
+from services.common.fleet import records
+from services.common.fleet.member import FleetMember
 from services.common.logs import call_context
 from services.common.metrics import Metrics
 from services.common.telemetry import tracer
@@ -53,8 +56,10 @@ class BrowserConnection:
         *,
         draining: asyncio.Event | None = None,
         metrics: Metrics | None = None,
+        fleet: FleetMember | None = None,
     ) -> None:
         self.session = session
+        self._fleet = fleet
         self._draining = draining or asyncio.Event()
         self._metrics = metrics
         self._bus = bus
@@ -153,7 +158,10 @@ class BrowserConnection:
                 if isinstance(action.event, HangupRequested):
                     span.add_event("hangup", {"bridge.cause": action.event.cause})
                 with trace.use_span(span, end_on_exit=False):
+                    await self._record_before(action.event)
                     await self._bus.publish(action.subject, action.event)
+                if isinstance(action.event, CallEnded) and self._fleet is not None:
+                    await self._fleet.delete(action.event.call_id)
             elif isinstance(action, Subscribe):
                 self._subscriptions[action.subject] = await self._bus.subscribe(
                     action.subject, self._on_event
@@ -169,6 +177,19 @@ class BrowserConnection:
         except Exception as exc:  # one failed action must not stop the rest
             # A dead socket or bus: the session's timers take it from here.
             log.warning("call %s: %s failed: %s", self.session.call_id, type(action).__name__, exc)
+
+    async def _record_before(self, event: AnyEvent) -> None:
+        """The registry write owed before publishing ``event`` (best effort)."""
+        fleet = self._fleet
+        if fleet is None:
+            return
+        if isinstance(event, CallRequested):
+            await fleet.create(records.requested(event.call_id, event.signaling_id, time.time()))
+        elif isinstance(event, DialRequested):
+            media_id = event.media_id
+            await fleet.update(
+                event.call_id, lambda r: records.media_prepared(r, media_id, time.time())
+            )
 
     def _arm_timer(self) -> None:
         if self._timer is not None:

@@ -22,6 +22,7 @@ from proto import errors, subjects
 from proto.events import (
     AnyEvent,
     CallAnswered,
+    CallDeclined,
     CallEnded,
     CallRequested,
     DialRequested,
@@ -32,6 +33,7 @@ from proto.events import (
     MediaPrepared,
     ProgressReceived,
 )
+from services.common.fleet.placement import Placement
 from services.common.settings import Settings
 from services.signaling import messages
 from services.signaling.actions import Action, Close, Publish, SendMessage, Subscribe, Unsubscribe
@@ -100,10 +102,19 @@ class BrowserSession:
     """The state of one browser WebSocket and of its current call."""
 
     def __init__(
-        self, settings: Settings, *, make_call_id: Callable[[], str] = new_call_id
+        self,
+        settings: Settings,
+        *,
+        make_call_id: Callable[[], str] = new_call_id,
+        placement: Placement | None = None,
     ) -> None:
+        """``placement``: chooses the media worker of each call (one per process);
+        without it every call goes to the media queue group."""
         self._settings = settings
         self._make_call_id = make_call_id
+        self._placement = placement
+        self._request: CallRequested | None = None
+        "The current call's ``CallRequested``, until a media worker took it."
         self._state = State.IDLE
         self._actions: list[Action] = []
         self._deadline: float | None = None
@@ -167,6 +178,8 @@ class BrowserSession:
         match event:
             case MediaPrepared():
                 self._on_media_prepared(event, now)
+            case CallDeclined():
+                self._on_declined(event, now)
             case MediaFailed():
                 self._on_media_failed(event, now)
             case InviteSent():
@@ -244,15 +257,17 @@ class BrowserSession:
         log.debug("call %s: browser offer\n%s", call_id, offer.sdp)
         self._actions.append(Subscribe(subjects.call_events(call_id, "media")))
         self._actions.append(Subscribe(subjects.call_events(call_id, "sipagent")))
-        self._publish(
-            subjects.media_work(),
-            CallRequested(
-                call_id=call_id,
-                offer_sdp=offer.sdp,
-                destination=destination,
-                signaling_id=self._settings.instance_id,
-            ),
+        self._request = CallRequested(
+            call_id=call_id,
+            offer_sdp=offer.sdp,
+            destination=destination,
+            signaling_id=self._settings.instance_id,
         )
+        if self._placement is None:
+            subject = subjects.media_work()
+        else:
+            subject = self._placement.start(call_id, now).subject
+        self._publish(subject, self._request)
         self._set_state(State.WAITING_MEDIA, now + self._settings.setup_timeout)
 
     def _pick_destination(self, requested: str) -> str:
@@ -304,6 +319,9 @@ class BrowserSession:
         if self._state != State.WAITING_MEDIA:
             return
         log.debug("call %s: browser answer\n%s", self._call_id, event.answer_sdp)
+        self._request = None
+        if self._placement is not None:
+            self._placement.finished(event.call_id)
         self._send(messages.answer(event.answer_sdp))
         self._publish(
             subjects.sipagent_work(),
@@ -319,6 +337,21 @@ class BrowserSession:
         for ice in candidates:
             self._forward_candidate(ice)
         self._set_state(State.WAITING_INVITE, now + self._settings.setup_timeout)
+
+    def _on_declined(self, event: CallDeclined, now: float) -> None:
+        if self._state != State.WAITING_MEDIA or self._request is None:
+            return
+        log.info("call %s: media %s declined it (%s)", self._call_id, event.media_id, event.code)
+        target = None
+        if self._placement is not None:
+            target = self._placement.declined(event.call_id, event.media_id, now)
+        if target is None:
+            self._fail_setup(
+                errors.AT_CAPACITY, "every media worker is at capacity", errors.MEDIA_FAILED
+            )
+            return
+        self._publish(target.subject, self._request)
+        self._set_state(State.WAITING_MEDIA, now + self._settings.setup_timeout)
 
     def _on_media_failed(self, event: MediaFailed, now: float) -> None:
         if self._state == State.WAITING_MEDIA:
@@ -434,6 +467,9 @@ class BrowserSession:
         self._send(messages.ended(status, reason, cause))
         self._actions.append(Unsubscribe(subjects.call_events(self._call_id, "media")))
         self._actions.append(Unsubscribe(subjects.call_events(self._call_id, "sipagent")))
+        if self._placement is not None:
+            self._placement.finished(self._call_id)
+        self._request = None
         self._set_state(State.IDLE, None)
         self._call_id = None
         self._candidates = []

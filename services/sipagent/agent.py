@@ -13,13 +13,18 @@ import re
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from sipmessage import URI, Request, Response
 
+from proto.fleet import SipDialogRecord
 from services.common.settings import Settings, local_address_toward
 from services.sipagent.call import ALLOW, USER_AGENT, OutboundCall
 from services.sipagent.events import CallEvent
+from services.sipagent.recovery import RecoveredBye
+from services.sipagent.sip.auth import DigestAuthenticator
 from services.sipagent.sip.message import (
+    SipMessage,
     SipParseError,
     bad_request,
     make_response,
@@ -101,10 +106,35 @@ class AgentConfig:
         )
 
 
+class SipCall(Protocol):
+    """What ``SipAgent`` drives: ``OutboundCall``, or ``RecoveredBye`` for an adopted dialog."""
+
+    call_id: str
+    sip_call_id: str
+    request_uri: str
+
+    def start(self, now: float) -> None: ...
+
+    def receive(self, message: SipMessage, now: float) -> None: ...
+
+    def hangup(self, cause: str, now: float) -> None: ...
+
+    def handle_timer(self, now: float) -> None: ...
+
+    def get_timer(self) -> float | None: ...
+
+    def messages_to_send(self) -> list[SipMessage]: ...
+
+    def next_event(self) -> CallEvent | None: ...
+
+    @property
+    def finished(self) -> bool: ...
+
+
 class CallHandle:
     """One placed call as the service sees it: a queue of events and a hang-up."""
 
-    def __init__(self, agent: SipAgent, call: OutboundCall, trunk: Addr) -> None:
+    def __init__(self, agent: SipAgent, call: SipCall, trunk: Addr) -> None:
         self.call = call
         self.trunk = trunk
         self.events: asyncio.Queue[CallEvent] = asyncio.Queue()
@@ -184,8 +214,7 @@ class SipAgent:
         except ValueError as exc:
             raise DialError(f"invalid destination: {exc}") from None
         trunk = await self._resolve()
-        local_ip = config.public_ip or local_address_toward(trunk[0], trunk[1])
-        sent_by = f"{_host(local_ip)}:{self._transport.local_port}"
+        sent_by = self._sent_by(trunk)
         user = f"{config.username}@" if config.username else ""
         call = OutboundCall(
             call_id=call_id,
@@ -202,11 +231,29 @@ class SipAgent:
         )
         handle = CallHandle(self, call, trunk)
         handle.observer = observer
-        self._calls[call.sip_call_id] = handle
-        self._idle.clear()
-        call.start(self._loop.time())
-        self._service(handle, None)
-        self._rearm()
+        self._host_call(handle)
+        return handle
+
+    def adopt_bye(self, call_id: str, record: SipDialogRecord) -> CallHandle:
+        """End a dead SIP agent's confirmed dialog with a BYE from this agent.
+
+        ``RecoveryError`` if the record holds no whole dialog. The handle's one
+        ``Ended`` is for logs: whoever adopted the dialog reports the call's end.
+        """
+        if self._transport is None or self._loop is None:
+            raise DialError("SIP agent not started")
+        config = self.config
+        trunk = (record.trunk_host, record.trunk_port)
+        authenticator = DigestAuthenticator(config.username, config.password)
+        bye = RecoveredBye(
+            call_id,
+            record,
+            sent_by=self._sent_by(trunk),
+            authenticator=authenticator if config.username else None,
+            t1=config.t1,
+        )
+        handle = CallHandle(self, bye, trunk)
+        self._host_call(handle)
         return handle
 
     def hangup(self, handle: CallHandle, cause: str) -> None:
@@ -224,6 +271,21 @@ class SipAgent:
             await self._transport.close()
 
     # --- internals ---------------------------------------------------------------
+
+    def _sent_by(self, trunk: Addr) -> str:
+        """This agent's host:port as the trunk should see it (Via, Contact)."""
+        assert self._transport is not None
+        local_ip = self.config.public_ip or local_address_toward(trunk[0], trunk[1])
+        return f"{_host(local_ip)}:{self._transport.local_port}"
+
+    def _host_call(self, handle: CallHandle) -> None:
+        """Take ``handle`` among the calls and start it."""
+        assert self._loop is not None
+        self._calls[handle.call.sip_call_id] = handle
+        self._idle.clear()
+        handle.call.start(self._loop.time())
+        self._service(handle, None)
+        self._rearm()
 
     async def _resolve(self) -> Addr:
         assert self._loop is not None

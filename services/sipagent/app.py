@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode
@@ -25,10 +26,16 @@ from proto.events import (
     ProgressReceived,
 )
 from services.common.bus import Bus, drain_subscription
+from services.common.fleet import records
+from services.common.fleet.heartbeat import Load
+from services.common.fleet.member import FleetMember
+from services.common.fleet.reaper import SendBye
 from services.common.lifecycle import Lifecycle
 from services.common.metrics import Metrics
 from services.common.telemetry import tracer
+from services.sipagent import recovery
 from services.sipagent.agent import AgentConfig, CallHandle, DialError, SipAgent, check_destination
+from services.sipagent.call import OutboundCall
 from services.sipagent.events import Answered, Ended, Progress
 
 log = logging.getLogger(__name__)
@@ -87,6 +94,7 @@ class SipAgentService:
         self, bus: Bus, agent: SipAgent, instance_id: str, *, metrics: Metrics | None = None
     ) -> None:
         self._bus = bus
+        self._fleet: FleetMember | None = None
         self._metrics = metrics or Metrics()
         self._agent = agent
         self._instance_id = instance_id
@@ -103,6 +111,20 @@ class SipAgentService:
     @property
     def active_calls(self) -> int:
         return len(self._tasks)
+
+    def holds(self, call_id: str) -> bool:
+        return call_id in self._tasks
+
+    def attach(self, fleet: FleetMember) -> None:
+        """Keep the calls' records (dialogs) in ``fleet``'s registry."""
+        self._fleet = fleet
+
+    async def adopt_bye(self, action: SendBye) -> None:
+        """A survivor's duty: BYE in a dead SIP agent's dialog (the reaper reports the end)."""
+        try:
+            self._agent.adopt_bye(action.call_id, action.dialog)
+        except (recovery.RecoveryError, DialError) as exc:
+            log.warning("%s: cannot end the dead SIP agent's dialog: %s", action.call_id, exc)
 
     async def on_work(self, event: AnyEvent) -> None:
         if not isinstance(event, DialRequested):
@@ -229,6 +251,7 @@ class SipAgentService:
             log.warning("%s: cannot place the call: %s", call_id, exc)
             return CallEnded(call_id=call_id, cause=errors.INTERNAL, reason=str(exc))
         self._handles[call_id] = handle
+        await self._record_inviting(call_id, handle)
         await self._publish(
             InviteSent(
                 call_id=call_id, sipagent_id=self._instance_id, request_uri=handle.request_uri
@@ -246,11 +269,32 @@ class SipAgentService:
             elif isinstance(event, Answered):
                 spans.end_invite(200)
                 spans.call.add_event("answered")
+                await self._record_confirmed(call_id, handle)
                 await self._publish(CallAnswered(call_id=call_id, answer_sdp=event.sdp))
             elif isinstance(event, Ended):
                 return CallEnded(
                     call_id=call_id, cause=event.cause, status=event.status, reason=event.reason
                 )
+
+    async def _record_inviting(self, call_id: str, handle: CallHandle) -> None:
+        if self._fleet is None:
+            return
+        dialog = recovery.invite_record(
+            handle.call.sip_call_id, transport=self._agent.config.transport, trunk=handle.trunk
+        )
+        instance_id = self._instance_id
+        await self._fleet.update(
+            call_id, lambda r: records.inviting(r, instance_id, dialog, time.time())
+        )
+
+    async def _record_confirmed(self, call_id: str, handle: CallHandle) -> None:
+        call = handle.call
+        if self._fleet is None or not isinstance(call, OutboundCall) or call.dialog is None:
+            return
+        dialog = recovery.dialog_record(
+            call.dialog, transport=self._agent.config.transport, trunk=handle.trunk
+        )
+        await self._fleet.update(call_id, lambda r: records.confirmed(r, dialog, time.time()))
 
     async def _on_peer_event(self, event: AnyEvent) -> None:
         if isinstance(event, HangupRequested | CallEnded):
@@ -288,6 +332,8 @@ class SipAgentService:
             await self._bus.publish(subject, event)
         except Exception as exc:  # a lost bus must not kill the call's SIP side
             log.warning("%s: cannot publish %s: %s", event.call_id, type(event).__name__, exc)
+        if isinstance(event, CallEnded) and self._fleet is not None:
+            await self._fleet.delete(event.call_id)
 
 
 async def main(lc: Lifecycle) -> None:
@@ -296,10 +342,21 @@ async def main(lc: Lifecycle) -> None:
     agent = SipAgent(AgentConfig.from_settings(settings))
     await agent.start()
     bus: Bus | None = None
+    fleet: FleetMember | None = None
     try:
         bus = await lc.connect_bus()
         service = SipAgentService(bus, agent, settings.instance_id, metrics=lc.metrics)
         lc.serve_load(lambda: service.active_calls)
+        fleet = FleetMember(
+            bus,
+            "sipagent",
+            settings,
+            load=lambda: Load(service.active_calls, 0, lc.draining.is_set()),
+            holds=service.holds,
+            send_bye=service.adopt_bye,
+        )
+        service.attach(fleet)
+        await fleet.start()
         work = await bus.subscribe(
             subjects.sipagent_work(), service.on_work, queue=subjects.SIPAGENT_QUEUE
         )
@@ -307,6 +364,7 @@ async def main(lc: Lifecycle) -> None:
         lc.set_ready()
         log.info("sipagent %s ready", settings.instance_id)
         await lc.draining.wait()
+        await fleet.beat()
         # Drained, not dropped: a dial already routed here is still placed.
         await drain_subscription(work)
         if await lc.wait_idle(lambda: service.active_calls):
@@ -314,6 +372,8 @@ async def main(lc: Lifecycle) -> None:
         log.info("stopping: hanging up %d call(s)", service.active_calls)
         await service.shutdown()
     finally:
+        if fleet is not None:
+            await fleet.close()
         await agent.close()
         if bus is not None:
             await bus.close()

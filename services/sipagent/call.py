@@ -210,6 +210,11 @@ class OutboundCall:
         """Ended, and no transaction left absorbing retransmissions."""
         return self.state in END_STATES and self.get_timer() is None
 
+    @property
+    def dialog(self) -> Dialog | None:
+        """The confirmed dialog (from the 2xx), for the call registry; None before."""
+        return self._dialog
+
     # --- responses ---------------------------------------------------------------
 
     def _receive_response(self, response: Response, now: float) -> None:

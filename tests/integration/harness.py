@@ -19,10 +19,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import nats
+import nats.errors
 import pytest
 
 from proto.subjects import Source
 from services.common import bus
+from services.common.fleet.registry import CallRegistry, RegistryError
 
 SCENARIOS = Path(__file__).with_name("scenarios")
 REPO = Path(__file__).resolve().parents[2]
@@ -141,9 +144,7 @@ class Process:
 
 
 def start_nats(tmp: Path) -> tuple[Process, str]:
-    binary = Path(sys.executable).with_name("nats-server")
-    if not binary.is_file():
-        pytest.fail("nats-server missing: install the package (make test does)", pytrace=False)
+    binary = _nats_binary()
     port = free_port()
     store = tmp / "nats-store"
     store.mkdir(parents=True, exist_ok=True)
@@ -155,6 +156,92 @@ def start_nats(tmp: Path) -> tuple[Process, str]:
     ).start()
     wait_tcp(port)
     return proc, f"nats://127.0.0.1:{port}"
+
+
+def _nats_binary() -> Path:
+    binary = Path(sys.executable).with_name("nats-server")
+    if not binary.is_file():
+        pytest.fail("nats-server missing: install the package (make test does)", pytrace=False)
+    return binary
+
+
+@dataclass
+class NatsCluster:
+    """nats-server nodes routed to each other on loopback, JetStream on each."""
+
+    nodes: list[Process]
+    urls: list[str]
+    "Client URL of each node, in the order of ``nodes``."
+    monitors: list[str]
+    "Monitoring URL of each node (``/connz``, ``/jsz``)."
+
+    @property
+    def url(self) -> str:
+        """Every node, comma-separated (``NATS_URL`` of a service)."""
+        return ",".join(self.urls)
+
+    def url_from(self, first: int) -> str:
+        """Every node, starting with node ``first`` (spreads the clients over the nodes)."""
+        return ",".join(self.urls[first:] + self.urls[:first])
+
+    def stop(self) -> None:
+        for node in reversed(self.nodes):
+            node.stop()
+
+
+def start_nats_cluster(tmp: Path, size: int = 3) -> NatsCluster:
+    """``size`` routed nodes with JetStream (cluster ``bridge``), each on free ports."""
+    binary = _nats_binary()
+    ports = [free_port() for _ in range(size)]
+    monitor_ports = [free_port() for _ in range(size)]
+    cluster_ports = [free_port() for _ in range(size)]
+    routes = ",".join(f"nats://127.0.0.1:{port}" for port in cluster_ports)
+    nodes = []
+    for index, (port, monitor, cluster_port) in enumerate(
+        zip(ports, monitor_ports, cluster_ports, strict=True)
+    ):
+        store = tmp / f"nats-{index}-store"
+        store.mkdir(parents=True, exist_ok=True)
+        argv = [
+            str(binary),
+            *("-a", "127.0.0.1", "-p", str(port), "-m", str(monitor), "-n", f"n{index}"),
+            *("-js", "-sd", str(store)),
+            *("--cluster_name", "bridge", "--cluster", f"nats://127.0.0.1:{cluster_port}"),
+            *("--routes", routes),
+        ]
+        nodes.append(Process(f"nats-{index}", argv, os.environ, tmp / f"nats-{index}.log").start())
+    for port in ports:
+        wait_tcp(port)
+    return NatsCluster(
+        nodes,
+        [f"nats://127.0.0.1:{port}" for port in ports],
+        [f"http://127.0.0.1:{port}" for port in monitor_ports],
+    )
+
+
+def open_registry(nats_url: str, replicas: int, timeout: float = 30.0) -> float:
+    """Create the call registry's bucket with ``replicas``, retrying until JetStream
+    has formed (a cluster needs a meta leader first); the seconds it took."""
+
+    async def attempt() -> float:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        while True:
+            nc = None
+            try:
+                nc = await nats.connect(nats_url.split(","), connect_timeout=2)
+                await CallRegistry.open(nc, replicas=replicas)
+                return loop.time() - started
+            except (RegistryError, nats.errors.Error, OSError) as exc:
+                if loop.time() - started > timeout:
+                    raise TimeoutError(f"no JetStream KV after {timeout}s: {exc!r}") from exc
+                await asyncio.sleep(0.5)
+            finally:
+                if nc is not None:
+                    await nc.close()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, attempt()).result()
 
 
 def service_env(nats_url: str, **overrides: str) -> dict[str, str]:
@@ -198,6 +285,7 @@ class Sipp:
     keys: dict[str, str] = field(default_factory=dict)
     transport: str = "u1"
     calls: int = 1
+    "Calls after which sipp exits (``-m``); also its limit of simultaneous calls (``-l``)."
     port: int = 0
     media_port: int = 0
     process: Process | None = None
@@ -235,6 +323,8 @@ class Sipp:
             "-t",
             self.transport,
             "-m",
+            str(self.calls),
+            "-l",
             str(self.calls),
             "-timeout",
             "90s",

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import re
 import socket
+from typing import Protocol
 
 import pytest
 
@@ -48,7 +49,11 @@ def check_digest(header: str, method: str) -> None:
     assert fields["response"] == expected, f"wrong digest in {header}"
 
 
-async def assert_tone_returns(client: BridgeClient, stack: Stack) -> None:
+class HasLogs(Protocol):
+    def logs(self) -> str: ...
+
+
+async def assert_tone_returns(client: BridgeClient, stack: HasLogs) -> None:
     # Let the first packets (ICE/DTLS settling, jitter buffer) pass, then listen.
     await asyncio.sleep(1.0)
     client.clear_audio()

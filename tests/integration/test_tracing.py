@@ -38,6 +38,7 @@ from tests.integration.test_call import CHALLENGE_401
 pytestmark = pytest.mark.timeout(90)
 
 SERVICES = ("bridge-signaling", "bridge-media", "bridge-sipagent")
+EXPECTED_SPANS = {"call", "media.prepare", "media.answer", "sipagent.call", "sip.invite"}
 
 
 class OtlpReceiver:
@@ -131,11 +132,17 @@ async def test_one_call_is_one_trace_across_the_services(tmp_path: Path) -> None
         await client.expect("ended")
         assert await sipp.wait(10) == 0, sipp.messages()
 
-        # Spans arrive in batches every 200 ms; wait for the three services.
+        # Spans arrive in batches every 200 ms; wait for those checked below
+        # (stopping a process blocks this loop, so its receiver too).
         deadline = time.monotonic() + 15
         while True:
             roots = [span for s, span in receiver.spans if span.name == "call"]  # type: ignore[attr-defined]
-            if roots and receiver.services_in(roots[0].trace_id) >= set(SERVICES):
+            names = {span.name for _, span in receiver.spans}  # type: ignore[attr-defined]
+            if (
+                roots
+                and receiver.services_in(roots[0].trace_id) >= set(SERVICES)
+                and names >= EXPECTED_SPANS
+            ):
                 break
             assert time.monotonic() < deadline, f"spans so far: {receiver.spans}"
             await asyncio.sleep(0.1)

@@ -2,7 +2,13 @@ from pathlib import Path
 
 import pytest
 
-from services.common.settings import SettingsError, load_settings, parse_dotenv
+from services.common.settings import (
+    SettingsError,
+    load_settings,
+    nats_urls,
+    parse_dotenv,
+    redact_url,
+)
 
 
 def test_defaults_are_safe() -> None:
@@ -32,6 +38,25 @@ def test_seed_env_names_are_read(tmp_path: Path) -> None:
     assert settings.public_ip == "203.0.113.7"
 
 
+def test_fleet_settings() -> None:
+    defaults = load_settings({}, None)
+    assert (defaults.heartbeat_interval, defaults.lease_timeout, defaults.kv_replicas) == (1, 3, 1)
+    env = {
+        "HEARTBEAT_INTERVAL": "0.5",
+        "LEASE_TIMEOUT": "2",
+        "KV_REPLICAS": "3",
+        "NATS_URL": "nats://a:4222, nats://b:4222",
+    }
+    settings = load_settings(env, None)
+    assert (settings.heartbeat_interval, settings.lease_timeout, settings.kv_replicas) == (
+        0.5,
+        2,
+        3,
+    )
+    assert nats_urls(settings.nats_url) == ["nats://a:4222", "nats://b:4222"]
+    assert redact_url("nats://u:p@a:1,nats://b:2") == "nats://***@a:1,nats://b:2"
+
+
 def test_password_never_in_repr() -> None:
     settings = load_settings({"SIP_PASSWORD": "hunter2", "SIP_USERNAME": "u"}, None)
     assert "hunter2" not in repr(settings)
@@ -49,6 +74,11 @@ def test_password_never_in_repr() -> None:
         ({"ICE_SERVERS": "stun.example.com"}, "ICE_SERVERS"),
         ({"NATS_URL": "http://x"}, "NATS_URL"),
         ({"SIP_TRUNK_HOST": "h", "SIP_PASSWORD": "p"}, "SIP_USERNAME"),
+        ({"NATS_URL": "nats://a:4222,http://b"}, "NATS_URL"),
+        ({"HEARTBEAT_INTERVAL": "0"}, "HEARTBEAT_INTERVAL"),
+        ({"LEASE_TIMEOUT": "x"}, "LEASE_TIMEOUT"),
+        ({"HEARTBEAT_INTERVAL": "2", "LEASE_TIMEOUT": "3"}, "LEASE_TIMEOUT"),
+        ({"KV_REPLICAS": "7"}, "KV_REPLICAS"),
     ],
 )
 def test_bad_settings_name_the_setting(env: dict[str, str], named: str) -> None:

@@ -9,6 +9,7 @@ from proto import errors, subjects
 from proto.events import (
     AnyEvent,
     CallAnswered,
+    CallDeclined,
     CallEnded,
     CallRequested,
     HangupRequested,
@@ -156,8 +157,19 @@ async def test_capacity(browser_offer: Any) -> None:
     worker, bus, _ = make_worker(max_calls=1)
     await worker.on_work(request("c3", await browser_offer()))
     await worker.on_work(request("c4", await browser_offer()))
-    failed = await bus.next_event(MediaFailed)
-    assert failed.call_id == "c4" and failed.code == errors.AT_CAPACITY
+    declined = await bus.next_event(CallDeclined)
+    assert declined.call_id == "c4" and declined.code == errors.AT_CAPACITY
+    assert declined.media_id == "media-test"
+    await worker.close()
+
+
+async def test_draining_worker_declines(browser_offer: Any) -> None:
+    worker, bus, _ = make_worker()
+    worker.draining = True
+    await worker.on_work(request("c5", await browser_offer()))
+    declined = await bus.next_event(CallDeclined)
+    assert declined.call_id == "c5" and declined.code == errors.DRAINING
+    assert worker.active_calls == 0 and worker.load().draining
     await worker.close()
 
 

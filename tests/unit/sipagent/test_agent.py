@@ -22,6 +22,7 @@ from proto.events import (
 )
 from services.sipagent import agent as agent_module
 from services.sipagent import app as app_module
+from services.sipagent import recovery
 from services.sipagent.agent import (
     AgentConfig,
     DialError,
@@ -30,6 +31,7 @@ from services.sipagent.agent import (
     request_uri_for,
 )
 from services.sipagent.app import SipAgentService
+from services.sipagent.call import OutboundCall
 from services.sipagent.events import Answered, Ended, Progress
 from services.sipagent.sip.message import parse_message
 from services.sipagent.transport import Addr, SipTransport
@@ -391,4 +393,37 @@ async def test_service_logs_and_reports_a_failed_call_task(
     assert transport.sent == [] and service.active_calls == 0
     assert _logged_error(caplog, "call1")
     await service.shutdown(grace=0.1)
+    await agent.close()
+
+
+async def test_a_survivor_adopts_a_dead_agents_dialog_and_sends_bye() -> None:
+    dead, dead_transport = await _agent()
+    handle = await dead.dial("c1", "+15551234567", OFFER)
+    invite = dead_transport.sent[0][0]
+    assert isinstance(invite, Request)
+    dead.receive(_bytes(respond(invite, 200, body=ANSWER)), TRUNK)
+    call = handle.call
+    assert isinstance(call, OutboundCall) and call.dialog is not None
+    stored = recovery.dialog_record(call.dialog, transport="udp", trunk=handle.trunk)
+
+    survivor, transport = await _agent()
+    adopted = survivor.adopt_bye("c1", stored)
+    bye, addr = transport.sent[-1]
+    assert isinstance(bye, Request) and bye.method == "BYE" and addr == TRUNK
+    assert bye.headers["Call-ID"] == invite.headers["Call-ID"]
+    assert bye.headers["From"] == invite.headers["From"]
+    assert survivor.active_calls == 1
+    survivor.receive(_bytes(respond(bye, 200)), TRUNK)
+    ended = await adopted.events.get()
+    assert isinstance(ended, Ended) and ended.status == 200
+    await survivor.close()
+    await dead.close()
+
+
+async def test_adopting_an_unconfirmed_dialog_is_refused() -> None:
+    agent, _ = await _agent()
+    record = recovery.invite_record("sip-call-1", transport="udp", trunk=TRUNK)
+    with pytest.raises(recovery.RecoveryError):
+        agent.adopt_bye("c1", record)
+    assert agent.active_calls == 0
     await agent.close()
