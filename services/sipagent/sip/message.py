@@ -7,11 +7,13 @@ user agent sends with header values kept verbatim where they are echoed.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
-from sipmessage import URI, Address, Message, Request, Response, Via
+from sipmessage import URI, Address, Request, Response, Via
+from sipmessage.message import COMPACT_FORMS
 
 MAX_MESSAGE_SIZE = 65536
 "Largest SIP message accepted, headers and body together (bytes)."
@@ -23,9 +25,8 @@ SipMessage = Request | Response
 
 # Header names echoed from a request into its response (RFC 3261 section 8.2.6.2).
 _ECHOED = ("Via", "From", "To", "Call-ID", "CSeq")
-# The compact forms of the headers this module reads from raw bytes.
-_CONTENT_LENGTH = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*(\S*)[ \t]*\r?$", re.I | re.M)
 _FOLDING = re.compile(r"\r\n[ \t]+")
+_FOLDING_BYTES = re.compile(rb"\r\n[ \t]+")
 
 REASON_PHRASES = {
     100: "Trying",
@@ -62,47 +63,206 @@ def new_call_id() -> str:
 
 # --- parsing ---------------------------------------------------------------------
 
+MAX_HEADER_FIELDS = 500
+"Most header lines accepted in one message (the header store is quadratic in them)."
+
+# RFC 3261 section 25.1: token, the Call-ID word, and the status line.
+_TOKEN = re.compile(r"[A-Za-z0-9.!%*_+`'~-]+")
+_CALL_ID = re.compile(
+    r"[A-Za-z0-9.!%*_+`'~()<>:\\\"/\[\]?{}-]+(?:@[A-Za-z0-9.!%*_+`'~()<>:\\\"/\[\]?{}-]+)?"
+)
+_STATUS_LINE = re.compile(r"SIP/2\.0 ([0-9]{3}) ([^\x00-\x08\x0a-\x1f\x7f]*)")
+_DIGITS = re.compile(r"[0-9]{1,20}")
+# Header fields whose value may be a comma-separated list we read element by element.
+_LISTS = frozenset({"via", "contact", "route", "record-route"})
+# Header fields that may appear once at most; the user agent reads them as single values.
+_SINGLE = ("From", "To", "Call-ID", "CSeq", "Max-Forwards", "Expires")
+# Header fields that must be valid UTF-8; any other keeps its bytes as U+FFFD.
+_STRICT_UTF8 = frozenset(
+    {"via", "from", "to", "call-id", "cseq", "content-length", "contact", "route", "record-route"}
+)
+_COMPACT = {key: value.lower() for key, value in COMPACT_FORMS.items()}
+_ECHOED_KEYS = {"from": "From", "to": "To", "call-id": "Call-ID", "cseq": "CSeq"}
+# What must not be echoed into a header of ours: controls (CR, LF, NUL...) but HTAB.
+_UNSAFE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
 
 def parse_message(data: bytes) -> SipMessage:
     """Parse one datagram or framed stream message.
 
     Raises ``SipParseError`` (and nothing else) on any malformed input, when
-    a mandatory header is missing or unreadable, or above ``MAX_MESSAGE_SIZE``.
+    a mandatory header is missing or unreadable, or above ``MAX_MESSAGE_SIZE``;
+    its text is a short fixed reason, fit for a 400 reason phrase. Accepts what
+    RFC 4475 says an element must: folded lines, compact and any-case names,
+    whitespace around colons, trailing octets after ``Content-Length`` and a
+    missing ``Content-Length`` (the rest of the datagram is the body).
     """
     if len(data) > MAX_MESSAGE_SIZE:
         raise SipParseError(f"message of {len(data)} bytes is over {MAX_MESSAGE_SIZE}")
-    head, sep, body = data.partition(b"\r\n\r\n")
-    if not sep:
-        raise SipParseError("no end of headers")
     try:
-        text = _FOLDING.sub(" ", head.decode("utf-8"))
-        message = Message.parse(text.encode("utf-8") + b"\r\n\r\n")
+        message = _parse(data)
         _check(message)
-        length = message.content_length
     except SipParseError:
         raise
-    except Exception as exc:  # the parser may raise anything on garbage
-        raise SipParseError(f"malformed message: {exc}") from None
-    if length is not None:
-        if length < 0 or length > len(body):
-            raise SipParseError("Content-Length beyond the message")
-        body = body[:length]
-    message.body = body
+    except Exception:  # sipmessage may raise anything on garbage
+        raise SipParseError("malformed header") from None
     return message
+
+
+def _split_head(data: bytes) -> tuple[list[bytes], bytes]:
+    """The unfolded header lines (start line first) and the bytes after them."""
+    # RFC 3261 section 7.5: CRLFs before the start line are ignored.
+    start = 0
+    while data.startswith(b"\r\n", start):
+        start += 2
+    end = data.find(b"\r\n\r\n", start)
+    if end < 0:
+        raise SipParseError("no end of headers")
+    # Line folding (RFC 3261 section 7.3.1): the CRLF and the whitespace after it are one SP.
+    head = _FOLDING_BYTES.sub(b" ", data[start:end])
+    lines = head.split(b"\r\n")
+    if len(lines) > MAX_HEADER_FIELDS:
+        raise SipParseError("too many header fields")
+    return lines, data[end + 4 :]
+
+
+def _parse(data: bytes) -> SipMessage:
+    lines, body = _split_head(data)
+    message = _start_line(lines[0])
+    lengths: list[str] = []
+    for raw in lines[1:]:
+        if b"\r" in raw or b"\n" in raw:
+            raise SipParseError("bare CR or LF in a header")
+        name_bytes, sep, value_bytes = raw.partition(b":")
+        name = name_bytes.rstrip(b" \t").decode("ascii", "replace")
+        if not sep or not _TOKEN.fullmatch(name):
+            raise SipParseError("bad header line")
+        key = _COMPACT.get(name.lower(), name.lower())
+        name = COMPACT_FORMS.get(name.lower(), name)
+        try:
+            value = value_bytes.decode("utf-8").strip(" \t")
+        except UnicodeDecodeError:
+            if key in _STRICT_UTF8:
+                raise SipParseError(f"{name} is not UTF-8") from None
+            value = value_bytes.decode("utf-8", "replace").strip(" \t")
+        if key == "content-length":
+            lengths.append(value)
+        if key in _LISTS:
+            for element in _split_list(value, name):
+                message.headers.add(name, element)
+        else:
+            message.headers.add(name, value)
+    message.body = _body(body, lengths)
+    return message
+
+
+def _start_line(line: bytes) -> SipMessage:
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SipParseError("start line is not UTF-8") from None
+    if text.startswith("SIP/"):
+        match = _STATUS_LINE.fullmatch(text)
+        if match is None:
+            if not text.startswith("SIP/2.0 "):
+                raise SipParseError("unsupported SIP version")
+            raise SipParseError("bad status line")
+        return Response(int(match.group(1)), match.group(2))
+    # Request-Line: exactly one SP between its three elements (RFC 4475 3.1.2.7-10).
+    parts = text.split(" ")
+    if len(parts) != 3 or not all(parts):
+        raise SipParseError("bad request line")
+    method, uri, version = parts
+    if version.upper() != "SIP/2.0":
+        raise SipParseError("unsupported SIP version")
+    if not _TOKEN.fullmatch(method):
+        raise SipParseError("bad method")
+    try:
+        return Request(method, URI.parse(uri))
+    except ValueError:
+        raise SipParseError("unsupported Request-URI") from None
+
+
+def _split_list(value: str, name: str) -> list[str]:
+    """The comma-separated elements of a header value, quotes and <> respected."""
+    elements: list[str] = []
+    start, quoted, angle, escaped = 0, False, False, False
+    for i, char in enumerate(value):
+        if escaped:
+            escaped = False
+        elif quoted:
+            if char == "\\":
+                escaped = True
+            elif char == '"':
+                quoted = False
+        elif char == '"':
+            quoted = True
+        elif char == "<":
+            angle = True
+        elif char == ">":
+            angle = False
+        elif char == "," and not angle:
+            elements.append(value[start:i].strip(" \t"))
+            start = i + 1
+    elements.append(value[start:].strip(" \t"))
+    if not all(elements):
+        raise SipParseError(f"empty element in {name}")
+    return elements
+
+
+def _body(rest: bytes, lengths: list[str]) -> bytes:
+    """The body: ``Content-Length`` octets of ``rest``, or all of it when absent."""
+    if not lengths:
+        return rest
+    if len(set(lengths)) > 1:
+        raise SipParseError("conflicting Content-Length")
+    if not _DIGITS.fullmatch(lengths[0]):
+        raise SipParseError("bad Content-Length")
+    length = int(lengths[0])
+    if length > len(rest):
+        raise SipParseError("Content-Length beyond the message")
+    # Octets after the body (RFC 4475 3.1.1.8) are ignored.
+    return rest[:length]
 
 
 def _check(message: SipMessage) -> None:
     """Read every header the user agent relies on, so later reads cannot fail."""
     if isinstance(message, Response) and not 100 <= message.code <= 699:
-        raise SipParseError(f"status code {message.code} out of range")
-    if isinstance(message, Request) and not re.fullmatch(r"[A-Z]{2,16}", message.method):
-        raise SipParseError("bad method")
-    if not message.via:
-        raise SipParseError("no Via")
-    _ = (message.cseq, message.from_address, message.to_address)
-    _ = (message.contact, message.record_route)
-    if not message.call_id.strip():
-        raise SipParseError("empty Call-ID")
+        raise SipParseError("status code out of range")
+    for name in _SINGLE:
+        if len(message.headers.getlist(name)) > 1:
+            raise SipParseError(f"more than one {name}")
+    for name in ("From", "To", "Call-ID", "CSeq", "Via"):
+        if message.headers.get(name) is None:
+            raise SipParseError(f"missing {name}")
+    for name, read in _READERS:
+        try:
+            read(message)
+        except (ValueError, KeyError, IndexError):
+            raise SipParseError(f"bad {name}") from None
+    if not _CALL_ID.fullmatch(message.call_id):
+        raise SipParseError("bad Call-ID")
+    cseq = message.cseq
+    if cseq.sequence >= 2**31:
+        raise SipParseError("CSeq out of range")
+    if isinstance(message, Request) and cseq.method != message.method:
+        raise SipParseError("CSeq method does not match")
+    for name, limit in (("Max-Forwards", 255), ("Expires", 2**32 - 1), ("Retry-After", 2**32 - 1)):
+        value = message.headers.get(name)
+        if value is not None:
+            digits = value.split(";", 1)[0].split("(", 1)[0].strip()
+            if not _DIGITS.fullmatch(digits) or int(digits) > limit:
+                raise SipParseError(f"bad {name}")
+
+
+_READERS: tuple[tuple[str, Callable[[SipMessage], object]], ...] = (
+    ("Via", lambda m: m.via),
+    ("From", lambda m: m.from_address),
+    ("To", lambda m: m.to_address),
+    ("CSeq", lambda m: m.cseq),
+    ("Contact", lambda m: m.contact),
+    ("Record-Route", lambda m: m.record_route),
+)
 
 
 def summary(message: SipMessage) -> str:
@@ -125,27 +285,55 @@ def tag_of(value: str) -> str:
         return ""
 
 
-def bad_request(data: bytes) -> bytes | None:
-    """A 400 response to a request we could not parse, if its Via can be read."""
+def bad_request(data: bytes, reason: str = "") -> bytes | None:
+    """A 400 to a request we could not parse, if its top Via can be read.
+
+    ``reason`` (the ``SipParseError`` text) goes into the reason phrase,
+    ``400 Bad Request (missing Call-ID)``. Via, From, To, Call-ID and CSeq are
+    echoed as far as they are there; To gets a tag when it has none. None for
+    responses, ACKs, data over ``MAX_MESSAGE_SIZE`` and anything without a
+    readable top Via: those are dropped.
+    """
+    if len(data) > MAX_MESSAGE_SIZE:
+        return None
+    start = 0
+    while data.startswith(b"\r\n", start):
+        start += 2
+    end = data.find(b"\r\n\r\n", start)
+    head = data[start : end if end >= 0 else len(data)].decode("utf-8", "replace")
+    lines = _FOLDING.sub(" ", head).split("\r\n")[:MAX_HEADER_FIELDS]
+    method = lines[0].split(" ", 1)[0]
+    if not _TOKEN.fullmatch(method) or method == "ACK":
+        return None
+    vias: list[str] = []
+    single: dict[str, str] = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        key = name.strip(" \t").lower()
+        key = _COMPACT.get(key, key)
+        value = value.strip(" \t")
+        if not sep or _UNSAFE.search(value):
+            if key == "via":
+                return None
+            continue
+        if key == "via":
+            vias.append(value)
+        elif key in _ECHOED_KEYS and key not in single:
+            single[key] = value
     try:
-        head = data.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
-        lines = _FOLDING.sub(" ", head).split("\r\n")
-        start = lines[0].split(" ")
-        if len(start) != 3 or start[2] != "SIP/2.0" or start[0] == "ACK":
-            return None
-        echoed: list[str] = []
-        for line in lines[1:]:
-            name = line.split(":", 1)[0].strip().lower()
-            if name in ("via", "v", "from", "f", "to", "t", "call-id", "i", "cseq"):
-                echoed.append(line)
-        vias = [line for line in echoed if line.split(":", 1)[0].strip().lower() in ("via", "v")]
-        if not vias:
-            return None
-        Via.parse_many(vias[0].split(":", 1)[1])
+        Via.parse_many(vias[0])
     except (ValueError, IndexError):
         return None
-    text = "SIP/2.0 400 Bad Request\r\n" + "".join(line + "\r\n" for line in echoed)
-    return (text + "Content-Length: 0\r\n\r\n").encode("utf-8")
+    if "to" in single and not tag_of(single["to"]):
+        with contextlib.suppress(ValueError):
+            Address.parse(single["to"])  # a tag only on a To that can carry one
+            single["to"] += f";tag={new_tag()}"
+    phrase = "Bad Request"
+    if reason := _UNSAFE.sub("", reason)[:80].strip():
+        phrase += f" ({reason})"
+    lines = [f"SIP/2.0 400 {phrase}", *(f"Via: {value}" for value in vias)]
+    lines += [f"{_ECHOED_KEYS[key]}: {value}" for key, value in single.items()]
+    return ("\r\n".join([*lines, "Content-Length: 0"]) + "\r\n\r\n").encode("utf-8")
 
 
 # --- building --------------------------------------------------------------------
@@ -193,11 +381,19 @@ def make_response(
 
 
 class StreamFramer:
-    """Cut a TCP byte stream into SIP messages by Content-Length (RFC 3261 18.3)."""
+    """Cut a TCP byte stream into SIP messages by Content-Length (RFC 3261 18.3).
+
+    A stream cannot be resynchronised once a length is wrong, so any doubt
+    about where a message ends raises ``SipParseError``: the caller closes the
+    connection. Work per byte received is constant: a header arriving one
+    byte at a time is not scanned again from its start.
+    """
 
     def __init__(self, max_size: int = MAX_MESSAGE_SIZE) -> None:
         self._buffer = bytearray()
         self._max = max_size
+        self._scanned = 0
+        "Bytes of the buffer known to hold no end of headers (less three, for a split CRLFCRLF)."
 
     def feed(self, data: bytes) -> list[bytes]:
         """Add received bytes; return the complete messages now available.
@@ -211,22 +407,36 @@ class StreamFramer:
             # CRLF keep-alives (RFC 5626) may sit between messages.
             while self._buffer[:2] == b"\r\n":
                 del self._buffer[:2]
-            end = self._buffer.find(b"\r\n\r\n")
+                self._scanned = 0
+            end = self._buffer.find(b"\r\n\r\n", max(0, self._scanned - 3))
             if end < 0:
+                self._scanned = len(self._buffer)
                 if len(self._buffer) > self._max:
                     raise SipParseError("headers over the size limit")
                 return messages
             head_end = end + 4
-            match = _CONTENT_LENGTH.search(bytes(self._buffer[:end]))
-            length = 0
-            if match is not None:
-                raw = match.group(1)
-                if not raw.isdigit():
-                    raise SipParseError("bad Content-Length")
-                length = int(raw)
+            length = _stream_content_length(bytes(self._buffer[:end]))
             if head_end + length > self._max:
                 raise SipParseError("message over the size limit")
+            self._scanned = end
             if len(self._buffer) < head_end + length:
                 return messages
             messages.append(bytes(self._buffer[: head_end + length]))
             del self._buffer[: head_end + length]
+            self._scanned = 0
+
+
+def _stream_content_length(head: bytes) -> int:
+    """The Content-Length of a stream message's header (0 when absent)."""
+    values = set()
+    for line in _FOLDING_BYTES.sub(b" ", head).split(b"\r\n")[1:]:
+        name, sep, value = line.partition(b":")
+        if sep and name.rstrip(b" \t").lower() in (b"content-length", b"l"):
+            values.add(value.strip(b" \t"))
+    if not values:
+        # Mandatory on streams; a message without one is taken to have no body.
+        return 0
+    raw = values.pop()
+    if values or not _DIGITS.fullmatch(raw.decode("ascii", "replace")):
+        raise SipParseError("bad Content-Length")
+    return int(raw)
