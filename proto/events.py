@@ -29,6 +29,8 @@ class CallRequested(Event, frozen=True, tag="call.requested"):
     "Who to call: a number such as ``+15551234567`` or a SIP user part."
     signaling_id: str
     "Instance id of the signaling process holding the browser socket."
+    headers: dict[str, str] = {}
+    "Custom SIP headers for the INVITE from the browser, already checked (names to values)."
 
 
 # --- media → call subject ------------------------------------------------------
@@ -92,6 +94,8 @@ class DialRequested(Event, frozen=True, tag="dial.requested"):
     "Instance id of the media worker that owns the call's media."
     signaling_id: str
     "Instance id of the signaling process holding the browser socket."
+    headers: dict[str, str] = {}
+    "Custom SIP headers for the INVITE, as in ``CallRequested``."
 
 
 # --- sipagent → call subject ---------------------------------------------------
@@ -141,6 +145,8 @@ class CallEnded(Event, frozen=True, tag="call.ended"):
     "Final SIP status that ended the call, when a SIP response did."
     reason: str = ""
     "Human-readable reason, e.g. ``Busy Here``, safe to show to the caller."
+    code: str = ""
+    "An error code for the browser's ``error`` message (e.g. ``unknown_destination``); empty: none."
 
 
 AnyEvent = (

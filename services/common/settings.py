@@ -12,8 +12,16 @@ import os
 import socket
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+from services.common.providers import (
+    DEFAULT_TRUNK,
+    Providers,
+    ProvidersError,
+    Trunk,
+    load_providers,
+)
 
 
 class SettingsError(ValueError):
@@ -57,10 +65,36 @@ class Settings:
     heartbeat_interval: float = 1.0
     lease_timeout: float = 3.0
     kv_replicas: int = 1
+    providers_file: str = ""
+    providers_config: Providers | None = field(default=None, repr=False, compare=False)
+    "The parsed ``PROVIDERS_FILE``; None without one."
+
+    @property
+    def default_trunk(self) -> Trunk | None:
+        """The ``SIP_TRUNK_*`` settings as the trunk named ``default``; None without a host."""
+        if not self.sip_trunk_host:
+            return None
+        return Trunk(
+            name=DEFAULT_TRUNK,
+            host=self.sip_trunk_host,
+            port=self.sip_trunk_port,
+            username=self.sip_username,
+            password=self.sip_password,
+            domain=self.sip_domain,
+            transport=self.sip_transport,
+        )
+
+    @property
+    def providers(self) -> Providers:
+        """The routing in force: the providers file, else every destination to ``default``."""
+        if self.providers_config is not None:
+            return self.providers_config
+        trunk = self.default_trunk or Trunk(name=DEFAULT_TRUNK, host="")
+        return Providers.single(trunk)
 
     @property
     def trunk_configured(self) -> bool:
-        return bool(self.sip_trunk_host)
+        return bool(self.sip_trunk_host or self.providers_config)
 
     @property
     def sip_realm_domain(self) -> str:
@@ -201,7 +235,7 @@ def load_settings(
     if trunk_host and password and not username:
         raise SettingsError("SIP_USERNAME is required when SIP_PASSWORD is set")
 
-    return Settings(
+    settings = Settings(
         nats_url=nats_url,
         http_host=_host(env, "HTTP_HOST", Settings.http_host),
         http_port=_int(env, "HTTP_PORT", Settings.http_port, 0, 65535),
@@ -237,7 +271,15 @@ def load_settings(
         heartbeat_interval=heartbeat_interval,
         lease_timeout=lease_timeout,
         kv_replicas=_int(env, "KV_REPLICAS", Settings.kv_replicas, 1, 5),
+        providers_file=env.get("PROVIDERS_FILE", "").strip(),
     )
+    if not settings.providers_file:
+        return settings
+    try:
+        providers = load_providers(settings.providers_file, env, settings.default_trunk)
+    except ProvidersError as exc:
+        raise SettingsError(str(exc)) from None
+    return replace(settings, providers_config=providers)
 
 
 def nats_urls(nats_url: str) -> list[str]:

@@ -9,8 +9,11 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+from proto import errors
+from services.common.providers import HeaderError, parse_headers
 
 MAX_MESSAGE_BYTES = 64 * 1024
 "Largest text message the session accepts; larger ones get ``too_large``."
@@ -25,6 +28,8 @@ CALL_IN_PROGRESS = "call_in_progress"
 NO_CALL = "no_call"
 BAD_DESTINATION = "bad_destination"
 NO_DESTINATION = "no_destination"
+BAD_HEADERS = errors.BAD_HEADERS
+UNKNOWN_DESTINATION = errors.UNKNOWN_DESTINATION
 
 # A SIP user part (RFC 3261 unreserved and user-unreserved characters), which
 # covers numbers like +15551234567 and names like support or ai_assistant.
@@ -47,6 +52,8 @@ class Offer:
     sdp: str
     destination: str
     "As sent; empty when the page left it out."
+    headers: dict[str, str] = field(default_factory=dict)
+    "Custom SIP headers, checked for syntax and size (not yet against the route)."
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +106,11 @@ def _parse_offer(data: dict[str, Any]) -> Offer:
         destination = ""
     if not isinstance(destination, str):
         raise MessageError(BAD_MESSAGE, "'destination' must be a string")
-    return Offer(sdp=sdp, destination=destination.strip())
+    try:
+        headers = parse_headers(data.get("headers"))
+    except HeaderError as exc:
+        raise MessageError(BAD_HEADERS, str(exc)) from None
+    return Offer(sdp=sdp, destination=destination.strip(), headers=headers)
 
 
 def _parse_hangup(data: dict[str, Any]) -> Hangup:

@@ -34,6 +34,7 @@ from proto.events import (
     ProgressReceived,
 )
 from services.common.fleet.placement import Placement
+from services.common.providers import HeaderError
 from services.common.settings import Settings
 from services.signaling import messages
 from services.signaling.actions import Action, Close, Publish, SendMessage, Subscribe, Unsubscribe
@@ -122,6 +123,7 @@ class BrowserSession:
         self._closing = False
         self._call_id: str | None = None
         self._destination = ""
+        self._headers: dict[str, str] = {}
         self._answered = False
         self._hangup_cause = ""
         self._candidates: list[Ice] = []
@@ -191,6 +193,9 @@ class BrowserSession:
             case HangupRequested():
                 self._on_hangup_requested(event, now)
             case CallEnded():
+                if event.code:
+                    # The SIP agent refused the call (e.g. unknown_destination).
+                    self._send(messages.error(event.code, event.reason))
                 self._finish_call(event.status, event.reason, event.cause)
             case _:
                 # MediaConnected and work-queue events change nothing here.
@@ -247,9 +252,11 @@ class BrowserSession:
         if self._closing:
             raise MessageError(errors.SETUP_FAILED, "the bridge is shutting down")
         destination = self._pick_destination(offer.destination)
+        headers = self._check_route(destination, offer.headers)
         call_id = self._make_call_id()
         self._call_id = call_id
         self._destination = destination
+        self._headers = headers
         self._answered = False
         self._hangup_cause = ""
         self._candidates = []
@@ -262,6 +269,7 @@ class BrowserSession:
             offer_sdp=offer.sdp,
             destination=destination,
             signaling_id=self._settings.instance_id,
+            headers=headers,
         )
         if self._placement is None:
             subject = subjects.media_work()
@@ -284,6 +292,26 @@ class BrowserSession:
                 "destination must be 1-64 characters: letters, digits or +-_.!~*'()&=$,;?/#",
             )
         return destination
+
+    def _check_route(self, destination: str, headers: dict[str, str]) -> dict[str, str]:
+        """The offer's headers if ``destination`` has a route that allows them.
+
+        Refused here, before any work is published, so an unknown destination
+        costs no media port and no INVITE leaves. The SIP agent routes again
+        from the same file and is the one that picks the trunk.
+        """
+        if self._settings.demo:
+            return {}
+        target = self._settings.providers.route(destination)
+        if target is None:
+            raise MessageError(
+                messages.UNKNOWN_DESTINATION, f"no route to destination {destination!r}"
+            )
+        try:
+            target.check_headers(headers)
+        except HeaderError as exc:
+            raise MessageError(messages.BAD_HEADERS, str(exc)) from None
+        return headers
 
     def _handle_hangup(self, now: float) -> None:
         if self._state == State.IDLE:
@@ -331,6 +359,7 @@ class BrowserSession:
                 offer_sdp=event.trunk_offer_sdp,
                 media_id=event.media_id,
                 signaling_id=self._settings.instance_id,
+                headers=self._headers,
             ),
         )
         candidates, self._candidates = self._candidates, []

@@ -11,13 +11,14 @@ import asyncio
 import logging
 import re
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from sipmessage import URI, Request, Response
 
 from proto.fleet import SipDialogRecord
+from services.common.providers import Trunk
 from services.common.settings import Settings, local_address_toward
 from services.sipagent.call import ALLOW, USER_AGENT, OutboundCall
 from services.sipagent.events import CallEvent
@@ -134,9 +135,13 @@ class SipCall(Protocol):
 class CallHandle:
     """One placed call as the service sees it: a queue of events and a hang-up."""
 
-    def __init__(self, agent: SipAgent, call: SipCall, trunk: Addr) -> None:
+    def __init__(
+        self, agent: SipAgent, call: SipCall, trunk: Addr, transport: SipTransport | None = None
+    ) -> None:
         self.call = call
         self.trunk = trunk
+        self.transport = transport
+        "The transport of the call (None: the agent's first one)."
         self.events: asyncio.Queue[CallEvent] = asyncio.Queue()
         self.observer: SipObserver | None = None
         self._agent = agent
@@ -153,6 +158,8 @@ class SipAgent:
     def __init__(self, config: AgentConfig, transport: SipTransport | None = None) -> None:
         self.config = config
         self._transport = transport
+        self._transports: dict[str, SipTransport] = {}
+        "Every open transport by name: the configured one, and others trunks asked for."
         self._calls: dict[str, CallHandle] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -166,9 +173,8 @@ class SipAgent:
         self._loop = asyncio.get_running_loop()
         config = self.config
         if self._transport is None:
-            self._transport = await open_transport(
-                config.transport, config.bind_host, config.local_port, self.receive
-            )
+            self._transport = await self._open(config.transport, config.local_port)
+        self._transports[self._transport.name] = self._transport
         log.info(
             "sip %s on %s:%d toward %s:%d",
             self._transport.name,
@@ -195,41 +201,64 @@ class SipAgent:
             return False
         return True
 
+    def default_trunk(self) -> Trunk:
+        """The configured trunk (``SIP_TRUNK_*``) as a ``Trunk``."""
+        config = self.config
+        return Trunk(
+            name="default",
+            host=config.trunk_host,
+            port=config.trunk_port,
+            username=config.username,
+            password=config.password,
+            domain=config.domain,
+            transport=self._transport.name if self._transport else config.transport,
+        )
+
     async def dial(
         self,
         call_id: str,
         destination: str,
         offer_sdp: str,
         observer: SipObserver | None = None,
+        *,
+        trunk: Trunk | None = None,
+        headers: Sequence[tuple[str, str]] = (),
     ) -> CallHandle:
-        """Send the INVITE of a new call; raise ``DialError`` if it cannot be sent."""
+        """Send the INVITE of a new call; raise ``DialError`` if it cannot be sent.
+
+        ``trunk``: where to (default: the configured trunk); ``destination`` is
+        the user part dialled there. ``headers`` go in the INVITE only.
+        """
         config = self.config
         if self._transport is None or self._loop is None:
             raise DialError("SIP agent not started")
-        if not config.trunk_host:
+        trunk = trunk or self.default_trunk()
+        if not trunk.host:
             raise DialError("no SIP trunk configured")
-        domain = config.domain or config.trunk_host
+        domain = trunk.realm_domain
         try:
             request_uri = request_uri_for(destination, domain)
         except ValueError as exc:
             raise DialError(f"invalid destination: {exc}") from None
-        trunk = await self._resolve()
-        sent_by = self._sent_by(trunk)
-        user = f"{config.username}@" if config.username else ""
+        transport = await self._transport_for(trunk.transport)
+        address = await self._resolve(trunk)
+        sent_by = self._sent_by(address, transport)
+        user = f"{trunk.username}@" if trunk.username else ""
         call = OutboundCall(
             call_id=call_id,
             request_uri=request_uri,
-            from_uri=f"sip:{config.username or 'anonymous'}@{_host(domain)}",
-            contact=f"<sip:{user}{sent_by};transport={self._transport.name}>",
+            from_uri=f"sip:{trunk.username or 'anonymous'}@{_host(domain)}",
+            contact=f"<sip:{user}{sent_by};transport={transport.name}>",
             sent_by=sent_by,
             offer_sdp=offer_sdp,
-            username=config.username,
-            password=config.password,
-            transport=self._transport.name,
+            username=trunk.username,
+            password=trunk.password,
+            transport=transport.name,
             invite_timeout=config.invite_timeout,
             t1=config.t1,
+            invite_headers=list(headers),
         )
-        handle = CallHandle(self, call, trunk)
+        handle = CallHandle(self, call, address, transport)
         handle.observer = observer
         self._host_call(handle)
         return handle
@@ -245,14 +274,15 @@ class SipAgent:
         config = self.config
         trunk = (record.trunk_host, record.trunk_port)
         authenticator = DigestAuthenticator(config.username, config.password)
+        transport = self._transports.get(record.transport, self._transport)
         bye = RecoveredBye(
             call_id,
             record,
-            sent_by=self._sent_by(trunk),
+            sent_by=self._sent_by(trunk, transport),
             authenticator=authenticator if config.username else None,
             t1=config.t1,
         )
-        handle = CallHandle(self, bye, trunk)
+        handle = CallHandle(self, bye, trunk, transport)
         self._host_call(handle)
         return handle
 
@@ -267,16 +297,43 @@ class SipAgent:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._transport is not None:
-            await self._transport.close()
+        for transport in {*self._transports.values(), self._transport}:
+            if transport is not None:
+                await transport.close()
 
     # --- internals ---------------------------------------------------------------
 
-    def _sent_by(self, trunk: Addr) -> str:
+    def _sent_by(self, trunk: Addr, transport: SipTransport | None = None) -> str:
         """This agent's host:port as the trunk should see it (Via, Contact)."""
-        assert self._transport is not None
+        transport = transport or self._transport
+        assert transport is not None
         local_ip = self.config.public_ip or local_address_toward(trunk[0], trunk[1])
-        return f"{_host(local_ip)}:{self._transport.local_port}"
+        return f"{_host(local_ip)}:{transport.local_port}"
+
+    async def _open(self, name: str, port: int) -> SipTransport:
+        holder: list[SipTransport] = []
+
+        def on_message(data: bytes, addr: Addr) -> None:
+            self.receive(data, addr, holder[0] if holder else None)
+
+        transport = await open_transport(name, self.config.bind_host, port, on_message)
+        holder.append(transport)
+        return transport
+
+    async def _transport_for(self, name: str) -> SipTransport:
+        """The open transport called ``name``, opened on an ephemeral port on first use."""
+        assert self._transport is not None
+        if self._transport.name == name:
+            return self._transport
+        transport = self._transports.get(name)
+        if transport is None:
+            try:
+                transport = await self._open(name, 0)
+            except OSError as exc:
+                raise DialError(f"cannot open a SIP {name} transport: {exc}") from None
+            self._transports[name] = transport
+            log.info("sip %s on %s:%d", name, self.config.bind_host, transport.local_port)
+        return transport
 
     def _host_call(self, handle: CallHandle) -> None:
         """Take ``handle`` among the calls and start it."""
@@ -287,48 +344,46 @@ class SipAgent:
         self._service(handle, None)
         self._rearm()
 
-    async def _resolve(self) -> Addr:
+    async def _resolve(self, trunk: Trunk) -> Addr:
         assert self._loop is not None
         config = self.config
+        host, port, transport = trunk.host, trunk.port, trunk.transport
+        label = "SIP_TRUNK_HOST" if trunk.name == "default" else f"trunk {trunk.name!r} host"
         family = socket.AF_UNSPEC
         if config.bind_host and config.bind_host not in ("::", "0.0.0.0"):
             family = socket.AF_INET6 if ":" in config.bind_host else socket.AF_INET
         elif config.bind_host == "0.0.0.0":
             family = socket.AF_INET
-        kind = socket.SOCK_STREAM if config.transport == "tcp" else socket.SOCK_DGRAM
+        kind = socket.SOCK_STREAM if transport == "tcp" else socket.SOCK_DGRAM
         try:
             # getaddrinfo has no timeout of its own: a dead DNS server would hang the dial.
             infos = await asyncio.wait_for(
-                self._loop.getaddrinfo(
-                    config.trunk_host, config.trunk_port, family=family, type=kind
-                ),
+                self._loop.getaddrinfo(host, port, family=family, type=kind),
                 RESOLVE_TIMEOUT,
             )
         except TimeoutError:
-            raise DialError(
-                f"could not resolve SIP_TRUNK_HOST {config.trunk_host} in {RESOLVE_TIMEOUT:g} s"
-            ) from None
+            raise DialError(f"could not resolve {label} {host} in {RESOLVE_TIMEOUT:g} s") from None
         except OSError as exc:
-            raise DialError(f"cannot resolve SIP trunk host {config.trunk_host}: {exc}") from None
+            raise DialError(f"cannot resolve {label} {host}: {exc}") from None
         if not infos:
-            raise DialError(f"cannot resolve SIP trunk host {config.trunk_host}")
+            raise DialError(f"cannot resolve {label} {host}")
         address = infos[0][4]
         return str(address[0]), int(address[1])
 
-    def receive(self, data: bytes, addr: Addr) -> None:
-        """Handle one message from the transport."""
+    def receive(self, data: bytes, addr: Addr, transport: SipTransport | None = None) -> None:
+        """Handle one message from ``transport`` (None: the agent's first one)."""
         assert self._loop is not None
         try:
             message = parse_message(data)
         except SipParseError as exc:
             log.debug("dropped bad message from %s:%d: %s", addr[0], addr[1], exc)
-            reply = bad_request(data)
+            reply = bad_request(data, str(exc))
             if reply is not None:
-                self._send(reply, addr)
+                self._send(reply, addr, transport)
             return
         handle = self._calls.get(message.call_id)
         if handle is None:
-            self._stateless(message, addr)
+            self._stateless(message, addr, transport)
             return
         if handle.observer is not None:
             handle.observer("<", summary(message))
@@ -336,7 +391,9 @@ class SipAgent:
         self._service(handle, addr)
         self._rearm()
 
-    def _stateless(self, message: Request | Response, addr: Addr) -> None:
+    def _stateless(
+        self, message: Request | Response, addr: Addr, transport: SipTransport | None
+    ) -> None:
         """Answer what belongs to no call: OPTIONS 200, other requests 481."""
         if isinstance(message, Response) or message.method == "ACK":
             log.debug("dropped %s for no call", summary(message))
@@ -354,7 +411,7 @@ class SipAgent:
             )
         else:
             response = make_response(message, 481, to_tag=new_tag())
-        self._send(bytes(response), addr)
+        self._send(bytes(response), addr, transport)
 
     def _service(self, handle: CallHandle, reply_to: Addr | None) -> None:
         """Send what the call wants sent, queue its events, forget it once finished."""
@@ -364,7 +421,7 @@ class SipAgent:
             dest = reply_to if isinstance(message, Response) and reply_to else handle.trunk
             if handle.observer is not None:
                 handle.observer(">", summary(message))
-            self._send(bytes(message), dest)
+            self._send(bytes(message), dest, handle.transport)
         while (event := call.next_event()) is not None:
             handle.events.put_nowait(event)
         if call.finished and self._calls.get(call.sip_call_id) is handle:
@@ -372,10 +429,11 @@ class SipAgent:
             if not self._calls:
                 self._idle.set()
 
-    def _send(self, data: bytes, addr: Addr) -> None:
-        if self._transport is not None:
+    def _send(self, data: bytes, addr: Addr, transport: SipTransport | None = None) -> None:
+        transport = transport or self._transport
+        if transport is not None:
             log.debug("sip > %s:%d %d bytes", addr[0], addr[1], len(data))
-            self._transport.send(data, addr)
+            transport.send(data, addr)
 
     def _rearm(self) -> None:
         """One timer for the agent, at the earliest timer of any call."""

@@ -32,11 +32,14 @@ from services.common.fleet.member import FleetMember
 from services.common.fleet.reaper import SendBye
 from services.common.lifecycle import Lifecycle
 from services.common.metrics import Metrics
+from services.common.providers import HeaderError, Providers
+from services.common.settings import SettingsError
 from services.common.telemetry import tracer
 from services.sipagent import recovery
 from services.sipagent.agent import AgentConfig, CallHandle, DialError, SipAgent, check_destination
 from services.sipagent.call import OutboundCall
 from services.sipagent.events import Answered, Ended, Progress
+from services.sipagent.offer import restrict_codecs
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +94,17 @@ class SipAgentService:
     """Places the calls of ``DialRequested`` events and reports how they go."""
 
     def __init__(
-        self, bus: Bus, agent: SipAgent, instance_id: str, *, metrics: Metrics | None = None
+        self,
+        bus: Bus,
+        agent: SipAgent,
+        instance_id: str,
+        *,
+        metrics: Metrics | None = None,
+        providers: Providers | None = None,
     ) -> None:
+        """``providers``: the trunks and routes; default: every call to the agent's trunk."""
         self._bus = bus
+        self._providers = providers or Providers.single(agent.default_trunk())
         self._fleet: FleetMember | None = None
         self._metrics = metrics or Metrics()
         self._agent = agent
@@ -184,10 +195,12 @@ class SipAgentService:
 
     async def _run_call(self, dial: DialRequested) -> None:
         call_id = dial.call_id
+        target = self._providers.route(dial.destination)
         attributes = {
             "bridge.call_id": call_id,
             "bridge.destination": dial.destination,
-            "bridge.trunk_host": self._agent.config.trunk_host,
+            "bridge.trunk": target.trunk.name if target else "",
+            "bridge.trunk_host": target.trunk.host if target else "",
             "bridge.sipagent_id": self._instance_id,
         }
         call_tracer = tracer(TRACER_NAME)
@@ -239,13 +252,53 @@ class SipAgentService:
             return CallEnded(
                 call_id=call_id, cause=errors.REJECTED, reason=f"Invalid destination: {exc}"
             )
+        target = self._providers.route(dial.destination)
+        if target is None:
+            # Signaling checks the same routes; this is for a signaling that does not.
+            log.info("%s: no route to %r", call_id, dial.destination)
+            return CallEnded(
+                call_id=call_id,
+                cause=errors.REJECTED,
+                reason="Unknown destination",
+                code=errors.UNKNOWN_DESTINATION,
+            )
+        try:
+            target.check_headers(dial.headers)
+            offer_sdp = restrict_codecs(dial.offer_sdp, target.trunk.codecs)
+        except HeaderError as exc:
+            log.info("%s: headers refused: %s", call_id, exc)
+            return CallEnded(
+                call_id=call_id, cause=errors.REJECTED, reason=str(exc), code=errors.BAD_HEADERS
+            )
+        except ValueError as exc:
+            log.info("%s: %s", call_id, exc)
+            return CallEnded(
+                call_id=call_id,
+                cause=errors.REJECTED,
+                reason=str(exc),
+                code=errors.NO_COMMON_CODEC,
+            )
         if call_id in self._early_hangups:
             return CallEnded(call_id=call_id, cause=errors.CANCELLED, reason="Cancelled")
 
+        headers = target.invite_headers(dial.headers)
+        log.info(
+            "%s: %s via trunk %s (headers: %s)",
+            call_id,
+            target.user,
+            target.trunk.name,
+            ", ".join(name for name, _ in headers) or "none",
+        )
+        log.debug("%s: custom headers %r", call_id, headers)
         spans.start_invite()
         try:
             handle = await self._agent.dial(
-                call_id, dial.destination, dial.offer_sdp, spans.observe
+                call_id,
+                target.user,
+                offer_sdp,
+                spans.observe,
+                trunk=target.trunk,
+                headers=headers,
             )
         except DialError as exc:
             log.warning("%s: cannot place the call: %s", call_id, exc)
@@ -280,7 +333,7 @@ class SipAgentService:
         if self._fleet is None:
             return
         dialog = recovery.invite_record(
-            handle.call.sip_call_id, transport=self._agent.config.transport, trunk=handle.trunk
+            handle.call.sip_call_id, transport=self._transport_of(handle), trunk=handle.trunk
         )
         instance_id = self._instance_id
         await self._fleet.update(
@@ -292,9 +345,14 @@ class SipAgentService:
         if self._fleet is None or not isinstance(call, OutboundCall) or call.dialog is None:
             return
         dialog = recovery.dialog_record(
-            call.dialog, transport=self._agent.config.transport, trunk=handle.trunk
+            call.dialog, transport=self._transport_of(handle), trunk=handle.trunk
         )
         await self._fleet.update(call_id, lambda r: records.confirmed(r, dialog, time.time()))
+
+    def _transport_of(self, handle: CallHandle) -> str:
+        if handle.transport is not None:
+            return handle.transport.name
+        return self._agent.config.transport
 
     async def _on_peer_event(self, event: AnyEvent) -> None:
         if isinstance(event, HangupRequested | CallEnded):
@@ -339,13 +397,19 @@ class SipAgentService:
 async def main(lc: Lifecycle) -> None:
     """Run one SIP agent; drain on SIGTERM, hang up every call on SIGINT."""
     settings = lc.settings
+    providers = settings.providers
+    missing = providers.missing_secrets()
+    if missing:
+        raise SettingsError(missing[0])
     agent = SipAgent(AgentConfig.from_settings(settings))
     await agent.start()
     bus: Bus | None = None
     fleet: FleetMember | None = None
     try:
         bus = await lc.connect_bus()
-        service = SipAgentService(bus, agent, settings.instance_id, metrics=lc.metrics)
+        service = SipAgentService(
+            bus, agent, settings.instance_id, metrics=lc.metrics, providers=providers
+        )
         lc.serve_load(lambda: service.active_calls)
         fleet = FleetMember(
             bus,

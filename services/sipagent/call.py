@@ -93,7 +93,9 @@ class OutboundCall:
         sip_call_id: str | None = None,
         authenticator: DigestAuthenticator | None = None,
         user_agent: str = USER_AGENT,
+        invite_headers: list[tuple[str, str]] | None = None,
     ) -> None:
+        """``invite_headers``: custom headers (already checked) for the INVITE only."""
         self.call_id = call_id
         "The bridge's call id, for logs."
         self.sip_call_id = sip_call_id or new_call_id()
@@ -109,6 +111,7 @@ class OutboundCall:
         self._invite_timeout = invite_timeout
         self._t1 = t1
         self._user_agent = user_agent
+        self._invite_headers = list(invite_headers or [])
         self._auth = authenticator
         if self._auth is None and username:
             self._auth = DigestAuthenticator(username, password)
@@ -465,6 +468,7 @@ class OutboundCall:
                 *self._invite_auth,
                 ("User-Agent", self._user_agent),
                 ("Allow", ALLOW),
+                *self._invite_headers,
             ],
             self._offer,
             "application/sdp",

@@ -78,7 +78,12 @@ class BridgeClient:
                 if msg["type"] in ("ended", "error") and kind not in ("ended", "error"):
                     raise AssertionError(f"wanted {kind}, got {msg}; all: {self.messages}")
 
-    async def offer(self, codec: str = "opus", destination: str | None = "+15551234567") -> None:
+    async def offer(
+        self,
+        codec: str = "opus",
+        destination: str | None = "+15551234567",
+        headers: dict[str, Any] | None = None,
+    ) -> None:
         pc = self.pc = RTCPeerConnection()
         transceiver = pc.addTransceiver(ToneTrack(), direction="sendrecv")
         wanted = f"audio/{codec}".lower()
@@ -96,6 +101,8 @@ class BridgeClient:
         message: dict[str, Any] = {"type": "offer", "sdp": pc.localDescription.sdp}
         if destination is not None:
             message["destination"] = destination
+        if headers is not None:
+            message["headers"] = headers
         await self.send(message)
 
     async def accept_answer(self, timeout: float = 15.0) -> None:

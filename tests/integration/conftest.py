@@ -39,7 +39,11 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    tmp = tmp_path_factory.mktemp("stack")
+    yield from start_stack(tmp_path_factory.mktemp("stack"))
+
+
+def start_stack(tmp: Path, **overrides: str) -> Iterator[Stack]:
+    """nats-server, media and signaling with ``overrides`` in their environment."""
     nats, nats_url = start_nats(tmp)
     rtp_min, rtp_max = free_rtp_range()
     http_port = free_port()
@@ -52,6 +56,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         RTP_BIND_HOST="127.0.0.1",
         PUBLIC_IP="127.0.0.1",
         INVITE_TIMEOUT="3",
+        **overrides,
     )
     media = start_service("media", env, tmp)
     signaling = start_service("signaling", env, tmp)

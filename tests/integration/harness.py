@@ -287,6 +287,7 @@ class Sipp:
     calls: int = 1
     "Calls after which sipp exits (``-m``); also its limit of simultaneous calls (``-l``)."
     port: int = 0
+    "Where sipp listens; 0: a free port chosen at start."
     media_port: int = 0
     process: Process | None = None
 
@@ -305,7 +306,7 @@ class Sipp:
 
     def start(self) -> Sipp:
         sipp = require_tool("sipp")
-        self.port = free_udp_port()
+        self.port = self.port or free_udp_port()
         self.media_port = (free_port(socket.SOCK_DGRAM) // 2) * 2
         argv = [
             sipp,

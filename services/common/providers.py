@@ -1,0 +1,480 @@
+"""Several SIP providers routed by destination: the ``PROVIDERS_FILE`` and its rules.
+
+Pure code, no I/O beyond reading the file: named trunks, routes from a
+destination to a trunk and a target user, and the custom SIP headers a call
+may carry (static per trunk, per call from the browser). Signaling uses it to
+refuse an unknown destination or a header it may not send before any work is
+published; the SIP agent uses it to pick the trunk of each INVITE.
+
+The seed's single-trunk ``.env`` (``SIP_TRUNK_HOST``…) is the trunk named
+``default``: with no providers file every destination goes to it; with one,
+routes may name it, and ``fallback = "default"`` sends what no route matches
+there. ``docs/configuration.md`` describes the file.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+DEFAULT_TRUNK = "default"
+"Name of the trunk made of the ``SIP_TRUNK_*`` settings."
+
+CODECS = ("PCMU", "PCMA")
+"Codecs a trunk may be offered, by their SDP encoding names."
+TRANSPORTS = ("udp", "tcp")
+DTMF_MODES = ("rfc4733", "info")
+
+MAX_HEADERS = 16
+"Custom headers one call may carry from the browser."
+MAX_VALUE_BYTES = 1024
+"Largest value of one custom header, in UTF-8 bytes."
+MAX_TOTAL_BYTES = 4096
+"Largest sum of names and values of a call's custom headers, in UTF-8 bytes."
+MAX_NAME_LENGTH = 64
+
+# RFC 3261 25.1 token: the characters a header name may hold.
+_TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
+# Control characters (C0, DEL) have no place in a header value: CR/LF would
+# start a new header (header injection), NUL truncates in C parsers.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+# Headers the bridge builds itself: never taken from a file or a browser.
+RESERVED = frozenset(
+    name.lower()
+    for name in (
+        "Via",
+        "From",
+        "To",
+        "Call-ID",
+        "CSeq",
+        "Contact",
+        "Max-Forwards",
+        "Content-Type",
+        "Content-Length",
+        "Content-Encoding",
+        "Authorization",
+        "Proxy-Authorization",
+        "Route",
+        "Record-Route",
+        "User-Agent",
+        "Allow",
+        "Expires",
+        "Require",
+        "Supported",
+        "Proxy-Require",
+    )
+)
+# Compact forms (RFC 3261 7.3.3) of the reserved names.
+RESERVED_COMPACT = frozenset({"v", "f", "t", "i", "m", "c", "l", "e", "k", "s"})
+
+
+class ProvidersError(ValueError):
+    """The providers file is invalid; the message names the file, the entry and the problem."""
+
+
+_Fail = Callable[[str], ProvidersError]
+
+
+class HeaderError(ValueError):
+    """A custom header is refused; the message names it (never its value)."""
+
+
+@dataclass(frozen=True)
+class Trunk:
+    """One SIP provider: the seed's five values, transport, codecs, static headers."""
+
+    name: str
+    host: str
+    port: int = 5060
+    username: str = ""
+    password: str = field(default="", repr=False)
+    password_env: str = ""
+    "The environment variable the password comes from, if the file named one."
+    domain: str = ""
+    transport: str = "udp"
+    codecs: tuple[str, ...] = ()
+    "Codecs offered to this trunk, in order; empty: what media offers, unchanged."
+    headers: tuple[tuple[str, str], ...] = ()
+    "Static headers added to every INVITE toward this trunk."
+    dtmf: str = "rfc4733"
+    "How DTMF goes to this trunk (stored for the DTMF feature)."
+    allow_headers: tuple[str, ...] | None = None
+    "Header names a browser may set (case-insensitive); None: any ``X-`` name."
+
+    @property
+    def realm_domain(self) -> str:
+        """The domain of Request-URIs and From: ``domain``, else the host."""
+        return self.domain or self.host
+
+    @property
+    def missing_secret(self) -> str:
+        """The ``password_env`` variable that was not set, or empty."""
+        return self.password_env if self.password_env and not self.password else ""
+
+
+@dataclass(frozen=True)
+class Route:
+    """``[[routes]]``: a destination (exact, or a regex with ``pattern = true``) to a trunk."""
+
+    match: str
+    trunk: str
+    user: str = ""
+    "User part to dial; empty: the destination itself."
+    pattern: re.Pattern[str] | None = None
+    "The compiled regex (``re.search``) when the route is a pattern."
+    allow_headers: tuple[str, ...] | None = None
+    "Overrides the trunk's ``allow_headers`` for calls of this route."
+
+    def matches(self, destination: str) -> bool:
+        if self.pattern is not None:
+            return self.pattern.search(destination) is not None
+        return destination == self.match
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where one destination goes: the trunk, the user part to dial, the headers allowed."""
+
+    trunk: Trunk
+    user: str
+    allow_headers: tuple[str, ...] | None
+
+    def allows(self, name: str) -> bool:
+        """Whether the browser may set header ``name`` on calls to this target."""
+        lower = name.lower()
+        if lower in RESERVED or lower in RESERVED_COMPACT:
+            return False
+        if any(lower == static.lower() for static, _ in self.trunk.headers):
+            return False  # the operator's value is not the browser's to replace
+        if self.allow_headers is None:
+            return lower.startswith("x-")
+        return lower in (allowed.lower() for allowed in self.allow_headers)
+
+    def check_headers(self, headers: Mapping[str, str]) -> None:
+        """Raise ``HeaderError`` naming the first header this target does not allow."""
+        for name in headers:
+            if not self.allows(name):
+                raise HeaderError(f"header {name} is not allowed for this destination")
+
+    def invite_headers(self, headers: Mapping[str, str]) -> list[tuple[str, str]]:
+        """The custom headers of the INVITE: the trunk's static ones, then the call's."""
+        return [*self.trunk.headers, *headers.items()]
+
+
+@dataclass(frozen=True)
+class Providers:
+    """The trunks and routes in force: from ``PROVIDERS_FILE``, or the default trunk alone."""
+
+    trunks: Mapping[str, Trunk]
+    routes: tuple[Route, ...] = ()
+    fallback: str = ""
+    "Trunk for destinations no route matches; empty: they are unknown."
+    source: str = ""
+    "The file they came from, for messages; empty without a file."
+
+    @classmethod
+    def single(cls, trunk: Trunk) -> Providers:
+        """Every destination to ``trunk``: the seed's ``.env`` set-up."""
+        return cls(trunks={trunk.name: trunk}, fallback=trunk.name)
+
+    def route(self, destination: str) -> Target | None:
+        """The target of ``destination``: the first route that matches, else the fallback."""
+        for route in self.routes:
+            if route.matches(destination):
+                trunk = self.trunks[route.trunk]
+                allow = route.allow_headers
+                if allow is None:
+                    allow = trunk.allow_headers
+                return Target(trunk, route.user or destination, allow)
+        if self.fallback:
+            trunk = self.trunks[self.fallback]
+            return Target(trunk, destination, trunk.allow_headers)
+        return None
+
+    def missing_secrets(self) -> list[str]:
+        """One message per trunk whose ``password_env`` is not set (for the SIP agent)."""
+        return [
+            f"{self.source}: trunk {name!r}: password_env {trunk.password_env} is not set"
+            for name, trunk in self.trunks.items()
+            if trunk.missing_secret
+        ]
+
+
+# --- custom headers -------------------------------------------------------------
+
+
+def header_value(value: object) -> str:
+    """A header value as it goes on the wire: text as is, anything else as compact JSON."""
+    if isinstance(value, str):
+        return value.strip()
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def check_header(name: str, value: str) -> None:
+    """Raise ``HeaderError`` unless ``name: value`` is a safe SIP header line."""
+    if not isinstance(name, str) or not _TOKEN.fullmatch(name) or len(name) > MAX_NAME_LENGTH:
+        shown = name[:MAX_NAME_LENGTH] if isinstance(name, str) else type(name).__name__
+        raise HeaderError(
+            f"header name {shown!r} is not a SIP token (letters, digits, -.!%*_+`'~; "
+            f"up to {MAX_NAME_LENGTH})"
+        )
+    if _CONTROL.search(value):
+        raise HeaderError(f"header {name} holds a control character (CR, LF, NUL, …)")
+    if len(value.encode("utf-8")) > MAX_VALUE_BYTES:
+        raise HeaderError(f"header {name} is over {MAX_VALUE_BYTES} bytes")
+
+
+def parse_headers(raw: object) -> dict[str, str]:
+    """The browser's ``headers`` object as checked header lines; ``HeaderError`` if refused.
+
+    Values are text, or JSON (object, array, number, boolean) sent as compact
+    JSON. The messages name headers, never their values.
+    """
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise HeaderError("'headers' must be an object of header names to values")
+    if len(raw) > MAX_HEADERS:
+        raise HeaderError(f"at most {MAX_HEADERS} headers")
+    headers: dict[str, str] = {}
+    seen: set[str] = set()
+    total = 0
+    for name, value in raw.items():
+        if value is None:
+            raise HeaderError(f"header {str(name)[:MAX_NAME_LENGTH]} has no value")
+        text = header_value(value)
+        check_header(name, text)
+        if name.lower() in seen:
+            raise HeaderError(f"header {name} given twice")
+        seen.add(name.lower())
+        total += len(name.encode("utf-8")) + len(text.encode("utf-8"))
+        headers[name] = text
+    if total > MAX_TOTAL_BYTES:
+        raise HeaderError(f"headers are over {MAX_TOTAL_BYTES} bytes in all")
+    return headers
+
+
+# --- the file -------------------------------------------------------------------
+
+
+def load_providers(
+    path: str | Path, env: Mapping[str, str], default: Trunk | None = None
+) -> Providers:
+    """Read and check ``PROVIDERS_FILE``; ``ProvidersError`` names what is wrong.
+
+    ``env`` resolves ``password_env`` (a variable that is not set leaves the
+    trunk's ``missing_secret``: only the SIP agent needs it). ``default`` is
+    the trunk of the ``SIP_TRUNK_*`` settings, if any.
+    """
+    source = str(path)
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ProvidersError(f"PROVIDERS_FILE {source}: cannot read: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ProvidersError(f"PROVIDERS_FILE {source}: not valid TOML: {exc}") from None
+    return parse_providers(data, env, default, source=source)
+
+
+def parse_providers(
+    data: Mapping[str, object],
+    env: Mapping[str, str],
+    default: Trunk | None = None,
+    *,
+    source: str = "providers",
+) -> Providers:
+    """``load_providers`` on an already parsed TOML document."""
+
+    def fail(where: str, problem: str) -> ProvidersError:
+        return ProvidersError(f"{source}: {where}: {problem}")
+
+    unknown = set(data) - {"trunks", "routes", "fallback"}
+    if unknown:
+        raise fail("top level", f"unknown key {sorted(unknown)[0]!r}")
+    raw_trunks = data.get("trunks", {})
+    if not isinstance(raw_trunks, dict):
+        raise fail("trunks", "must be a table of [trunks.<name>]")
+    trunks: dict[str, Trunk] = {}
+    for name, raw in raw_trunks.items():
+        trunks[name] = _trunk(name, raw, env, partial(fail, f"trunk {name!r}"))
+    if DEFAULT_TRUNK not in trunks and default is not None:
+        trunks[DEFAULT_TRUNK] = default
+
+    raw_routes = data.get("routes", [])
+    if not isinstance(raw_routes, list):
+        raise fail("routes", "must be an array of [[routes]] tables")
+    routes = tuple(
+        _route(number, raw, trunks, partial(fail, f"route {number}"))
+        for number, raw in enumerate(raw_routes, start=1)
+    )
+
+    fallback = data.get("fallback", "")
+    if not isinstance(fallback, str):
+        raise fail("fallback", "must be a trunk name")
+    if fallback and fallback not in trunks:
+        raise fail("fallback", _unknown_trunk(fallback))
+    if not routes and not fallback:
+        raise fail("routes", "no [[routes]] and no fallback: every destination would be unknown")
+    return Providers(trunks=trunks, routes=routes, fallback=fallback, source=source)
+
+
+def _unknown_trunk(name: str) -> str:
+    if name == DEFAULT_TRUNK:
+        return "trunk 'default' is not defined (set SIP_TRUNK_HOST or add [trunks.default])"
+    return f"unknown trunk {name!r}"
+
+
+_TRUNK_KEYS = frozenset(
+    {
+        "host",
+        "port",
+        "username",
+        "password",
+        "password_env",
+        "domain",
+        "transport",
+        "codecs",
+        "headers",
+        "dtmf",
+        "allow_headers",
+    }
+)
+
+
+def _trunk(name: str, raw: object, env: Mapping[str, str], fail: _Fail) -> Trunk:
+    if not _TOKEN.fullmatch(name):
+        raise fail("the name must be letters, digits, - or _")
+    if not isinstance(raw, dict):
+        raise fail("must be a table")
+    unknown = set(raw) - _TRUNK_KEYS
+    if unknown:
+        raise fail(f"unknown key {sorted(unknown)[0]!r}")
+    host = _text(raw, "host", fail)
+    if not host:
+        raise fail("host is missing")
+    if any(c.isspace() for c in host) or "/" in host or "@" in host:
+        raise fail(f"host must be a host name or IP address, got {host!r}")
+    port = raw.get("port", 5060)
+    if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+        raise fail(f"port must be a whole number from 1 to 65535, got {port!r}")
+    username = _text(raw, "username", fail)
+    if "password" in raw and "password_env" in raw:
+        raise fail("give password or password_env, not both")
+    password = raw.get("password", "")
+    if not isinstance(password, str):
+        raise fail("password must be a string")  # never echo it
+    password_env = _text(raw, "password_env", fail)
+    if password_env:
+        password = env.get(password_env, "")
+    if (password or password_env) and not username:
+        raise fail("username is required with a password")
+    domain = _text(raw, "domain", fail)
+    if any(c.isspace() for c in domain) or "/" in domain or "@" in domain:
+        raise fail(f"domain must be a host name, got {domain!r}")
+    transport = (_text(raw, "transport", fail) or "udp").lower()
+    if transport not in TRANSPORTS:
+        raise fail(f"transport must be udp or tcp, got {transport!r}")
+    codecs = _names(raw, "codecs", fail)
+    for codec in codecs or ():
+        if codec.upper() not in CODECS:
+            raise fail(f"codec {codec!r} is not one of {', '.join(CODECS)}")
+    if codecs is not None and not codecs:
+        raise fail("codecs must name at least one codec")
+    dtmf = (_text(raw, "dtmf", fail) or "rfc4733").lower()
+    if dtmf not in DTMF_MODES:
+        raise fail(f"dtmf must be rfc4733 or info, got {dtmf!r}")
+    raw_headers = raw.get("headers", {})
+    if not isinstance(raw_headers, dict):
+        raise fail("headers must be a table of names to values")
+    headers: list[tuple[str, str]] = []
+    for header, value in raw_headers.items():
+        lower = header.lower()
+        if lower in RESERVED or lower in RESERVED_COMPACT:
+            raise fail(f"header {header} is set by the bridge itself")
+        try:
+            text = header_value(value)
+            check_header(header, text)
+        except HeaderError as exc:
+            raise fail(str(exc)) from None
+        headers.append((header, text))
+    allow = _names(raw, "allow_headers", fail)
+    return Trunk(
+        name=name,
+        host=host,
+        port=port,
+        username=username,
+        password=password,
+        password_env=password_env,
+        domain=domain,
+        transport=transport,
+        codecs=tuple(c.upper() for c in codecs or ()),
+        headers=tuple(headers),
+        dtmf=dtmf,
+        allow_headers=allow,
+    )
+
+
+_ROUTE_KEYS = frozenset({"match", "trunk", "user", "pattern", "allow_headers"})
+
+
+def _route(number: int, raw: object, trunks: Mapping[str, Trunk], fail: _Fail) -> Route:
+    if not isinstance(raw, dict):
+        raise fail("must be a table")
+    unknown = set(raw) - _ROUTE_KEYS
+    if unknown:
+        raise fail(f"unknown key {sorted(unknown)[0]!r}")
+    match = _text(raw, "match", fail)
+    if not match:
+        raise fail("match is missing")
+    trunk = _text(raw, "trunk", fail)
+    if not trunk:
+        raise fail("trunk is missing")
+    if trunk not in trunks:
+        raise fail(_unknown_trunk(trunk))
+    is_pattern = raw.get("pattern", False)
+    if not isinstance(is_pattern, bool):
+        raise fail("pattern must be true or false")
+    compiled: re.Pattern[str] | None = None
+    if is_pattern:
+        try:
+            compiled = re.compile(match)
+        except re.error as exc:
+            raise fail(f"bad regex {match!r}: {exc}") from None
+    user = _text(raw, "user", fail)
+    # The same check as the SIP agent's Request-URI, so a route cannot fail at dial time.
+    if user and not re.fullmatch(
+        r"(?:[A-Za-z0-9\-_.!~*'()&=+$,;?/#]|%[0-9A-Fa-f]{2}){1,128}", user
+    ):
+        raise fail(f"user {user!r} is not a SIP user part")
+    return Route(
+        match=match,
+        trunk=trunk,
+        user=user,
+        pattern=compiled,
+        allow_headers=_names(raw, "allow_headers", fail),
+    )
+
+
+def _text(raw: Mapping[str, object], key: str, fail: _Fail) -> str:
+    value = raw.get(key, "")
+    if not isinstance(value, str):
+        raise fail(f"{key} must be a string")
+    return value.strip()
+
+
+def _names(raw: Mapping[str, object], key: str, fail: _Fail) -> tuple[str, ...] | None:
+    if key not in raw:
+        return None
+    value = raw[key]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise fail(f"{key} must be an array of strings")
+    for name in value:
+        if not _TOKEN.fullmatch(name):
+            raise fail(f"{key}: {name!r} is not a SIP token")
+    return tuple(value)
