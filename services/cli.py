@@ -24,12 +24,26 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("up", help="run NATS and every service on this machine")
     for name, text in _SERVICES.items():
         commands.add_parser(name, help=f"run one {name} instance ({text}); needs NATS_URL")
+    probe_parser = commands.add_parser(
+        "probe", help="check the SIP trunk: DNS, connect, OPTIONS, credentials (no call placed)"
+    )
+    probe_parser.add_argument(
+        "--trunk", metavar="NAME", help="a trunk of PROVIDERS_FILE (default: .env)"
+    )
+    probe_parser.add_argument("--json", action="store_true", help="print one JSON object")
+    probe_parser.add_argument(
+        "--timeout", type=float, default=5.0, metavar="S", help="seconds per step (default 5)"
+    )
     args = parser.parse_args(argv)
 
     if args.command == "up":
         from services.supervisor import up
 
         return up()
+    if args.command == "probe":
+        from services.sipagent.probe import main as run_probe
+
+        return run_probe(args.trunk, args.json, args.timeout)
     module = importlib.import_module(f"services.{args.command}.app")
     return run_service(args.command, module.main)
 

@@ -1,0 +1,559 @@
+"""``bridge probe``: check a trunk without placing a call.
+
+Four steps, each one ``✓ step: detail`` or ``✗ step: reason`` line, stopping
+after a step that makes the rest meaningless:
+
+1. ``DNS``: resolve the trunk host.
+2. ``connect``: UDP has no connection; TCP opens one (timed).
+3. ``OPTIONS``: one OPTIONS round trip through the client transaction.
+4. ``credentials``: ``REGISTER`` with ``Expires: 0`` (no binding, no billable
+   call), the digest challenge answered with the agent's own code.
+
+Every wait is under the step timeout. The password is only ever hashed.
+Exit code: 0 when every step passed, 1 otherwise, 2 for bad settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import socket
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TextIO
+
+from sipmessage import Request, Response
+
+from services.common.providers import DEFAULT_TRUNK, Trunk
+from services.common.settings import (
+    Settings,
+    SettingsError,
+    load_settings,
+    local_address_toward,
+)
+from services.sipagent.sip.auth import CHALLENGE_HEADERS, AuthError, DigestAuthenticator
+from services.sipagent.sip.message import (
+    SipParseError,
+    StreamFramer,
+    make_request,
+    new_branch,
+    new_call_id,
+    new_tag,
+    parse_message,
+)
+from services.sipagent.sip.transaction import (
+    T1,
+    NonInviteClientTransaction,
+    ResponseReceived,
+    TransactionTimedOut,
+)
+
+USER_AGENT = "webrtc-sip-bridge/0.1 (probe)"
+DEFAULT_TIMEOUT = 5.0
+"Seconds allowed to each step."
+
+Addr = tuple[str, int]
+
+# Static RTP payload types (RFC 3551) a trunk may list without an rtpmap.
+_STATIC_PAYLOADS = {
+    "0": "PCMU",
+    "3": "GSM",
+    "4": "G723",
+    "8": "PCMA",
+    "9": "G722",
+    "18": "G729",
+}
+_RTPMAP = re.compile(r"^a=rtpmap:(\d+)\s+([^/\s]+)", re.MULTILINE)
+
+
+@dataclass
+class Step:
+    """The outcome of one step."""
+
+    name: str
+    ok: bool
+    detail: str
+    ms: float | None = None
+    "How long the step took, in milliseconds (None: not timed)."
+
+
+@dataclass
+class Report:
+    """Every step run against one trunk."""
+
+    trunk: str
+    host: str
+    port: int
+    transport: str
+    steps: list[Step] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.steps) and all(step.ok for step in self.steps)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.ok else 1
+
+    def to_json(self) -> str:
+        data = {
+            "trunk": self.trunk,
+            "host": self.host,
+            "port": self.port,
+            "transport": self.transport,
+            "ok": self.ok,
+            "steps": [asdict(step) for step in self.steps],
+        }
+        return json.dumps(data, ensure_ascii=False)
+
+    def to_text(self) -> str:
+        return "\n".join(format_step(step) for step in self.steps)
+
+
+def format_step(step: Step) -> str:
+    """``✓ name: detail`` or ``✗ name: reason``, on one line."""
+    mark = "✓" if step.ok else "✗"
+    detail = " ".join(step.detail.split())  # never more than one line
+    return f"{mark} {step.name}: {detail}"
+
+
+def codecs_of(sdp: str) -> list[str]:
+    """The encoding names an SDP's audio offers, in order (rtpmap names, static types)."""
+    names = {pt: name for pt, name in _RTPMAP.findall(sdp)}
+    codecs: list[str] = []
+    for line in sdp.splitlines():
+        if not line.startswith("m=audio "):
+            continue
+        for pt in line.split()[3:]:
+            name = names.get(pt) or _STATIC_PAYLOADS.get(pt)
+            if name and name not in codecs:
+                codecs.append(name)
+    if not codecs:  # no m=audio line: whatever rtpmap says
+        for name in names.values():
+            if name not in codecs:
+                codecs.append(name)
+    return codecs
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 1)
+
+
+def _host(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _status(response: Response) -> str:
+    return f"{response.code} {response.phrase}".strip()
+
+
+# --- the channel to the trunk -----------------------------------------------------
+
+
+class Channel:
+    """Bytes to the trunk and SIP messages back (one UDP socket or one TCP connection)."""
+
+    name = "udp"
+    reliable = False
+    local_port = 0
+
+    def __init__(self) -> None:
+        self.incoming: asyncio.Queue[bytes] = asyncio.Queue()
+        "Received messages; ``b''`` once a connection is closed by the far end."
+
+    def send(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+
+class _UdpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, queue: asyncio.Queue[bytes]) -> None:
+        self._queue = queue
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        self._queue.put_nowait(data)
+
+    def error_received(self, exc: Exception) -> None:
+        pass  # retransmissions and the timeout handle a lost datagram
+
+
+class UdpChannel(Channel):
+    def __init__(self, address: Addr) -> None:
+        super().__init__()
+        self._address = address
+        self._transport: asyncio.DatagramTransport | None = None
+
+    async def open(self, bind_host: str) -> None:
+        loop = asyncio.get_running_loop()
+        wildcard = "::" if ":" in self._address[0] else "0.0.0.0"
+        if not bind_host or (":" in bind_host) != (":" in self._address[0]):
+            bind_host = wildcard
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _UdpProtocol(self.incoming), local_addr=(bind_host, 0)
+        )
+        self._transport = transport
+        self.local_port = int(transport.get_extra_info("sockname")[1])
+
+    def send(self, data: bytes) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.sendto(data, self._address)
+
+    async def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+
+class TcpChannel(Channel):
+    name = "tcp"
+    reliable = True
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        super().__init__()
+        self._writer = writer
+        self.local_port = int(writer.get_extra_info("sockname")[1])
+        self._task = asyncio.create_task(self._read(reader))
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        framer = StreamFramer()
+        try:
+            while data := await reader.read(65536):
+                for message in framer.feed(data):
+                    self.incoming.put_nowait(message)
+        except (OSError, SipParseError):
+            pass
+        self.incoming.put_nowait(b"")
+
+    def send(self, data: bytes) -> None:
+        if not self._writer.is_closing():
+            self._writer.write(data)
+
+    async def close(self) -> None:
+        self._task.cancel()
+        self._writer.close()
+        with contextlib.suppress(OSError, asyncio.CancelledError):
+            await self._writer.wait_closed()
+
+
+# --- the probe --------------------------------------------------------------------
+
+
+class ProbeError(Exception):
+    """A round trip without a final response; the message says why."""
+
+
+class Probe:
+    """The steps against one trunk. ``run()`` returns the report."""
+
+    def __init__(
+        self,
+        trunk: Trunk,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        bind_host: str = "0.0.0.0",
+        public_ip: str = "",
+        t1: float = T1,
+        on_step: Callable[[Step], None] | None = None,
+    ) -> None:
+        self.trunk = trunk
+        self.timeout = timeout
+        self.bind_host = bind_host
+        self.public_ip = public_ip
+        self.t1 = t1
+        self.report = Report(trunk.name, trunk.host, trunk.port, trunk.transport)
+        self._on_step = on_step
+        self._channel: Channel | None = None
+        self._address: Addr = ("", 0)
+        self._call_id = new_call_id()
+        self._from_tag = new_tag()
+        self._cseq = 0
+        self._unanswered = False
+        "OPTIONS got no final response (timeout, closed connection)."
+
+    def _add(self, step: Step) -> bool:
+        self.report.steps.append(step)
+        if self._on_step is not None:
+            self._on_step(step)
+        return step.ok
+
+    async def run(self) -> Report:
+        try:
+            if not self._add(await self.dns()):
+                return self.report
+            if not self._add(await self.connect()):
+                return self.report
+            if not self._add(await self.options()) and self._unanswered:
+                return self.report  # REGISTER would meet the same silence
+            self._add(await self.credentials())
+            return self.report
+        finally:
+            if self._channel is not None:
+                await self._channel.close()
+
+    # --- 1. DNS
+
+    async def dns(self) -> Step:
+        trunk = self.trunk
+        loop = asyncio.get_running_loop()
+        kind = socket.SOCK_STREAM if trunk.transport == "tcp" else socket.SOCK_DGRAM
+        started = loop.time()
+        try:
+            infos = await asyncio.wait_for(
+                loop.getaddrinfo(trunk.host, trunk.port, type=kind), self.timeout
+            )
+        except TimeoutError:
+            return Step("DNS", False, f"{trunk.host} did not resolve in {self.timeout:g} s")
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            return Step("DNS", False, f"cannot resolve {trunk.host}: {reason}")
+        elapsed = _ms(loop.time() - started)
+        addresses: list[str] = []
+        # IPv4 first: the agent binds 0.0.0.0 by default.
+        for info in sorted(infos, key=lambda info: info[0] != socket.AF_INET):
+            address = str(info[4][0])
+            if address not in addresses:
+                addresses.append(address)
+        if not addresses:
+            return Step("DNS", False, f"{trunk.host} has no address", elapsed)
+        self._address = (addresses[0], trunk.port)
+        return Step("DNS", True, f"{trunk.host} → {', '.join(addresses)}", elapsed)
+
+    # --- 2. connect
+
+    async def connect(self) -> Step:
+        transport = self.trunk.transport
+        address = self._address
+        if transport == "tls":
+            return Step("connect", False, "tls is not supported yet (use udp or tcp)")
+        if transport == "udp":
+            channel = UdpChannel(address)
+            try:
+                await channel.open(self.bind_host)
+            except OSError as exc:
+                return Step("connect", False, f"cannot open a UDP socket: {exc.strerror or exc}")
+            self._channel = channel
+            return Step("connect", True, "udp (no connection)")
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        where = f"{_host(address[0])}:{address[1]}"
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(address[0], address[1]), self.timeout
+            )
+        except TimeoutError:
+            return Step("connect", False, f"tcp {where}: no connection in {self.timeout:g} s")
+        except OSError as exc:
+            return Step("connect", False, f"tcp {where}: {exc.strerror or exc}")
+        elapsed = _ms(loop.time() - started)
+        self._channel = TcpChannel(reader, writer)
+        return Step("connect", True, f"tcp {where} connected in {elapsed:g} ms", elapsed)
+
+    # --- requests
+
+    @property
+    def domain(self) -> str:
+        return _host(self.trunk.realm_domain)
+
+    def _sent_by(self) -> str:
+        assert self._channel is not None
+        local_ip = self.public_ip or local_address_toward(*self._address)
+        return f"{_host(local_ip)}:{self._channel.local_port}"
+
+    def request(
+        self, method: str, uri: str, to: str, headers: Sequence[tuple[str, str]] = ()
+    ) -> Request:
+        """A new request of the probe's one Call-ID, its own branch and the next CSeq."""
+        assert self._channel is not None
+        self._cseq += 1
+        user = self.trunk.username or "anonymous"
+        via = f"SIP/2.0/{self._channel.name.upper()} {self._sent_by()};branch={new_branch()};rport"
+        return make_request(
+            method,
+            uri,
+            [
+                ("Via", via),
+                ("Max-Forwards", "70"),
+                ("From", f"<sip:{user}@{self.domain}>;tag={self._from_tag}"),
+                ("To", to),
+                ("Call-ID", self._call_id),
+                ("CSeq", f"{self._cseq} {method}"),
+                *headers,
+                ("User-Agent", USER_AGENT),
+            ],
+        )
+
+    async def round_trip(self, request: Request, deadline: float) -> Response:
+        """The final response to ``request``; ``ProbeError`` by ``deadline`` or Timer F."""
+        channel = self._channel
+        assert channel is not None
+        loop = asyncio.get_running_loop()
+        transaction = NonInviteClientTransaction(request, reliable=channel.reliable, t1=self.t1)
+        transaction.start(loop.time())
+        while True:
+            for message in transaction.messages_to_send():
+                channel.send(bytes(message))
+            while (event := transaction.next_event()) is not None:
+                if isinstance(event, TransactionTimedOut):
+                    raise ProbeError("no answer (Timer F)")
+                if isinstance(event, ResponseReceived) and event.response.code >= 200:
+                    return event.response
+            now = loop.time()
+            if now >= deadline:
+                raise ProbeError(f"no answer in {self.timeout:g} s (timeout)")
+            timer = transaction.get_timer()
+            wake = deadline if timer is None else min(timer, deadline)
+            try:
+                data = await asyncio.wait_for(channel.incoming.get(), max(wake - now, 0.0))
+            except TimeoutError:
+                if timer is not None and timer <= deadline:
+                    transaction.handle_timer(max(loop.time(), timer))
+                continue
+            if not data:
+                raise ProbeError("connection closed by the far end")
+            try:
+                message = parse_message(data)
+            except SipParseError:
+                continue
+            if isinstance(message, Response) and transaction.matches(message):
+                transaction.receive(message, loop.time())
+
+    # --- 3. OPTIONS
+
+    async def options(self) -> Step:
+        loop = asyncio.get_running_loop()
+        uri = f"sip:{self.domain}"
+        request = self.request("OPTIONS", uri, f"<{uri}>", [("Accept", "application/sdp")])
+        started = loop.time()
+        try:
+            response = await self.round_trip(request, started + self.timeout)
+        except ProbeError as exc:
+            self._unanswered = True
+            return Step("OPTIONS", False, str(exc))
+        elapsed = _ms(loop.time() - started)
+        parts = [f"{_status(response)} in {elapsed:g} ms"]
+        for name in ("Allow", "Supported"):
+            values = response.headers.getlist(name)
+            if values:
+                parts.append(f"{name}: {', '.join(values)}")
+        agent = response.headers.get("Server") or response.headers.get("User-Agent")
+        if agent:
+            parts.append(f"Server: {agent}")
+        content_type = (response.headers.get("Content-Type") or "").lower()
+        codecs = codecs_of(response.body.decode("utf-8", "replace")) if response.body else []
+        if codecs and content_type.startswith("application/sdp"):
+            parts.append(f"codecs: {', '.join(codecs)}")
+        else:
+            parts.append("codecs: unknown (no SDP in the answer)")
+        # Any answer below 500 proves the trunk is there; 5xx/6xx is a failing trunk.
+        return Step("OPTIONS", response.code < 500, "; ".join(parts), elapsed)
+
+    # --- 4. credentials
+
+    async def credentials(self) -> Step:
+        trunk = self.trunk
+        if not trunk.username:
+            return Step("credentials", True, "no username configured (nothing to check)")
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        deadline = started + self.timeout
+        uri = f"sip:{self.domain}"
+        aor = f"<sip:{trunk.username}@{self.domain}>"
+        assert self._channel is not None
+        contact = f"<sip:{trunk.username}@{self._sent_by()};transport={self._channel.name}>"
+        extra = [("Contact", contact), ("Expires", "0")]
+        authenticator = DigestAuthenticator(trunk.username, trunk.password)
+        try:
+            response = await self.round_trip(self.request("REGISTER", uri, aor, extra), deadline)
+            challenged = response.code in CHALLENGE_HEADERS
+            if challenged:
+                try:
+                    header = authenticator.authorize(response, "REGISTER", uri)
+                except AuthError as exc:
+                    return Step("credentials", False, f"cannot answer the challenge: {exc}")
+                request = self.request("REGISTER", uri, aor, [*extra, header])
+                response = await self.round_trip(request, deadline)
+        except ProbeError as exc:
+            return Step("credentials", False, f"REGISTER: {exc}")
+        elapsed = _ms(loop.time() - started)
+        status = _status(response)
+        if 200 <= response.code < 300:
+            if challenged:
+                return Step("credentials", True, f"accepted ({status})", elapsed)
+            return Step(
+                "credentials", True, f"no challenge (registrar did not ask): {status}", elapsed
+            )
+        if response.code in (405, 501):
+            reason = "REGISTER not supported here (cannot check credentials without a call)"
+            return Step("credentials", False, f"{reason}: {status}", elapsed)
+        if challenged:
+            return Step("credentials", False, f"refused ({status})", elapsed)
+        return Step("credentials", False, f"REGISTER answered {status}", elapsed)
+
+
+# --- the command ------------------------------------------------------------------
+
+
+def pick_trunk(settings: Settings, name: str | None) -> Trunk:
+    """The trunk to probe; ``SettingsError`` naming the setting when there is none."""
+    if name is None or name == DEFAULT_TRUNK:
+        if settings.providers_config is not None and DEFAULT_TRUNK in settings.providers.trunks:
+            trunk = settings.providers.trunks[DEFAULT_TRUNK]
+        elif settings.default_trunk is not None:
+            trunk = settings.default_trunk
+        else:
+            raise SettingsError("SIP_TRUNK_HOST is not set (or give --trunk NAME)")
+    else:
+        if settings.providers_config is None:
+            raise SettingsError(f"--trunk {name}: PROVIDERS_FILE is not set")
+        trunks = settings.providers_config.trunks
+        if name not in trunks:
+            known = ", ".join(sorted(trunks)) or "none"
+            raise SettingsError(f"--trunk {name}: no such trunk in PROVIDERS_FILE (known: {known})")
+        trunk = trunks[name]
+    if trunk.missing_secret:
+        raise SettingsError(f"trunk {trunk.name!r}: password_env {trunk.password_env} is not set")
+    return trunk
+
+
+def main(
+    trunk_name: str | None = None,
+    as_json: bool = False,
+    timeout: float = DEFAULT_TIMEOUT,
+    *,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """Run the probe; print lines (or one JSON object); return the exit code."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    if not 0 < timeout <= 300:
+        print(
+            f"bridge probe: --timeout must be between 0 and 300 seconds, got {timeout:g}", file=err
+        )
+        return 2
+    try:
+        settings = load_settings()
+        trunk = pick_trunk(settings, trunk_name)
+    except SettingsError as exc:
+        print(f"bridge probe: {exc}", file=err)
+        return 2
+
+    def show(step: Step) -> None:
+        if not as_json:
+            print(format_step(step), file=out, flush=True)
+
+    probe = Probe(
+        trunk,
+        timeout=timeout,
+        bind_host=settings.sip_bind_host,
+        public_ip=settings.public_ip,
+        on_step=show,
+    )
+    report = asyncio.run(probe.run())
+    if as_json:
+        print(report.to_json(), file=out)
+    return report.exit_code
