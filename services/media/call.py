@@ -224,7 +224,7 @@ class MediaCall:
                 await self._fail_media()
                 return
             first = trunk.codec is None
-            trunk.start((host, media.port), media.codec)
+            moved = trunk.start((host, media.port), media.codec) and not first
         span.set_attribute("bridge.codec", media.codec.name)
         span.set_attribute("bridge.browser_codec", self._browser_codec)
         if first:
@@ -237,6 +237,15 @@ class MediaCall:
                 media.port,
                 " (early)" if early else "",
                 self._browser_codec,
+            )
+        elif moved:
+            log.info(
+                "call %s media moved: trunk %s/%d at %s:%d",
+                self.call_id,
+                media.codec.name,
+                media.codec.payload_type,
+                host,
+                media.port,
             )
 
     # -- browser leg callbacks ---------------------------------------------------

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 RTP_VERSION = 2
 HEADER_SIZE = 12
 MAX_PAYLOAD = 1500 - HEADER_SIZE
+STALE_GRACE = 2.0
+"Seconds after a retarget during which the previous address cannot latch the stream again."
 
 _HEADER = struct.Struct("!BBHII")
 _EXTENSION = struct.Struct("!HH")
@@ -137,9 +139,18 @@ class RtpSession:
         self._last_sequence = 0
         self._clock_rate = clock_rate
         self._transit: float | None = None
+        self._stale: Address | None = None
+        self._stale_until = 0.0
 
-    def retarget(self, remote: Address, payload_type: int) -> None:
-        """Follow a new SDP answer (e.g. 200 OK after 183): new address, latch again."""
+    def retarget(self, remote: Address, payload_type: int, now: float) -> None:
+        """Follow a new SDP answer (e.g. 200 OK after 183): new address, latch again.
+
+        Early media still in flight from the previous address (an announcement
+        server, say) must not win the new latch: for ``STALE_GRACE`` seconds its
+        packets are dropped unless the new answer names that very address.
+        """
+        if remote != self.remote:
+            self._stale, self._stale_until = self.remote, now + STALE_GRACE
         self.remote = remote
         self.payload_type = payload_type
         self.latched = False
@@ -149,6 +160,9 @@ class RtpSession:
         """The audio payload of a datagram from ``addr``, or None if it is dropped."""
         stats = self.stats
         if self.latched and addr != self.remote:
+            stats.dropped += 1
+            return None
+        if not self.latched and addr == self._stale and now < self._stale_until:
             stats.dropped += 1
             return None
         try:

@@ -39,6 +39,8 @@ class TrunkLeg(asyncio.DatagramProtocol):
         self._decode: NDArray[np.int16] | None = None
         self._pcm = np.zeros(_MAX_SAMPLES, dtype=np.int16)
         self.codec: Codec | None = None
+        self._answer: tuple[Address, Codec] | None = None
+        "The trunk's SDP answer applied last: where its ``c=``/``m=`` point, and the codec."
         self.send_errors = 0
 
     @classmethod
@@ -57,16 +59,25 @@ class TrunkLeg(asyncio.DatagramProtocol):
     def stats(self) -> RtpStats | None:
         return self._session.stats if self._session else None
 
-    def start(self, remote: Address, codec: Codec) -> None:
-        """Apply the trunk's answer; a later answer (200 after 183) retargets the stream."""
+    def start(self, remote: Address, codec: Codec) -> bool:
+        """Apply the trunk's answer; a later, different answer (200 after 183) retargets.
+
+        The same answer again (a 200 repeating the 183's SDP) changes nothing:
+        the stream stays latched and early media carries on without a gap.
+        True when the answer changed anything.
+        """
+        if self._answer == (remote, codec):
+            return False
         encode, _ = CODECS[codec.name.upper()]
         decode = DECODE_TABLES[codec.name.upper()]
         if self._session is None:
             self._session = RtpSession(remote, codec.payload_type)
         else:
-            self._session.retarget(remote, codec.payload_type)
+            self._session.retarget(remote, codec.payload_type, self._loop.time())
         self._encode, self._decode = encode, decode
         self.codec = codec
+        self._answer = (remote, codec)
+        return True
 
     # -- asyncio.DatagramProtocol ---------------------------------------------
 

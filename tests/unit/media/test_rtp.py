@@ -2,7 +2,7 @@ import struct
 
 import pytest
 
-from services.media.rtp import HEADER_SIZE, RtpError, RtpPacket, RtpSession
+from services.media.rtp import HEADER_SIZE, STALE_GRACE, RtpError, RtpPacket, RtpSession
 
 TRUNK = ("192.0.2.10", 40000)
 
@@ -126,9 +126,42 @@ def test_retarget_latches_again() -> None:
     session = RtpSession(TRUNK, 0)
     session.receive(packet(1), TRUNK, 0)
     other = ("192.0.2.20", 50000)
-    session.retarget(other, 8)
+    session.retarget(other, 8, 0)
     assert session.remote == other and not session.latched
     assert session.receive(packet(7, pt=8, ssrc=99), other, 0) is not None
+
+
+def test_retarget_ignores_the_previous_source_for_a_while() -> None:
+    # Early media latched to a media server behind NAT; the 200 names the callee.
+    session = RtpSession(TRUNK, 0)
+    early = ("198.51.100.7", 31000)
+    assert session.receive(packet(1), early, 10.0) is not None
+    callee = ("192.0.2.20", 50000)
+    session.retarget(callee, 0, 10.0)
+    # Early media still in flight cannot win the new latch...
+    assert session.receive(packet(2), early, 10.5) is None
+    assert not session.latched and session.remote == callee
+    # ...the callee's stream can.
+    assert session.receive(packet(1, ssrc=99), callee, 10.6) is not None
+    assert session.latched and session.remote == callee
+    assert session.receive(packet(3), early, 10.7) is None
+
+
+def test_retarget_falls_back_to_the_previous_source_after_the_grace() -> None:
+    # A far end that moved its SDP but still sends from where it did: heard again.
+    session = RtpSession(TRUNK, 0)
+    session.receive(packet(1), TRUNK, 0.0)
+    session.retarget(("192.0.2.20", 50000), 0, 1.0)
+    assert session.receive(packet(2), TRUNK, 1.0 + STALE_GRACE - 0.1) is None
+    assert session.receive(packet(3), TRUNK, 1.0 + STALE_GRACE) is not None
+    assert session.latched and session.remote == TRUNK
+
+
+def test_retarget_to_the_same_address_latches_at_once() -> None:
+    session = RtpSession(TRUNK, 0)
+    session.receive(packet(1), TRUNK, 0.0)
+    session.retarget(TRUNK, 8, 0.0)
+    assert session.receive(packet(2, pt=8), TRUNK, 0.1) is not None
 
 
 def test_loss_counting_with_wrap_and_reordering() -> None:

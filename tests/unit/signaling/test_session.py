@@ -114,6 +114,24 @@ def test_early_media_flag() -> None:
     assert sent(actions) == [{"type": "ringing", "early_media": True}]
 
 
+def test_183_without_sdp_then_180_keeps_ringing() -> None:
+    h = Harness()
+    h.offer()
+    h.prepared()
+    h.invite_sent()
+    actions = h.event(ProgressReceived(call_id="call1", status=183))
+    assert sent(actions) == [{"type": "ringing"}]
+    assert h.state() == State.RINGING
+    timer = h.session.get_timer()
+    actions = h.event(ProgressReceived(call_id="call1", status=180))
+    assert sent(actions) == [{"type": "ringing"}]
+    assert h.state() == State.RINGING
+    # Another provisional response does not push the safety timer out.
+    assert h.session.get_timer() == timer
+    actions = h.event(CallAnswered(call_id="call1", answer_sdp="v=0 trunk"))
+    assert sent(actions) == [{"type": "connected"}]
+
+
 def test_rejected_call_reports_status() -> None:
     h = Harness()
     h.offer()
