@@ -19,13 +19,22 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	touch $@
 
 # sipp plays the SIP trunk, Chromium the person at the page; docker-compose
-# validates compose.yaml (tests/deploy).
+# validates compose.yaml (tests/deploy). baresip is a real phone, kamailio a
+# registrar and proxy, dnsmasq a DNS server for SRV/NAPTR and stunnel puts TLS
+# in front of sipp (Debian's sipp is built without it).
+SYSTEM_TOOLS := sipp:sip-tester chromium:chromium docker-compose:docker-compose \
+	baresip:baresip kamailio:kamailio dnsmasq:dnsmasq-base stunnel4:stunnel4
 system-deps:
-	@if ! command -v sipp >/dev/null || ! command -v chromium >/dev/null \
-	    || ! command -v docker-compose >/dev/null; then \
+	@missing=""; for pair in $(SYSTEM_TOOLS); do \
+	  command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair#*:}"; \
+	done; \
+	if [ -z "$$(find /usr/lib -path '*kamailio/modules/tls.so' 2>/dev/null)" ]; then \
+	  missing="$$missing kamailio-tls-modules"; \
+	fi; \
+	if [ -n "$$missing" ]; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -q && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q sip-tester chromium docker-compose; \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$missing; \
 	fi
 
 run: $(VENV)/.installed

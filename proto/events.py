@@ -108,6 +108,8 @@ class InviteSent(Event, frozen=True, tag="invite.sent"):
     "Instance id of the SIP agent that owns the dialog."
     request_uri: str
     "The Request-URI of the INVITE (no credentials)."
+    dtmf: str = "rfc4733"
+    "DTMF toward the trunk: ``rfc4733`` (media, if the answer has telephone-event) or ``info``."
 
 
 class ProgressReceived(Event, frozen=True, tag="progress.received"):
@@ -124,6 +126,64 @@ class CallAnswered(Event, frozen=True, tag="call.answered"):
 
     answer_sdp: str
     "The trunk's SDP answer."
+
+
+class SessionUpdated(Event, frozen=True, tag="session.updated"):
+    """The trunk's side of the media session changed and the change was accepted.
+
+    Sent after a re-INVITE or UPDATE from the trunk was answered, after our
+    own hold/resume re-INVITE got its 2xx, and after a transfer connected the
+    call to a new party. Media retargets RTP to ``remote_sdp`` and sends to
+    the trunk only while neither side holds.
+    """
+
+    remote_sdp: str
+    "The trunk's current SDP (its offer or answer): address, port, payload types, direction."
+    local_hold: bool = False
+    "The browser put the trunk on hold (our SDP says ``sendonly``)."
+    remote_hold: bool = False
+    "The trunk put us on hold (its SDP says ``sendonly`` or ``inactive``)."
+    transferred_to: str = ""
+    "Set when a transfer (REFER) connected the call to this party (a SIP URI, no credentials)."
+
+
+class HoldFailed(Event, frozen=True, tag="hold.failed"):
+    """The trunk refused our hold or resume re-INVITE; the session is unchanged."""
+
+    held: bool
+    "What was asked: True for hold, False for resume."
+    status: int | None = None
+    "The SIP status of the refusal; None when the re-INVITE timed out."
+    reason: str = ""
+    "Human-readable reason, safe to show to the caller."
+
+
+class DtmfReceived(Event, frozen=True, tag="dtmf.received"):
+    """The trunk sent a DTMF digit (RFC 4733 event in RTP, or SIP INFO)."""
+
+    digit: str
+    "One of ``0-9``, ``*``, ``#``, ``A-D``."
+    method: str
+    "``rfc4733`` or ``info``."
+
+
+# --- signaling → call subject (browser actions during a call) ------------------
+
+
+class HoldRequested(Event, frozen=True, tag="hold.requested"):
+    """The browser asked to put the trunk on hold, or to resume."""
+
+    held: bool
+    "True: hold (re-INVITE with ``sendonly``); False: resume (``sendrecv``)."
+
+
+class DtmfRequested(Event, frozen=True, tag="dtmf.requested"):
+    """The browser sent DTMF digits for the trunk, already checked by signaling."""
+
+    digits: str
+    "One to 32 of ``0-9``, ``*``, ``#``, ``A-D``; sent in order."
+    duration_ms: int = 160
+    "How long each digit sounds (RFC 4733 event duration or INFO ``Duration``)."
 
 
 # --- any service → its call subject --------------------------------------------
@@ -162,4 +222,9 @@ AnyEvent = (
     | HangupRequested
     | CallEnded
     | CallDeclined
+    | SessionUpdated
+    | HoldFailed
+    | DtmfReceived
+    | HoldRequested
+    | DtmfRequested
 )
