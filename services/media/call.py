@@ -220,7 +220,10 @@ class MediaCall:
             log.debug(
                 "call %s: no telephone-event in the answer; DTMF left to SIP INFO", self.call_id
             )
-        elif not trunk.send_dtmf(event.digits, event.duration_ms):
+        elif trunk.send_dtmf(event.digits, event.duration_ms):
+            # How many, never which: digits may be a PIN.
+            log.info("call %s: DTMF %d digit(s) as RFC 4733", self.call_id, len(event.digits))
+        else:
             log.info("call %s: DTMF %d digit(s) not sent: on hold", self.call_id, len(event.digits))
 
     async def _handle_session_updated(self, event: SessionUpdated) -> None:
