@@ -100,8 +100,12 @@ class TrunkLeg(asyncio.DatagramProtocol):
         if session is None:
             session = self._session = RtpSession(remote, codec.payload_type)
             session.on_event = self._on_event
-        elif self._answer is None or self._answer[:2] != (remote, codec):
+        elif self._answer is None or self._answer[0] != remote:
             session.retarget(remote, codec.payload_type, self._loop.time())
+        else:
+            # Same address, new codec: keep the latch (a trunk behind NAT sends
+            # from elsewhere than its SDP says, and must not be cut off).
+            session.payload_type = codec.payload_type
         session.event_payload_type = dtmf_pt
         self.dtmf_payload_type = dtmf_pt
         if self._dtmf is not None and dtmf_pt is not None:

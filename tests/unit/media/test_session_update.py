@@ -270,3 +270,19 @@ async def test_codec_change_in_an_update_is_followed(trunks: list[Trunk]) -> Non
 
 def test_event_payload_layout() -> None:
     assert struct.unpack("!BBH", event_payload(11, True, 800)) == (11, 0x80 | 10, 800)
+
+
+async def test_codec_change_keeps_a_latched_source(trunks: list[Trunk]) -> None:
+    sdp_socket, nat_socket = trunks
+    leg, played, port = await leg_with_trunk(sdp_socket)
+    # The trunk sends from another port than its SDP names (a NAT): latched there.
+    nat_socket.sock.sendto(bytes(RtpPacket(0, 1, 160, 0x55, b"\x80" * 160)), ("127.0.0.1", port))
+    await until(lambda: len(played) == 1)
+    media = parse_answer(answer_sdp(sdp_socket.port, pt=8))
+    assert leg.start(("127.0.0.1", sdp_socket.port), media.codec, media.dtmf_pt)
+    nat_socket.sock.sendto(bytes(RtpPacket(8, 2, 320, 0x55, b"\xd5" * 160)), ("127.0.0.1", port))
+    await until(lambda: len(played) == 2, timeout=1.0)
+    leg.send_pcm(FRAME)
+    (packet,) = await nat_socket.packets(1)
+    assert packet.payload_type == 8
+    leg.close()
