@@ -27,12 +27,16 @@ from proto.events import (
     CallAnswered,
     CallEnded,
     CallRequested,
+    DtmfReceived,
+    DtmfRequested,
     HangupRequested,
     IceCandidateReceived,
+    InviteSent,
     MediaConnected,
     MediaFailed,
     MediaPrepared,
     ProgressReceived,
+    SessionUpdated,
 )
 from services.common.bus import Bus, Handler
 from services.common.metrics import IN, OUT, Metrics
@@ -46,6 +50,8 @@ from services.media.webrtc_leg import BadOfferError, WebRtcLeg
 
 log = logging.getLogger(__name__)
 
+RFC4733 = "rfc4733"
+"``InviteSent.dtmf`` when DTMF goes in RTP (by us), if the answer has telephone-event."
 WATCHDOG_MARGIN = 5.0
 "Seconds of slack over the longest set-up signaling and the SIP agent may take."
 CLOSE_TIMEOUT = 5.0
@@ -89,6 +95,8 @@ class MediaCall:
         self._pump: asyncio.Task[None] | None = None
         self._browser_codec = "?"
         self._answered = False
+        self._dtmf_mode = RFC4733
+        "How the SIP agent told us DTMF goes to this trunk (``InviteSent.dtmf``)."
         self._metrics = metrics
         self._reported = (0, 0, 0, 0, 0)
         "RTP counters already added to the metrics: packets in/out, bytes in/out, lost."
@@ -96,10 +104,13 @@ class MediaCall:
             IceCandidateReceived: self._handle_ice_candidate,
             HangupRequested: self._handle_hangup,
             CallEnded: self._handle_call_ended,
+            DtmfRequested: self._handle_dtmf_requested,
         }
         self._sipagent_handlers: dict[type, Callable[[Any], Coroutine[Any, Any, None]]] = {
+            InviteSent: self._handle_invite_sent,
             ProgressReceived: self._handle_progress,
             CallAnswered: self._handle_answered,
+            SessionUpdated: self._handle_session_updated,
             CallEnded: self._handle_call_ended,
         }
 
@@ -148,7 +159,7 @@ class MediaCall:
     async def _prepare(self, offer_sdp: str) -> MediaPrepared | MediaFailed:
         try:
             self._port, self._socket = self._ports.allocate()
-            self._trunk = await TrunkLeg.open(self._socket, self._playout.push)
+            self._trunk = await TrunkLeg.open(self._socket, self._playout.push, self._on_digit)
             self._webrtc = WebRtcLeg(self._settings, self._on_connected, self._on_failed)
             answer_sdp = await self._webrtc.answer(offer_sdp, self._playout)
         except (NoPortsError, BadOfferError) as exc:
@@ -196,6 +207,28 @@ class MediaCall:
     async def _handle_call_ended(self, event: CallEnded) -> None:
         self.end(f"call ended ({event.cause})")
 
+    async def _handle_invite_sent(self, event: InviteSent) -> None:
+        self._dtmf_mode = event.dtmf
+
+    async def _handle_dtmf_requested(self, event: DtmfRequested) -> None:
+        # The SIP agent sends INFO instead when the mode is ``info`` or the
+        # answer has no telephone-event: the same rule, so exactly one of us sends.
+        trunk = self._trunk
+        if trunk is None or self._ending or self._dtmf_mode != RFC4733:
+            return
+        if trunk.dtmf_payload_type is None:
+            log.debug(
+                "call %s: no telephone-event in the answer; DTMF left to SIP INFO", self.call_id
+            )
+        elif trunk.send_dtmf(event.digits, event.duration_ms):
+            # How many, never which: digits may be a PIN.
+            log.info("call %s: DTMF %d digit(s) as RFC 4733", self.call_id, len(event.digits))
+        else:
+            log.info("call %s: DTMF %d digit(s) not sent: on hold", self.call_id, len(event.digits))
+
+    async def _handle_session_updated(self, event: SessionUpdated) -> None:
+        await self._apply_trunk_answer(event.remote_sdp, early=False, update=event)
+
     async def _handle_progress(self, event: ProgressReceived) -> None:
         if event.early_sdp:
             await self._apply_trunk_answer(event.early_sdp, early=True)
@@ -205,13 +238,18 @@ class MediaCall:
         self._cancel_watchdog()
         await self._apply_trunk_answer(event.answer_sdp, early=False)
 
-    async def _apply_trunk_answer(self, sdp: str, early: bool) -> None:
+    async def _apply_trunk_answer(
+        self, sdp: str, early: bool, update: SessionUpdated | None = None
+    ) -> None:
         with _tracer.start_as_current_span(
-            "media.answer", attributes={"bridge.call_id": self.call_id, "bridge.early": early}
+            "media.answer" if update is None else "media.update",
+            attributes={"bridge.call_id": self.call_id, "bridge.early": early},
         ) as span:
-            await self._apply_trunk_answer_traced(sdp, early, span)
+            await self._apply_trunk_answer_traced(sdp, early, span, update)
 
-    async def _apply_trunk_answer_traced(self, sdp: str, early: bool, span: trace.Span) -> None:
+    async def _apply_trunk_answer_traced(
+        self, sdp: str, early: bool, span: trace.Span, update: SessionUpdated | None
+    ) -> None:
         async with self._lock:
             trunk = self._trunk
             if trunk is None or self._ending:
@@ -220,11 +258,30 @@ class MediaCall:
                 media = parse_answer(sdp)
                 host = await _resolve(media.address, media.port)
             except (SdpError, OSError) as exc:
+                if update is not None:
+                    # The SIP agent accepted it; keep the media as it was.
+                    log.warning("call %s: unusable updated trunk SDP: %s", self.call_id, exc)
+                    return
                 log.warning("call %s: unusable trunk SDP: %s", self.call_id, exc)
                 await self._fail_media()
                 return
             first = trunk.codec is None
-            moved = trunk.start((host, media.port), media.codec) and not first
+            remote = (host, media.port)
+            if update is not None:
+                if trunk.remote is not None and _is_unspecified(host):
+                    # RFC 2543 hold (c=0.0.0.0): no new address, keep the old one.
+                    remote = trunk.remote
+                held = update.local_hold or update.remote_hold
+                if held != trunk.held:
+                    log.info(
+                        "call %s media %s (local hold %s, remote hold %s)",
+                        self.call_id,
+                        "on hold" if held else "resumed",
+                        update.local_hold,
+                        update.remote_hold,
+                    )
+                trunk.set_hold(held)
+            moved = trunk.start(remote, media.codec, media.dtmf_pt) and not first
         span.set_attribute("bridge.codec", media.codec.name)
         span.set_attribute("bridge.browser_codec", self._browser_codec)
         if first:
@@ -249,6 +306,9 @@ class MediaCall:
             )
 
     # -- browser leg callbacks ---------------------------------------------------
+
+    def _on_digit(self, digit: str) -> None:
+        self._spawn(self._publish(DtmfReceived(call_id=self.call_id, digit=digit, method=RFC4733)))
 
     def _on_connected(self) -> None:
         self._spawn(self._publish(MediaConnected(call_id=self.call_id)))
@@ -384,6 +444,13 @@ class MediaCall:
             self._playout.underruns,
             self._playout.overflow,
         )
+
+
+def _is_unspecified(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
 
 
 async def _resolve(host: str, port: int) -> str:

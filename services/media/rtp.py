@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 RTP_VERSION = 2
@@ -21,6 +22,8 @@ _HEADER = struct.Struct("!BBHII")
 _EXTENSION = struct.Struct("!HH")
 
 Address = tuple[str, int]
+EventSink = Callable[[int, bytes], None]
+"Takes the RTP timestamp and payload of one telephone-event packet."
 
 
 class RtpError(ValueError):
@@ -125,6 +128,9 @@ class RtpSession:
     ) -> None:
         self.remote = remote
         self.payload_type = payload_type
+        self.event_payload_type: int | None = None
+        "The trunk's telephone-event payload type; its packets go to ``on_event``, not audio."
+        self.on_event: EventSink | None = None
         self.latched = False
         self.stats = RtpStats()
         # Outgoing stream state: random starts (RFC 3550 section 5.1) unless given.
@@ -171,7 +177,10 @@ class RtpSession:
             stats.dropped += 1
             return None
         if second & 0x7F != self.payload_type:
-            # telephone-event, comfort noise or RTCP muxed by mistake.
+            if second & 0x7F == self.event_payload_type and self.on_event is not None:
+                self._receive_event(data, addr, now, ssrc, sequence, timestamp, start, end)
+                return None
+            # Comfort noise, an unknown payload type or RTCP muxed by mistake.
             stats.dropped += 1
             return None
         if not self.latched:
@@ -183,6 +192,30 @@ class RtpSession:
         self._count_loss(ssrc, sequence)
         self._count_jitter(timestamp, now)
         return data[start:end]
+
+    def _receive_event(
+        self,
+        data: bytes,
+        addr: Address,
+        now: float,
+        ssrc: int,
+        sequence: int,
+        timestamp: int,
+        start: int,
+        end: int,
+    ) -> None:
+        # Events share the voice sequence space: count them or voice after
+        # them would look lost. Their timestamp stands still, so no jitter.
+        if not self.latched:
+            self.remote = addr
+            self.latched = True
+        stats = self.stats
+        stats.packets_in += 1
+        stats.bytes_in += len(data)
+        stats.last_in = now
+        self._count_loss(ssrc, sequence)
+        assert self.on_event is not None
+        self.on_event(timestamp, data[start:end])
 
     def _count_jitter(self, timestamp: int, now: float) -> None:
         transit = now * self._clock_rate - timestamp
@@ -208,6 +241,35 @@ class RtpSession:
         elif self.stats.lost > 0:
             # A late packet filled a gap counted earlier.
             self.stats.lost -= 1
+
+    @property
+    def next_timestamp(self) -> int:
+        """The timestamp the next voice packet will carry."""
+        return self._timestamp
+
+    def advance(self, samples: int) -> None:
+        """Move the media clock on by ``samples`` without sending (an event or a pause)."""
+        self._timestamp = (self._timestamp + samples) & 0xFFFFFFFF
+
+    def new_talkspurt(self) -> None:
+        """Mark the next voice packet as the start of a talkspurt (after hold, say)."""
+        self._first_out = True
+
+    def event_packet(
+        self, payload_type: int, payload: bytes, timestamp: int, marker: bool, now: float
+    ) -> memoryview:
+        """The next outgoing packet with its own payload type and ``timestamp`` (an RFC 4733
+        event): same SSRC and sequence space as voice; the media clock is left alone."""
+        size = HEADER_SIZE + len(payload)
+        second = payload_type | (0x80 if marker else 0)
+        _HEADER.pack_into(self._buffer, 0, 0x80, second, self._sequence, timestamp, self.ssrc)
+        self._buffer[HEADER_SIZE:size] = payload
+        self._sequence = (self._sequence + 1) & 0xFFFF
+        stats = self.stats
+        stats.packets_out += 1
+        stats.bytes_out += size
+        stats.last_out = now
+        return self._view[:size]
 
     def packet_for(self, payload: bytes, timestamp_step: int, now: float) -> memoryview:
         """The next outgoing packet carrying ``payload``; then advance by ``timestamp_step``.

@@ -34,7 +34,8 @@ from services.signaling.actions import (
     Subscribe,
     Unsubscribe,
 )
-from services.signaling.session import END_STATES, BrowserSession
+from services.signaling.session import BrowserSession
+from services.signaling.states import END_STATES
 
 log = logging.getLogger(__name__)
 

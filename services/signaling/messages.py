@@ -30,10 +30,16 @@ BAD_DESTINATION = "bad_destination"
 NO_DESTINATION = "no_destination"
 BAD_HEADERS = errors.BAD_HEADERS
 UNKNOWN_DESTINATION = errors.UNKNOWN_DESTINATION
+BAD_DTMF = errors.BAD_DTMF
+NOT_CONNECTED = errors.NOT_CONNECTED
+HOLD_FAILED = errors.HOLD_FAILED
+
+MAX_DTMF_DIGITS = 32
 
 # A SIP user part (RFC 3261 unreserved and user-unreserved characters), which
 # covers numbers like +15551234567 and names like support or ai_assistant.
 _DESTINATION = re.compile(r"^[A-Za-z0-9+\-_.!~*'()&=$,;?/#]{1,64}$")
+_DTMF = re.compile(rf"[0-9*#A-D]{{1,{MAX_DTMF_DIGITS}}}")
 
 
 class MessageError(Exception):
@@ -71,7 +77,22 @@ class Ice:
     sdp_mline_index: int | None
 
 
-BrowserMessage = Offer | Hangup | Ice
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """``{"type": "hold"}`` or ``{"type": "unhold"}``: hold the trunk, or resume."""
+
+    held: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Dtmf:
+    """``{"type": "dtmf"}``: digits for the trunk."""
+
+    digits: str
+    "1 to 32 of ``0-9``, ``*``, ``#``, ``A-D`` (lower-case letters are taken as upper)."
+
+
+BrowserMessage = Offer | Hangup | Ice | Hold | Dtmf
 
 
 def is_valid_destination(destination: str) -> bool:
@@ -133,10 +154,28 @@ def _parse_ice(data: dict[str, Any]) -> Ice:
     return Ice(candidate=candidate, sdp_mid=sdp_mid, sdp_mline_index=index)
 
 
+def _parse_hold(data: dict[str, Any]) -> Hold:
+    return Hold(held=True)
+
+
+def _parse_unhold(data: dict[str, Any]) -> Hold:
+    return Hold(held=False)
+
+
+def _parse_dtmf(data: dict[str, Any]) -> Dtmf:
+    digits = data.get("digits")
+    if not isinstance(digits, str) or not _DTMF.fullmatch(digits.upper()):
+        raise MessageError(BAD_DTMF, f"'digits' must be 1-{MAX_DTMF_DIGITS} of 0-9, *, #, A-D")
+    return Dtmf(digits=digits.upper())
+
+
 _PARSERS: dict[str, Callable[[dict[str, Any]], BrowserMessage]] = {
     "offer": _parse_offer,
     "hangup": _parse_hangup,
     "ice": _parse_ice,
+    "hold": _parse_hold,
+    "unhold": _parse_unhold,
+    "dtmf": _parse_dtmf,
 }
 
 
@@ -162,6 +201,18 @@ def connected() -> Outgoing:
 
 def ended(status: int | None, reason: str, cause: str) -> Outgoing:
     return {"type": "ended", "status": status, "reason": reason, "cause": cause}
+
+
+def hold_changed(local: bool, remote: bool) -> Outgoing:
+    return {"type": "hold_changed", "local": local, "remote": remote}
+
+
+def transferred(target: str) -> Outgoing:
+    return {"type": "transferred", "target": target}
+
+
+def dtmf(digit: str, method: str) -> Outgoing:
+    return {"type": "dtmf", "digit": digit, "method": method}
 
 
 def error(code: str, message: str) -> Outgoing:

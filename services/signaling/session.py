@@ -12,7 +12,6 @@ an ``ended`` message to the browser and the session back in ``IDLE``.
 
 from __future__ import annotations
 
-import enum
 import logging
 import uuid
 from collections.abc import Callable
@@ -26,19 +25,34 @@ from proto.events import (
     CallEnded,
     CallRequested,
     DialRequested,
+    DtmfReceived,
+    DtmfRequested,
     HangupRequested,
+    HoldFailed,
+    HoldRequested,
     IceCandidateReceived,
     InviteSent,
     MediaFailed,
     MediaPrepared,
     ProgressReceived,
+    SessionUpdated,
 )
 from services.common.fleet.placement import Placement
-from services.common.providers import HeaderError
 from services.common.settings import Settings
 from services.signaling import messages
 from services.signaling.actions import Action, Close, Publish, SendMessage, Subscribe, Unsubscribe
-from services.signaling.messages import BrowserMessage, Hangup, Ice, MessageError, Offer
+from services.signaling.controls import CallControls
+from services.signaling.destinations import check_route, pick_destination
+from services.signaling.messages import (
+    BrowserMessage,
+    Dtmf,
+    Hangup,
+    Hold,
+    Ice,
+    MessageError,
+    Offer,
+)
+from services.signaling.states import END_STATES, IN_CALL, State
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +62,6 @@ SHUTDOWN_GRACE = 2.0
 "The same wait when the service is stopping."
 MAX_BUFFERED_CANDIDATES = 64
 "ICE candidates kept until a media worker has taken the call."
-DEMO_DESTINATION = "echo"
-"Where every call goes in demo mode: the built-in echo peer."
 
 # Reasons shown to people when the bridge itself ends a call.
 _REASONS = {
@@ -61,38 +73,6 @@ _REASONS = {
     errors.SETUP_FAILED: "Call set-up failed",
     errors.INTERNAL: "Internal error",
 }
-
-
-class State(enum.Enum):
-    IDLE = "idle"
-    "No call; waiting for an offer (no timer: a person may take their time)."
-    WAITING_MEDIA = "waiting_media"
-    "CallRequested sent; waiting for MediaPrepared (SETUP_TIMEOUT)."
-    WAITING_INVITE = "waiting_invite"
-    "DialRequested sent; waiting for InviteSent (SETUP_TIMEOUT)."
-    INVITING = "inviting"
-    "A SIP agent sent the INVITE (safety timer: INVITE_TIMEOUT + SETUP_TIMEOUT)."
-    RINGING = "ringing"
-    "The trunk sent 180/183 (same safety timer)."
-    CONNECTED = "connected"
-    "The trunk answered (no timer: calls last as long as people talk)."
-    HANGING_UP = "hanging_up"
-    "HangupRequested sent; waiting for CallEnded (HANGUP_GRACE)."
-    CLOSED = "closed"
-    "The socket is gone and no call is left; the session is finished."
-
-
-END_STATES = frozenset({State.CLOSED})
-_IN_CALL = frozenset(
-    {
-        State.WAITING_MEDIA,
-        State.WAITING_INVITE,
-        State.INVITING,
-        State.RINGING,
-        State.CONNECTED,
-        State.HANGING_UP,
-    }
-)
 
 
 def new_call_id() -> str:
@@ -127,6 +107,8 @@ class BrowserSession:
         self._answered = False
         self._hangup_cause = ""
         self._candidates: list[Ice] = []
+        self._controls: CallControls | None = None
+        "Hold and DTMF of the current call, once it is connected."
 
     # --- what the adapter reads ------------------------------------------------
 
@@ -173,7 +155,7 @@ class BrowserSession:
 
     def handle_event(self, event: AnyEvent, now: float) -> None:
         """An event arrived on one of the current call's subjects."""
-        if event.call_id != self._call_id or self._state not in _IN_CALL:
+        if event.call_id != self._call_id or self._state not in IN_CALL:
             # In flight when the call ended, or meant for an older call.
             log.debug("ignored %s for call %s", type(event).__name__, event.call_id)
             return
@@ -192,6 +174,8 @@ class BrowserSession:
                 self._on_answered(event, now)
             case HangupRequested():
                 self._on_hangup_requested(event, now)
+            case SessionUpdated() | HoldFailed() | DtmfReceived():
+                self._on_in_call_event(event)
             case CallEnded():
                 if event.code:
                     # The SIP agent refused the call (e.g. unknown_destination).
@@ -243,16 +227,18 @@ class BrowserSession:
             self._handle_offer(message, now)
         elif isinstance(message, Hangup):
             self._handle_hangup(now)
-        else:
+        elif isinstance(message, Ice):
             self._handle_ice(message)
+        else:
+            self._handle_control(message)
 
     def _handle_offer(self, offer: Offer, now: float) -> None:
         if self._state != State.IDLE:
             raise MessageError(messages.CALL_IN_PROGRESS, "a call is already in progress")
         if self._closing:
             raise MessageError(errors.SETUP_FAILED, "the bridge is shutting down")
-        destination = self._pick_destination(offer.destination)
-        headers = self._check_route(destination, offer.headers)
+        destination = pick_destination(self._settings, offer.destination)
+        headers = check_route(self._settings, destination, offer.headers)
         call_id = self._make_call_id()
         self._call_id = call_id
         self._destination = destination
@@ -278,41 +264,6 @@ class BrowserSession:
         self._publish(subject, self._request)
         self._set_state(State.WAITING_MEDIA, now + self._settings.setup_timeout)
 
-    def _pick_destination(self, requested: str) -> str:
-        if self._settings.demo:
-            return DEMO_DESTINATION
-        destination = requested or self._settings.default_destination
-        if not destination:
-            raise MessageError(
-                messages.NO_DESTINATION, "no destination given and no default configured"
-            )
-        if not messages.is_valid_destination(destination):
-            raise MessageError(
-                messages.BAD_DESTINATION,
-                "destination must be 1-64 characters: letters, digits or +-_.!~*'()&=$,;?/#",
-            )
-        return destination
-
-    def _check_route(self, destination: str, headers: dict[str, str]) -> dict[str, str]:
-        """The offer's headers if ``destination`` has a route that allows them.
-
-        Refused here, before any work is published, so an unknown destination
-        costs no media port and no INVITE leaves. The SIP agent routes again
-        from the same file and is the one that picks the trunk.
-        """
-        if self._settings.demo:
-            return {}
-        target = self._settings.providers.route(destination)
-        if target is None:
-            raise MessageError(
-                messages.UNKNOWN_DESTINATION, f"no route to destination {destination!r}"
-            )
-        try:
-            target.check_headers(headers)
-        except HeaderError as exc:
-            raise MessageError(messages.BAD_HEADERS, str(exc)) from None
-        return headers
-
     def _handle_hangup(self, now: float) -> None:
         if self._state == State.IDLE:
             raise MessageError(messages.NO_CALL, "there is no call to hang up")
@@ -325,9 +276,22 @@ class BrowserSession:
             # No media worker has subscribed yet: keep it until one has.
             if len(self._candidates) < MAX_BUFFERED_CANDIDATES:
                 self._candidates.append(ice)
-        elif self._state in _IN_CALL and self._state != State.HANGING_UP:
+        elif self._state in IN_CALL and self._state != State.HANGING_UP:
             self._forward_candidate(ice)
         # Before an offer or while hanging up a candidate has nowhere to go.
+
+    def _handle_control(self, message: Hold | Dtmf) -> None:
+        controls = self._controls
+        if controls is None or self._state != State.CONNECTED:
+            what = "DTMF" if isinstance(message, Dtmf) else "hold"
+            raise MessageError(messages.NOT_CONNECTED, f"{what} needs a connected call")
+        event: DtmfRequested | HoldRequested | None
+        if isinstance(message, Dtmf):
+            event = controls.dtmf(message.digits)
+        else:
+            event = controls.hold(message.held)
+        if event is not None:
+            self._publish(subjects.call_events(controls.call_id, "signaling"), event)
 
     def _forward_candidate(self, ice: Ice) -> None:
         assert self._call_id is not None
@@ -418,8 +382,21 @@ class BrowserSession:
     def _on_answered(self, event: CallAnswered, now: float) -> None:
         if self._state in (State.WAITING_INVITE, State.INVITING, State.RINGING):
             self._answered = True
+            self._controls = CallControls(event.call_id)
             self._send(messages.connected())
             self._set_state(State.CONNECTED, None)
+
+    def _on_in_call_event(self, event: SessionUpdated | HoldFailed | DtmfReceived) -> None:
+        controls = self._controls
+        if controls is None or self._state == State.HANGING_UP:
+            return
+        if isinstance(event, SessionUpdated):
+            for message in controls.session_updated(event):
+                self._send(message)
+        elif isinstance(event, HoldFailed):
+            self._send(controls.hold_failed(event))
+        else:
+            self._send(controls.dtmf_received(event))
 
     def _on_hangup_requested(self, event: HangupRequested, now: float) -> None:
         # Media gave up on the call; the SIP agent hears it too and will end
@@ -502,6 +479,7 @@ class BrowserSession:
         self._set_state(State.IDLE, None)
         self._call_id = None
         self._candidates = []
+        self._controls = None
         if not self._socket_open:
             self._set_state(State.CLOSED, None)
         elif self._closing:

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import wave
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from playwright.async_api import async_playwright, expect
 
+from tests.browser.chromium import launch
 from tests.integration.conftest import SipagentFactory, Stack
-from tests.integration.harness import Sipp, require_tool
+from tests.integration.harness import Sipp
 from tests.integration.test_call import CHALLENGE_401
 
 pytestmark = pytest.mark.timeout(120)
@@ -33,16 +32,6 @@ async () => {
 """
 
 
-def write_tone(path: Path, seconds: float = 10.0, rate: int = 48000) -> None:
-    t = np.arange(int(seconds * rate)) / rate
-    pcm = (12000 * np.sin(2 * np.pi * 440 * t)).astype("<i2")
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes(pcm.tobytes())
-
-
 async def inbound(page: Any, timeout: float = 5.0) -> dict[str, float]:
     # "Connected" follows the SIP answer; the first RTP packet may come a moment later.
     deadline = asyncio.get_running_loop().time() + timeout
@@ -58,28 +47,11 @@ async def test_start_call_hear_trunk_and_hang_up(
     trunk: Callable[..., Sipp],
     tmp_path: Path,
 ) -> None:
-    chromium = require_tool("chromium")
     sipp = trunk("challenge_echo_bye.xml", **CHALLENGE_401)
     sipagent(sipp.port)
-    microphone = tmp_path / "microphone.wav"
-    write_tone(microphone)
 
     async with async_playwright() as pw:
-        browser = await pw.chromium.launch(
-            executable_path=chromium,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-                "--use-fake-device-for-media-stream",
-                "--use-fake-ui-for-media-stream",
-                f"--use-file-for-fake-audio-capture={microphone}",
-                "--autoplay-policy=no-user-gesture-required",
-            ],
-        )
+        browser = await launch(pw, tmp_path)
         try:
             page = await browser.new_page()
             await page.goto(stack.base_url)

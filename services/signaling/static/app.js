@@ -10,6 +10,13 @@
   const hangupButton = $("hangup");
   const statusLine = $("status");
   const remoteAudio = $("remote-audio");
+  const holdButton = $("hold");
+  const holdState = $("hold-state");
+  const keypad = $("keypad");
+  const keys = Array.from(keypad.querySelectorAll("button[data-digit]"));
+  const sentDigits = $("dtmf-sent");
+  const receivedDigits = $("dtmf-received");
+  const transferNote = $("transfer");
 
   const GATHER_TIMEOUT_MS = 2000;
   const ENDED_WAIT_MS = 8000; // The bridge answers a hang-up within ~5 s.
@@ -19,6 +26,8 @@
     "bad_json", "bad_message", "unknown_type", "too_large",
     "bad_destination", "no_destination", "call_in_progress",
   ]);
+  // Errors about one in-call request; the call itself carries on.
+  const IN_CALL_ERRORS = new Set(["hold_failed", "bad_dtmf", "not_connected"]);
   const SIP_STATUS = {
     401: "Unauthorized", 403: "Forbidden", 404: "Not found", 407: "Unauthorized",
     408: "No answer", 410: "Gone", 480: "Unavailable", 484: "Incomplete number",
@@ -32,9 +41,11 @@
     media_failed: "Media failed", setup_failed: "Call could not be set up",
     internal: "Internal error",
   };
+  const DIGIT_KEYS = new Set("0123456789*#");
+  const KEY_FLASH_MS = 150;
 
   // Read by automated tests: the current (or last) call's peer connection.
-  const bridge = { pc: null, ws: null, state: "idle" };
+  const bridge = { pc: null, ws: null, state: "idle", hold: { local: false, remote: false } };
   window.bridge = bridge;
   Object.defineProperty(window, "bridgeCall", { get: () => bridge.pc });
 
@@ -53,6 +64,45 @@
     startButton.disabled = !idle;
     destinationInput.disabled = !idle;
     hangupButton.disabled = idle || state === "hangingup";
+    const connected = state === "connected";
+    holdButton.disabled = !connected;
+    keys.forEach((key) => { key.disabled = !connected; });
+  }
+
+  // What the page says about hold: ours first, the other side's second.
+  function showHold(local, remote) {
+    bridge.hold = { local, remote };
+    holdButton.textContent = local ? "Resume" : "Hold";
+    holdButton.setAttribute("aria-pressed", String(local));
+    const parts = [];
+    if (local) parts.push("On hold");
+    if (remote) parts.push("Held by the other side");
+    holdState.textContent = parts.join(" · ");
+    holdState.hidden = parts.length === 0;
+  }
+
+  function resetCallControls() {
+    showHold(false, false);
+    sentDigits.textContent = "";
+    receivedDigits.textContent = "";
+    transferNote.hidden = true;
+  }
+
+  function sendDigit(digit) {
+    if (bridge.state !== "connected") return;
+    if (!send({ type: "dtmf", digits: digit })) return;
+    sentDigits.textContent += digit;
+    const key = keys.find((k) => k.dataset.digit === digit);
+    if (key) {
+      key.classList.add("pressed");
+      setTimeout(() => key.classList.remove("pressed"), KEY_FLASH_MS);
+    }
+  }
+
+  function toggleHold() {
+    if (bridge.state !== "connected") return;
+    // The page changes only when `hold_changed` confirms it.
+    send({ type: bridge.hold.local ? "unhold" : "hold" });
   }
 
   function endedText(msg) {
@@ -118,6 +168,7 @@
 
   async function startCall() {
     lastError = "";
+    resetCallControls();
     setState("calling");
     setStatus("Calling…", "progress");
     try {
@@ -181,9 +232,25 @@
         break;
       case "ended":
         finish(`Ended: ${endedText(msg)}`);
+        showHold(false, false);
+        break;
+      case "hold_changed":
+        showHold(Boolean(msg.local), Boolean(msg.remote));
+        break;
+      case "dtmf":
+        if (typeof msg.digit === "string") receivedDigits.textContent += msg.digit;
+        break;
+      case "transferred":
+        transferNote.textContent = `Transferred to ${msg.target}`;
+        transferNote.hidden = false;
         break;
       case "error":
         if (msg.code === "no_call") break; // A hang-up that crossed `ended`.
+        if (IN_CALL_ERRORS.has(msg.code)) {
+          // The call goes on: say so without ending it.
+          if (bridge.state === "connected") setStatus(`Connected · ${msg.message}`, "ok");
+          break;
+        }
         if (REFUSALS.has(msg.code)) {
           lastError = "";
           finish(`Error: ${msg.message}`);
@@ -202,6 +269,17 @@
     if (bridge.state === "idle") startCall();
   });
   hangupButton.addEventListener("click", hangUp);
+  holdButton.addEventListener("click", toggleHold);
+  keys.forEach((key) => key.addEventListener("click", () => sendDigit(key.dataset.digit)));
+  document.addEventListener("keydown", (event) => {
+    // Typing digits dials them while connected, unless a text field has the focus.
+    if (bridge.state !== "connected" || event.ctrlKey || event.metaKey || event.altKey) return;
+    if (event.target instanceof HTMLInputElement) return;
+    if (DIGIT_KEYS.has(event.key)) {
+      event.preventDefault();
+      sendDigit(event.key);
+    }
+  });
 
   fetch("/config.json")
     .then((response) => response.json())

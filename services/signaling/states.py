@@ -1,0 +1,38 @@
+"""The states of a browser session and its call (see ``session.py``)."""
+
+from __future__ import annotations
+
+import enum
+
+
+class State(enum.Enum):
+    IDLE = "idle"
+    "No call; waiting for an offer (no timer: a person may take their time)."
+    WAITING_MEDIA = "waiting_media"
+    "CallRequested sent; waiting for MediaPrepared (SETUP_TIMEOUT)."
+    WAITING_INVITE = "waiting_invite"
+    "DialRequested sent; waiting for InviteSent (SETUP_TIMEOUT)."
+    INVITING = "inviting"
+    "A SIP agent sent the INVITE (safety timer: INVITE_TIMEOUT + SETUP_TIMEOUT)."
+    RINGING = "ringing"
+    "The trunk sent 180/183 (same safety timer)."
+    CONNECTED = "connected"
+    "The trunk answered (no timer: calls last as long as people talk)."
+    HANGING_UP = "hanging_up"
+    "HangupRequested sent; waiting for CallEnded (HANGUP_GRACE)."
+    CLOSED = "closed"
+    "The socket is gone and no call is left; the session is finished."
+
+
+END_STATES = frozenset({State.CLOSED})
+IN_CALL = frozenset(
+    {
+        State.WAITING_MEDIA,
+        State.WAITING_INVITE,
+        State.INVITING,
+        State.RINGING,
+        State.CONNECTED,
+        State.HANGING_UP,
+    }
+)
+"States of a session that holds a call."
