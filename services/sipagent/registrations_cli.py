@@ -69,11 +69,14 @@ def format_registration(instance_id: str, registration: TrunkRegistration, now: 
     return "  ".join(parts)
 
 
-def show(replies: list[RegistrationsReply], as_json: bool, out: TextIO) -> None:
+def show(
+    replies: list[RegistrationsReply], as_json: bool, out: TextIO, now: float | None = None
+) -> None:
+    """Print ``replies``; ``now``: the wall clock the remaining times count from."""
     if as_json:
         print(json.dumps(msgspec.to_builtins(replies), ensure_ascii=False), file=out)
         return
-    now = time.time()
+    now = time.time() if now is None else now
     for reply in replies:
         if not reply.registrations:
             print(f"{reply.instance_id}  (no trunk registers)", file=out)

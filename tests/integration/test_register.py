@@ -48,8 +48,9 @@ async def registrations_page(ops_port: int) -> list[dict[str, object]]:
     return registrations
 
 
-async def test_register_refresh_show_and_unregister_on_sigterm(
-    stack: Stack, sipagent: SipagentFactory, trunk: TrunkFactory, tmp_path: Path
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
+async def test_register_refresh_show_and_unregister_on_stop(
+    stack: Stack, sipagent: SipagentFactory, trunk: TrunkFactory, tmp_path: Path, stop: int
 ) -> None:
     sipp = trunk(SCENARIO)
     ops_port = free_port()
@@ -100,8 +101,8 @@ async def test_register_refresh_show_and_unregister_on_sigterm(
     (reply,) = json.loads(as_json.stdout)
     assert reply["registrations"][0]["state"] == "registered"
 
-    # SIGTERM: the binding is removed before the process exits.
-    assert process.stop(signal.SIGTERM) == 0
+    # SIGTERM (drain) or SIGINT (stop now): the binding is removed before the process exits.
+    assert process.stop(stop) == 0
     assert await sipp.wait(15) == 0, sipp.messages()
     received = registers(sipp.messages())
     assert len(received) == 6

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import time
 
 from proto.registrations import RegistrationsReply, TrunkRegistration
@@ -42,14 +41,14 @@ REPLIES = [
 
 def test_one_line_per_trunk_per_instance() -> None:
     out = io.StringIO()
-    show(REPLIES, False, out)
+    show(REPLIES, False, out, now=NOW)
     lines = out.getvalue().splitlines()
     assert len(lines) == 3
     main, backup, other = lines
     assert main.startswith("sipagent-a  main  registered  registrar=sip.example.com:5060")
-    assert re.search(r"expires in (300|299) s", main) and "(last: 200 OK)" in main
+    assert "expires in 300 s" in main and "(last: 200 OK)" in main
     assert backup.startswith("sipagent-a  backup  failed")
-    assert re.search(r"next attempt in (60|59) s", backup)
+    assert "next attempt in 60 s" in backup
     assert "(last: 403 Forbidden)" in backup
     assert other == "sipagent-b  (no trunk registers)"
 
