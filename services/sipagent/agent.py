@@ -333,14 +333,14 @@ class SipAgent:
                 now = self._loop.time()
                 self.registrations.pending(
                     RegistrationStatus(
-                        trunk.name,
-                        RegistrationState.FAILED,
-                        registrar,
-                        aor,
-                        None,
-                        None,
-                        str(exc),
-                        now + delay,
+                        trunk=trunk.name,
+                        state=RegistrationState.FAILED,
+                        registrar=registrar,
+                        aor=aor,
+                        expires_at=None,
+                        status_code=None,
+                        reason=str(exc),
+                        next_attempt_at=now + delay,
                     )
                 )
                 await asyncio.sleep(delay)
@@ -516,7 +516,7 @@ class SipAgent:
             transport.send(data, addr)
 
     def _rearm(self) -> None:
-        """One timer for the agent, at the earliest timer of any call."""
+        """One timer for the agent, at the earliest timer of any call or registration."""
         assert self._loop is not None
         timers = [h.call.get_timer() for h in self._calls.values()]
         timers.append(self.registrations.get_timer())
