@@ -81,7 +81,7 @@ class Metrics:
         )
         self.registration_registered = Gauge(
             "bridge_registration_registered",
-            "1 while a SIP agent's REGISTER binding at the trunk is in force, else 0.",
+            "1 while a SIP agent's registration at the trunk is 'registered', else 0.",
             ["trunk"],
             registry=registry,
         )

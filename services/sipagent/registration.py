@@ -9,7 +9,9 @@ once (again only when the registrar says the nonce is ``stale``), and:
 - on 423 Interval Too Brief asks again with the registrar's ``Min-Expires``;
 - after a failure (no answer, 403, 5xx...) tries again after a delay that
   doubles from ``BACKOFF_MIN`` up to ``BACKOFF_MAX``, jittered, unless the
-  registrar's ``Retry-After`` says when;
+  registrar's ``Retry-After`` says when; a failed refresh whose binding still
+  holds is retried at half the time left, so one lost answer does not let
+  the binding lapse;
 - on ``unregister`` sends ``Expires: 0`` and finishes on its final response
   or after ``UNREGISTER_TIMEOUT``, whichever comes first.
 
@@ -57,6 +59,8 @@ JITTER = 0.25
 "Each retry delay is shortened by up to this fraction, at random, so replicas spread out."
 REFRESH_MARGIN = 30.0
 "Seconds before expiry a long registration is refreshed."
+BOUND_RETRY_MIN = 1.0
+"Shortest delay between retries of a failed refresh while the binding still holds."
 UNREGISTER_TIMEOUT = 4.0
 "Seconds ``unregister`` waits for the registrar's answer before giving up."
 MAX_INTERVAL_RETRIES = 3
@@ -379,12 +383,19 @@ class Registration:
         if self.state is RegistrationState.UNREGISTERING:
             self._finish(reason)
             return
-        self._failures += 1
         self._status_code = code
         self._reason = reason
         if self._expires_at is not None and self._expires_at <= now:
             self._expires_at = None
-        delay = retry_after if retry_after else backoff_delay(self._failures, self._rng)
+        if retry_after:
+            delay: float = retry_after
+        elif self._expires_at is not None:
+            # A failed refresh while the binding holds: try again before it lapses,
+            # without counting toward the backoff.
+            delay = max(min(BACKOFF_MIN, (self._expires_at - now) / 2), BOUND_RETRY_MIN)
+        else:
+            self._failures += 1
+            delay = backoff_delay(self._failures, self._rng)
         self._next_attempt = now + delay
         self._set_state(RegistrationState.FAILED)
         log.warning(

@@ -227,10 +227,8 @@ def test_backoff_grows_and_is_capped() -> None:
         assert reg.state() is RegistrationState.REGISTERING
     assert delays == [30, 60, 120, 240, 480, 900, 900, 900]
     # Success resets it.
-    reg.ok(reg.challenge(request))
-    failing = reg.next_register()
-    assert reg.answer(failing, 500, "Server Internal Error") == []
-    assert reg.registration.status(reg.now).next_attempt_at == pytest.approx(reg.now + 30)
+    reg.ok(reg.challenge(request), [("Contact", f"{CONTACT};expires=60")])
+    assert fail_until_lapsed(reg) == BACKOFF_MIN
 
 
 def test_backoff_jitter_from_the_rng() -> None:
@@ -354,3 +352,30 @@ def test_no_password_in_status_or_logs(caplog: pytest.LogCaptureFixture) -> None
     status = reg.registration.status(reg.now)
     assert PASSWORD not in f"{status!r} {reg.registration!r}"
     assert PASSWORD not in caplog.text
+
+
+def test_failed_refresh_retried_before_the_binding_lapses() -> None:
+    reg = Registrar()
+    registered(reg)  # 600 s asked and granted: refresh at 570 s
+    refresh = reg.next_register()
+    assert reg.now == 570.0
+    assert reg.answer(refresh, 503, "Service Unavailable") == []
+    status = reg.registration.status(reg.now)
+    assert status.state is RegistrationState.FAILED
+    assert status.expires_at == 600.0  # the binding still holds
+    assert status.next_attempt_at == 585.0  # half of the 30 s left
+    again = reg.next_register()
+    reg.ok(reg.challenge(again))
+    assert reg.state() is RegistrationState.REGISTERED
+    # Retries while bound do not count: once it lapsed, the backoff starts at its start.
+    assert fail_until_lapsed(reg) == BACKOFF_MIN
+
+
+def fail_until_lapsed(reg: Registrar) -> float:
+    """Answer 503 to every REGISTER until the binding lapsed; the delay then."""
+    while True:
+        reg.answer(reg.next_register(), 503, "Service Unavailable")
+        status = reg.registration.status(reg.now)
+        assert status.state is RegistrationState.FAILED and status.next_attempt_at is not None
+        if status.expires_at is None:
+            return status.next_attempt_at - reg.now
