@@ -27,13 +27,23 @@ from services.common.settings import SettingsError, load_settings, nats_urls, re
 
 DEFAULT_TIMEOUT = 1.0
 "Seconds replies are gathered (several replicas may answer)."
+CONNECT_TIMEOUT = 5.0
+"Seconds allowed to reach NATS."
 
 
 async def gather(nats_url: str, timeout: float) -> list[RegistrationsReply]:
     """Every reply that arrives within ``timeout`` seconds, by instance id."""
-    nc = await nats.connect(
-        nats_urls(nats_url), connect_timeout=max(timeout, 1.0), max_reconnect_attempts=0
+
+    async def quiet(exc: Exception) -> None:
+        pass  # a failed connection is reported once, below, not as a traceback per attempt
+
+    connecting = nats.connect(
+        nats_urls(nats_url),
+        connect_timeout=CONNECT_TIMEOUT,
+        allow_reconnect=False,
+        error_cb=quiet,
     )
+    nc = await asyncio.wait_for(connecting, CONNECT_TIMEOUT)
     replies: list[RegistrationsReply] = []
 
     async def on_reply(msg: Msg) -> None:
@@ -96,8 +106,9 @@ def main(as_json: bool, timeout: float = DEFAULT_TIMEOUT) -> int:
     try:
         replies = asyncio.run(gather(settings.nats_url, timeout))
     except (OSError, TimeoutError, nats.errors.Error) as exc:
+        detail = f" ({exc})" if str(exc) else ""
         where = redact_url(settings.nats_url)
-        print(f"bridge registrations: cannot reach NATS at {where}: {exc}", file=sys.stderr)
+        print(f"bridge registrations: cannot reach NATS at {where}{detail}", file=sys.stderr)
         return 1
     show(replies, as_json, sys.stdout)
     if not replies:

@@ -115,3 +115,10 @@ def test_registrations_without_a_sip_agent_exits_non_zero(stack: Stack, tmp_path
     result = bridge("registrations", "--timeout", "0.5", nats_url=stack.nats_url, cwd=tmp_path)
     assert result.returncode == 1
     assert "no SIP agent answered" in result.stderr
+
+
+def test_registrations_without_nats_says_so(tmp_path: Path) -> None:
+    result = bridge("registrations", nats_url="nats://127.0.0.1:1", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip() == "bridge registrations: cannot reach NATS at nats://127.0.0.1:1"
+    assert result.stdout == ""
