@@ -50,6 +50,11 @@ def ready(service: Source) -> str:
     return f"{PREFIX}.ready.{service}"
 
 
+def registrations() -> str:
+    """Where ``bridge registrations`` asks; every SIP agent answers (no queue group)."""
+    return f"{PREFIX}.registrations.sipagent"
+
+
 # --- the fleet: liveness and placement ------------------------------------------
 
 _TOKEN_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")

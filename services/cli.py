@@ -34,6 +34,17 @@ def main(argv: list[str] | None = None) -> int:
     probe_parser.add_argument(
         "--timeout", type=float, default=5.0, metavar="S", help="seconds per step (default 5)"
     )
+    registrations_parser = commands.add_parser(
+        "registrations", help="REGISTER state of every trunk at every SIP agent (asked over NATS)"
+    )
+    registrations_parser.add_argument("--json", action="store_true", help="print one JSON array")
+    registrations_parser.add_argument(
+        "--timeout",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="seconds to gather answers from SIP agents (default 1)",
+    )
     args = parser.parse_args(argv)
 
     if args.command == "up":
@@ -44,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
         from services.sipagent.probe import main as run_probe
 
         return run_probe(args.trunk, args.json, args.timeout)
+    if args.command == "registrations":
+        from services.sipagent.registrations_cli import main as show_registrations
+
+        return show_registrations(args.json, args.timeout)
     module = importlib.import_module(f"services.{args.command}.app")
     return run_service(args.command, module.main)
 

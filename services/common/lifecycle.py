@@ -79,6 +79,10 @@ class Lifecycle:
         self.state.capacity = capacity
         self.metrics.track_active_calls(active)
 
+    def serve_json(self, name: str, provider: Callable[[], object]) -> None:
+        """Serve ``provider()`` as JSON at ``GET /<name>`` of the ops endpoint."""
+        self.state.json_routes[name] = provider
+
     def set_ready(self) -> None:
         """The service takes work: ``/readyz`` may say 200."""
         self.state.started = True

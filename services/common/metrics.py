@@ -79,6 +79,12 @@ class Metrics:
             buckets=JITTER_BUCKETS,
             registry=registry,
         )
+        self.registration_registered = Gauge(
+            "bridge_registration_registered",
+            "1 while a SIP agent's registration at the trunk is 'registered', else 0.",
+            ["trunk"],
+            registry=registry,
+        )
         self.nats_errors = Counter(
             "bridge_nats_errors",
             "NATS client errors, disconnections and failed publishes.",
@@ -92,6 +98,10 @@ class Metrics:
     def track_active_calls(self, count: Callable[[], int]) -> None:
         """Read ``bridge_active_calls`` from ``count()`` at every scrape."""
         self.active_calls.set_function(lambda: float(count()))
+
+    def track_registration(self, trunk: str, registered: Callable[[], bool]) -> None:
+        """Read ``bridge_registration_registered{trunk}`` from ``registered()`` at every scrape."""
+        self.registration_registered.labels(trunk).set_function(lambda: float(registered()))
 
     def record_outcome(self, cause: str, status: int | None) -> None:
         self.call_outcomes.labels(cause, "none" if status is None else str(status)).inc()

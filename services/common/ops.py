@@ -7,6 +7,8 @@ page so that probes and scrapes never share a port with browsers.
   been unreachable for ``NATS_GRACE`` seconds (a restart may help).
 - ``/readyz``: 200 ready, 429 at capacity, 503 starting, draining or without NATS.
 - ``/metrics``: the process's ``bridge_*`` metrics, Prometheus text format.
+- any ``/<name>`` a service added with ``Lifecycle.serve_json`` (the SIP
+  agent's ``/registrations``): JSON read at each request.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ import asyncio
 import enum
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -75,6 +78,8 @@ class ProcessState:
     bus_connected: Callable[[], bool] = lambda: True
     bus_lost_for: Callable[[float], float] = lambda now: 0.0
     "Seconds NATS has been lost, given the loop's time."
+    json_routes: dict[str, Callable[[], object]] = field(default_factory=dict)
+    "Extra ``GET /<name>`` pages of the service: what to serve as JSON, by name."
 
     def readiness(self) -> Readiness:
         return readiness(
@@ -101,6 +106,7 @@ class OpsServer:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics_page)
+        app.router.add_get("/{name}", self._json_page)
         return app
 
     async def start(self, host: str, port: int) -> None:
@@ -132,6 +138,12 @@ class OpsServer:
     async def _readyz(self, request: web.Request) -> web.Response:
         ready = self._state.readiness()
         return web.Response(status=ready.status, text=ready.text)
+
+    async def _json_page(self, request: web.Request) -> web.Response:
+        provider = self._state.json_routes.get(request.match_info["name"])
+        if provider is None:
+            raise web.HTTPNotFound()
+        return web.Response(body=msgspec.json.encode(provider()), content_type="application/json")
 
     async def _metrics_page(self, request: web.Request) -> web.Response:
         return web.Response(

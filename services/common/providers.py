@@ -30,6 +30,11 @@ CODECS = ("PCMU", "PCMA")
 TRANSPORTS = ("udp", "tcp")
 DTMF_MODES = ("rfc4733", "info")
 
+DEFAULT_REGISTER_EXPIRES = 600
+"Seconds of binding a REGISTER asks for by default (a dead agent's binding lasts that long)."
+REGISTER_EXPIRES_RANGE = (30, 86400)
+"Lowest and highest ``register_expires`` / ``SIP_REGISTER_EXPIRES`` accepted."
+
 MAX_HEADERS = 16
 "Custom headers one call may carry from the browser."
 MAX_VALUE_BYTES = 1024
@@ -106,6 +111,10 @@ class Trunk:
     "How DTMF goes to this trunk (stored for the DTMF feature)."
     allow_headers: tuple[str, ...] | None = None
     "Header names a browser may set (case-insensitive); None: any ``X-`` name."
+    register: bool = False
+    "Whether the SIP agent keeps a REGISTER binding at this trunk."
+    register_expires: int = DEFAULT_REGISTER_EXPIRES
+    "Seconds of binding each REGISTER asks for (the registrar may grant other)."
 
     @property
     def realm_domain(self) -> str:
@@ -343,6 +352,8 @@ _TRUNK_KEYS = frozenset(
         "headers",
         "dtmf",
         "allow_headers",
+        "register",
+        "register_expires",
     }
 )
 
@@ -404,6 +415,7 @@ def _trunk(name: str, raw: object, env: Mapping[str, str], fail: _Fail) -> Trunk
             raise fail(str(exc)) from None
         headers.append((header, text))
     allow = _names(raw, "allow_headers", fail)
+    register, register_expires = _register(raw, username, fail)
     return Trunk(
         name=name,
         host=host,
@@ -417,7 +429,23 @@ def _trunk(name: str, raw: object, env: Mapping[str, str], fail: _Fail) -> Trunk
         headers=tuple(headers),
         dtmf=dtmf,
         allow_headers=allow,
+        register=register,
+        register_expires=register_expires,
     )
+
+
+def _register(raw: Mapping[str, object], username: str, fail: _Fail) -> tuple[bool, int]:
+    """``register`` and ``register_expires`` of a trunk table."""
+    register = raw.get("register", False)
+    if not isinstance(register, bool):
+        raise fail("register must be true or false")
+    if register and not username:
+        raise fail("register = true needs a username")
+    expires = raw.get("register_expires", DEFAULT_REGISTER_EXPIRES)
+    lo, hi = REGISTER_EXPIRES_RANGE
+    if not isinstance(expires, int) or isinstance(expires, bool) or not lo <= expires <= hi:
+        raise fail(f"register_expires must be a whole number from {lo} to {hi}, got {expires!r}")
+    return register, expires
 
 
 _ROUTE_KEYS = frozenset({"match", "trunk", "user", "pattern", "allow_headers"})

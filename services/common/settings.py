@@ -16,7 +16,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from services.common.providers import (
+    DEFAULT_REGISTER_EXPIRES,
     DEFAULT_TRUNK,
+    REGISTER_EXPIRES_RANGE,
     Providers,
     ProvidersError,
     Trunk,
@@ -40,6 +42,9 @@ class Settings:
     sip_password: str = field(default="", repr=False)
     sip_domain: str = ""
     sip_transport: str = "udp"
+    sip_register: bool = False
+    "Keep a REGISTER binding at the ``default`` trunk."
+    sip_register_expires: int = DEFAULT_REGISTER_EXPIRES
     sip_bind_host: str = "0.0.0.0"
     sip_local_port: int = 0
     public_ip: str = ""
@@ -82,6 +87,8 @@ class Settings:
             password=self.sip_password,
             domain=self.sip_domain,
             transport=self.sip_transport,
+            register=self.sip_register,
+            register_expires=self.sip_register_expires,
         )
 
     @property
@@ -234,6 +241,14 @@ def load_settings(
     password = env.get("SIP_PASSWORD", "")
     if trunk_host and password and not username:
         raise SettingsError("SIP_USERNAME is required when SIP_PASSWORD is set")
+    register = _bool(env, "SIP_REGISTER")
+    if register and not trunk_host:
+        raise SettingsError("SIP_REGISTER=true needs SIP_TRUNK_HOST (the registrar)")
+    if register and not username:
+        raise SettingsError("SIP_REGISTER=true needs SIP_USERNAME")
+    register_expires = _int(
+        env, "SIP_REGISTER_EXPIRES", DEFAULT_REGISTER_EXPIRES, *REGISTER_EXPIRES_RANGE
+    )
 
     settings = Settings(
         nats_url=nats_url,
@@ -245,6 +260,8 @@ def load_settings(
         sip_password=password,
         sip_domain=_host(env, "SIP_DOMAIN", ""),
         sip_transport=transport,
+        sip_register=register,
+        sip_register_expires=register_expires,
         sip_bind_host=_host(env, "SIP_BIND_HOST", Settings.sip_bind_host),
         sip_local_port=_int(env, "SIP_LOCAL_PORT", 0, 0, 65535),
         public_ip=public_ip,

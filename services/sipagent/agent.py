@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import re
 import socket
 from collections.abc import Callable, Sequence
@@ -23,6 +24,13 @@ from services.common.settings import Settings, local_address_toward
 from services.sipagent.call import ALLOW, USER_AGENT, OutboundCall
 from services.sipagent.events import CallEvent
 from services.sipagent.recovery import RecoveredBye
+from services.sipagent.registration import (
+    Registration,
+    RegistrationState,
+    RegistrationStatus,
+    backoff_delay,
+)
+from services.sipagent.registrations import RegistrationTable
 from services.sipagent.sip.auth import DigestAuthenticator
 from services.sipagent.sip.message import (
     SipMessage,
@@ -167,6 +175,8 @@ class SipAgent:
         self._idle = asyncio.Event()
         "Set while no call is left, CANCEL, ACK and BYE clean-up included."
         self._idle.set()
+        self.registrations = RegistrationTable(self._send)
+        "The REGISTER bindings this agent keeps, routed like calls by Call-ID."
 
     async def start(self) -> None:
         """Bind the SIP transport (unless one was given)."""
@@ -293,7 +303,74 @@ class SipAgent:
         self._service(handle, None)
         self._rearm()
 
+    # --- registrations -------------------------------------------------------------
+
+    def register(self, trunk: Trunk) -> None:
+        """Keep a REGISTER binding at ``trunk`` until ``unregister_all``.
+
+        Returns at once: resolving the trunk and opening its transport happen
+        in the background, retried with the registration's backoff meanwhile.
+        """
+        if self._transport is None or self._loop is None:
+            raise DialError("SIP agent not started")
+        task = self._loop.create_task(self._register(trunk), name=f"register-{trunk.name}")
+        self.registrations.track(task)
+
+    async def _register(self, trunk: Trunk) -> None:
+        assert self._loop is not None
+        registrar = f"{_host(trunk.host)}:{trunk.port}"
+        aor = f"sip:{trunk.username}@{_host(trunk.realm_domain)}"
+        failures = 0
+        while True:
+            try:
+                transport = await self._transport_for(trunk.transport)
+                address = await self._resolve(trunk)
+                break
+            except DialError as exc:
+                failures += 1
+                delay = backoff_delay(failures, random.random)
+                log.warning("%s: cannot register: %s; again in %.0f s", trunk.name, exc, delay)
+                now = self._loop.time()
+                self.registrations.pending(
+                    RegistrationStatus(
+                        trunk=trunk.name,
+                        state=RegistrationState.FAILED,
+                        registrar=registrar,
+                        aor=aor,
+                        expires_at=None,
+                        status_code=None,
+                        reason=str(exc),
+                        next_attempt_at=now + delay,
+                    )
+                )
+                await asyncio.sleep(delay)
+        sent_by = self._sent_by(address, transport)
+        registration = Registration(
+            trunk=trunk.name,
+            registrar=registrar,
+            domain=_host(trunk.realm_domain),
+            username=trunk.username,
+            password=trunk.password,
+            contact=f"<sip:{trunk.username}@{sent_by};transport={transport.name}>",
+            sent_by=sent_by,
+            transport=transport.name,
+            expires=trunk.register_expires,
+            t1=self.config.t1,
+        )
+        self.registrations.host(registration, address, transport)
+        self.registrations.start(registration.call_id, self._loop.time())
+        self._rearm()
+
+    async def unregister_all(self, timeout: float) -> bool:
+        """Remove every binding (``Expires: 0``); False if some did not finish in ``timeout``."""
+        if self._loop is None:
+            return True
+        self.registrations.unregister_all(self._loop.time())
+        self._rearm()
+        return await self.registrations.wait_unregistered(timeout)
+
     async def close(self) -> None:
+        self.registrations.close()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -383,7 +460,10 @@ class SipAgent:
             return
         handle = self._calls.get(message.call_id)
         if handle is None:
-            self._stateless(message, addr, transport)
+            if self.registrations.receive(message, self._loop.time()):
+                self._rearm()
+            else:
+                self._stateless(message, addr, transport)
             return
         if handle.observer is not None:
             handle.observer("<", summary(message))
@@ -436,12 +516,11 @@ class SipAgent:
             transport.send(data, addr)
 
     def _rearm(self) -> None:
-        """One timer for the agent, at the earliest timer of any call."""
+        """One timer for the agent, at the earliest timer of any call or registration."""
         assert self._loop is not None
-        when = min(
-            (t for t in (h.call.get_timer() for h in self._calls.values()) if t is not None),
-            default=None,
-        )
+        timers = [h.call.get_timer() for h in self._calls.values()]
+        timers.append(self.registrations.get_timer())
+        when = min((t for t in timers if t is not None), default=None)
         if when == self._timer_at:
             return
         if self._timer is not None:
@@ -462,4 +541,5 @@ class SipAgent:
             if deadline is not None and deadline <= now:
                 handle.call.handle_timer(now)
                 self._service(handle, None)
+        self.registrations.handle_timer(now)
         self._rearm()

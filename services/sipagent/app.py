@@ -10,11 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from functools import partial
 
+from nats.aio.msg import Msg
 from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode
 
 from proto import errors, subjects
+from proto import registrations as registrations_proto
 from proto.events import (
     AnyEvent,
     CallAnswered,
@@ -45,6 +48,8 @@ log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE = 2.0
 "Seconds given to calls to end (CANCEL/BYE answered) when the service stops."
+UNREGISTER_GRACE = 5.0
+"Seconds given to the REGISTERs with ``Expires: 0`` when the service stops."
 
 TRACER_NAME = "bridge.sipagent"
 
@@ -394,6 +399,55 @@ class SipAgentService:
             await self._fleet.delete(event.call_id)
 
 
+def registrations_reply(
+    agent: SipAgent, instance_id: str
+) -> registrations_proto.RegistrationsReply:
+    """The agent's bindings as the bus and ``GET /registrations`` show them (wall clock)."""
+    now, wall = asyncio.get_running_loop().time(), time.time()
+
+    def epoch(when: float | None) -> float | None:
+        return None if when is None else round(wall + (when - now), 3)
+
+    return registrations_proto.RegistrationsReply(
+        instance_id=instance_id,
+        registrations=[
+            registrations_proto.TrunkRegistration(
+                trunk=status.trunk,
+                state=status.state.value,
+                registrar=status.registrar,
+                aor=status.aor,
+                expires_at=epoch(status.expires_at),
+                status_code=status.status_code,
+                reason=status.reason,
+                next_attempt_at=epoch(status.next_attempt_at),
+            )
+            for status in agent.registrations.statuses(now)
+        ],
+        sent_at=wall,
+    )
+
+
+def start_registrations(lc: Lifecycle, agent: SipAgent, providers: Providers) -> None:
+    """REGISTER to every trunk that asked for it; show them on ``/registrations`` and metrics."""
+    for trunk in providers.trunks.values():
+        if trunk.register:
+            agent.register(trunk)
+            lc.metrics.track_registration(
+                trunk.name, partial(agent.registrations.registered, trunk.name)
+            )
+    lc.serve_json("registrations", lambda: registrations_reply(agent, lc.settings.instance_id))
+
+
+async def answer_registrations(bus: Bus, agent: SipAgent, instance_id: str) -> None:
+    """Answer ``bridge registrations`` on the bus (every instance answers)."""
+
+    async def on_request(msg: Msg) -> None:
+        reply = registrations_reply(agent, instance_id)
+        await msg.respond(registrations_proto.encode(reply))
+
+    await bus.client.subscribe(subjects.registrations(), cb=on_request)
+
+
 async def main(lc: Lifecycle) -> None:
     """Run one SIP agent; drain on SIGTERM, hang up every call on SIGINT."""
     settings = lc.settings
@@ -406,7 +460,9 @@ async def main(lc: Lifecycle) -> None:
     bus: Bus | None = None
     fleet: FleetMember | None = None
     try:
+        start_registrations(lc, agent, providers)
         bus = await lc.connect_bus()
+        await answer_registrations(bus, agent, settings.instance_id)
         service = SipAgentService(
             bus, agent, settings.instance_id, metrics=lc.metrics, providers=providers
         )
@@ -436,6 +492,9 @@ async def main(lc: Lifecycle) -> None:
         log.info("stopping: hanging up %d call(s)", service.active_calls)
         await service.shutdown()
     finally:
+        # SIGTERM and SIGINT alike: the trunk must not keep routing to a stopped agent.
+        if not await agent.unregister_all(UNREGISTER_GRACE):
+            log.info("some registrar did not answer the unregistration in time")
         if fleet is not None:
             await fleet.close()
         await agent.close()
