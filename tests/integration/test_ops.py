@@ -243,10 +243,9 @@ async def test_sigint_stops_a_sip_agent_now_with_bye(
     client = await connect_call(stack)
     try:
         assert agent.popen is not None
-        started = time.monotonic()
         agent.popen.send_signal(signal.SIGINT)
+        # SIGINT stops now: no drain, so the exit comes well within the drain timeout.
         assert await exit_code(agent, 5) == 0, agent.log()[-3000:]
-        assert time.monotonic() - started < 5
         assert await sipp.wait(5) == 0, f"no BYE on SIGINT:\n{sipp.messages()}"
         ended = await client.expect("ended", 10)
         assert ended["cause"] in ("normal", "internal"), ended
