@@ -1,8 +1,14 @@
-"""The asyncio side of the SIP user agent: one transport, many calls.
+"""The asyncio side of the SIP user agent: transports, many calls.
 
-``SipAgent`` moves bytes between the transport and the sans-I/O
+``SipAgent`` moves bytes between the transports and the sans-I/O
 ``OutboundCall`` objects (found by SIP Call-ID), keeps one ``loop.call_at``
 timer for all of them, and answers requests that belong to no call.
+
+A dial resolves the trunk (or its outbound proxy) per RFC 3263 into an
+ordered list of targets. An INVITE that gets no response at all (Timer B, a
+connection or TLS failure) or a 503 before any provisional response is
+placed again, as a new INVITE, on the next target; a 503's Retry-After
+keeps that target aside for every call of the process (``Backoff``).
 """
 
 from __future__ import annotations
@@ -10,19 +16,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import socket
+import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from sipmessage import URI, Request, Response
 
+from proto import errors
 from proto.fleet import SipDialogRecord
 from services.common.providers import Trunk
 from services.common.settings import Settings, local_address_toward
-from services.sipagent.call import ALLOW, USER_AGENT, OutboundCall
-from services.sipagent.events import CallEvent
+from services.common.sipaddr import OutboundProxy
+from services.sipagent.call import ALLOW, USER_AGENT, CallState, OutboundCall
+from services.sipagent.events import CallEvent, Ended
 from services.sipagent.recovery import RecoveredBye
+from services.sipagent.resolve import Backoff, Target, retry_after
 from services.sipagent.sip.auth import DigestAuthenticator
 from services.sipagent.sip.message import (
     SipMessage,
@@ -34,7 +43,14 @@ from services.sipagent.sip.message import (
     summary,
 )
 from services.sipagent.sip.transaction import T1
-from services.sipagent.transport import Addr, SipTransport, open_transport
+from services.sipagent.sipdns import ResolveError, SipResolver
+from services.sipagent.transport import (
+    Addr,
+    SipTransport,
+    TlsTransport,
+    client_context,
+    open_transport,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +69,10 @@ class DialError(Exception):
     """The call could not be placed; the message says why."""
 
 
+class UnreachableError(DialError):
+    """The trunk's name did not resolve to any target."""
+
+
 def check_destination(destination: str) -> None:
     """Raise ``ValueError`` unless ``destination`` can be a SIP user part."""
     sip_user(destination)
@@ -66,9 +86,9 @@ def sip_user(destination: str) -> str:
     return destination.replace("#", "%23")
 
 
-def request_uri_for(destination: str, domain: str) -> str:
+def request_uri_for(destination: str, domain: str, scheme: str = "sip") -> str:
     """``sip:<destination>@<domain>``; ``ValueError`` unless a valid SIP user part."""
-    uri = URI.parse(f"sip:{sip_user(destination)}@{_host(domain)}")
+    uri = URI.parse(f"{scheme}:{sip_user(destination)}@{_host(domain)}")
     # As it goes on the wire, so the digest "uri" matches the Request-URI exactly.
     return str(uri)
 
@@ -80,16 +100,22 @@ def _host(host: str) -> str:
 @dataclass(frozen=True)
 class AgentConfig:
     trunk_host: str
-    trunk_port: int = 5060
+    trunk_port: int = 0
+    "0: not given (RFC 3263 resolution)."
     domain: str = ""
     username: str = ""
     password: str = field(default="", repr=False)
     transport: str = "udp"
+    transport_explicit: bool = True
     bind_host: str = "0.0.0.0"
     local_port: int = 0
     public_ip: str = ""
     invite_timeout: float = 60.0
     t1: float = T1
+    tls_ca: str = ""
+    tls_verify: bool = True
+    dns_servers: tuple[tuple[str, int], ...] = ()
+    outbound_proxy: OutboundProxy | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AgentConfig:
@@ -100,10 +126,15 @@ class AgentConfig:
             username=settings.sip_username,
             password=settings.sip_password,
             transport=settings.sip_transport,
+            transport_explicit=settings.sip_transport_explicit,
             bind_host=settings.sip_bind_host,
             local_port=settings.sip_local_port,
             public_ip=settings.public_ip,
             invite_timeout=settings.invite_timeout,
+            tls_ca=settings.sip_tls_ca,
+            tls_verify=settings.sip_tls_verify,
+            dns_servers=settings.sip_dns_servers,
+            outbound_proxy=settings.sip_outbound_proxy,
         )
 
 
@@ -132,8 +163,27 @@ class SipCall(Protocol):
     def finished(self) -> bool: ...
 
 
+@dataclass
+class _Dial:
+    """What a failover needs to place the same call on the next target."""
+
+    trunk: Trunk
+    destination: str
+    offer_sdp: str
+    headers: list[tuple[str, str]]
+    targets: list[Target]
+    "Targets not tried yet, in order."
+    deadline: float
+    "INVITE_TIMEOUT counts from the first INVITE, across targets."
+    proxy: OutboundProxy | None = None
+
+
 class CallHandle:
-    """One placed call as the service sees it: a queue of events and a hang-up."""
+    """One placed call as the service sees it: a queue of events and a hang-up.
+
+    After a failover ``call``, ``trunk`` and ``transport`` are those of the
+    INVITE to the current target.
+    """
 
     def __init__(
         self, agent: SipAgent, call: SipCall, trunk: Addr, transport: SipTransport | None = None
@@ -144,7 +194,16 @@ class CallHandle:
         "The transport of the call (None: the agent's first one)."
         self.events: asyncio.Queue[CallEvent] = asyncio.Queue()
         self.observer: SipObserver | None = None
+        self.target: Target | None = None
         self._agent = agent
+        self._dial: _Dial | None = None
+        self._provisional = False
+        "The current target sent a provisional response: no failover from here on."
+        self._hung_up = False
+        self._retired = False
+        "An earlier attempt kept only to absorb retransmissions: its events go nowhere."
+        self._closed = False
+        "Ended by the agent itself (transport failure): nothing more to do."
 
     @property
     def request_uri(self) -> str:
@@ -157,6 +216,10 @@ class CallHandle:
 class SipAgent:
     def __init__(self, config: AgentConfig, transport: SipTransport | None = None) -> None:
         self.config = config
+        self.backoff = Backoff()
+        "Targets that answered 503 with Retry-After, for every call of the process."
+        self._resolver = SipResolver(config.dns_servers, ipv6=":" in config.bind_host)
+        self._tls_contexts: dict[str, ssl.SSLContext] = {}
         self._transport = transport
         self._transports: dict[str, SipTransport] = {}
         "Every open transport by name: the configured one, and others trunks asked for."
@@ -175,6 +238,12 @@ class SipAgent:
         if self._transport is None:
             self._transport = await self._open(config.transport, config.local_port)
         self._transports[self._transport.name] = self._transport
+        self._transport.on_error = self._on_transport_error_of(self._transport)
+        if not config.tls_verify:
+            log.warning(
+                "SIP_TLS_VERIFY=false: TLS certificates of trunks and proxies are not checked;"
+                " anyone on the path can pose as the trunk"
+            )
         log.info(
             "sip %s on %s:%d toward %s:%d",
             self._transport.name,
@@ -212,6 +281,9 @@ class SipAgent:
             password=config.password,
             domain=config.domain,
             transport=self._transport.name if self._transport else config.transport,
+            transport_explicit=config.transport_explicit,
+            tls_ca=config.tls_ca,
+            outbound_proxy=config.outbound_proxy,
         )
 
     async def dial(
@@ -229,39 +301,91 @@ class SipAgent:
         ``trunk``: where to (default: the configured trunk); ``destination`` is
         the user part dialled there. ``headers`` go in the INVITE only.
         """
-        config = self.config
         if self._transport is None or self._loop is None:
             raise DialError("SIP agent not started")
         trunk = trunk or self.default_trunk()
         if not trunk.host:
             raise DialError("no SIP trunk configured")
-        domain = trunk.realm_domain
         try:
-            request_uri = request_uri_for(destination, domain)
+            request_uri_for(destination, trunk.realm_domain)
         except ValueError as exc:
             raise DialError(f"invalid destination: {exc}") from None
-        transport = await self._transport_for(trunk.transport)
-        address = await self._resolve(trunk)
-        sent_by = self._sent_by(address, transport)
+        proxy = trunk.outbound_proxy or self.config.outbound_proxy
+        targets = await self._resolve(trunk, proxy)
+        now = self._loop.time()
+        dial = _Dial(
+            trunk,
+            destination,
+            offer_sdp,
+            list(headers),
+            self.backoff.usable(targets, now),
+            now + self.config.invite_timeout,
+            proxy,
+        )
+        # Open every transport the targets need now: a failover cannot wait.
+        for target in dial.targets:
+            await self._transport_for(target.transport)
+        target = dial.targets.pop(0)
+        handle = CallHandle(self, self._new_call(call_id, dial, target, now), target.addr)
+        handle.observer = observer
+        handle._dial = dial
+        self._attempt(handle, target)
+        return handle
+
+    def _new_call(self, call_id: str, dial: _Dial, target: Target, now: float) -> OutboundCall:
+        """The INVITE of ``dial`` toward ``target``: ``sips:`` URIs over TLS (RFC 3261 26.2)."""
+        trunk = dial.trunk
+        transport = self._transports.get(target.transport) or self._transport
+        assert transport is not None
+        scheme = "sips" if target.transport == "tls" else "sip"
+        domain = trunk.realm_domain
+        sent_by = self._sent_by(target.addr, transport)
         user = f"{trunk.username}@" if trunk.username else ""
-        call = OutboundCall(
+        contact = (
+            f"<sips:{user}{sent_by}>"
+            if scheme == "sips"
+            else (f"<sip:{user}{sent_by};transport={transport.name}>")
+        )
+        headers = list(dial.headers)
+        if dial.proxy is not None:
+            # RFC 3261 8.1.2: a preloaded Route; the CANCEL and the ACK of a failure copy it.
+            headers.insert(0, ("Route", dial.proxy.route(target.transport)))
+        return OutboundCall(
             call_id=call_id,
-            request_uri=request_uri,
-            from_uri=f"sip:{trunk.username or 'anonymous'}@{_host(domain)}",
-            contact=f"<sip:{user}{sent_by};transport={transport.name}>",
+            request_uri=request_uri_for(dial.destination, domain, scheme),
+            from_uri=f"{scheme}:{trunk.username or 'anonymous'}@{_host(domain)}",
+            contact=contact,
             sent_by=sent_by,
-            offer_sdp=offer_sdp,
+            offer_sdp=dial.offer_sdp,
             username=trunk.username,
             password=trunk.password,
             transport=transport.name,
-            invite_timeout=config.invite_timeout,
-            t1=config.t1,
-            invite_headers=list(headers),
+            invite_timeout=max(dial.deadline - now, 0.0),
+            t1=self.config.t1,
+            invite_headers=headers,
         )
-        handle = CallHandle(self, call, address, transport)
-        handle.observer = observer
+
+    def _attempt(self, handle: CallHandle, target: Target) -> None:
+        """Make ``target`` the handle's current one and send its INVITE."""
+        transport = self._transports.get(target.transport) or self._transport
+        handle.target = target
+        handle.trunk = target.addr
+        handle.transport = transport
+        handle._provisional = False
+        if isinstance(transport, TlsTransport):
+            transport.expect(target.addr, target.server_name, self._tls_context(handle))
+        log.info("%s: INVITE to %s", handle.call.call_id, target)
         self._host_call(handle)
-        return handle
+
+    def _tls_context(self, handle: CallHandle) -> ssl.SSLContext:
+        """One context per CA file: SIP_TLS_CA, or the trunk's ``tls_ca``."""
+        ca = handle._dial.trunk.tls_ca if handle._dial else ""
+        ca = ca or self.config.tls_ca
+        context = self._tls_contexts.get(ca)
+        if context is None:
+            context = client_context(ca, self.config.tls_verify)
+            self._tls_contexts[ca] = context
+        return context
 
     def adopt_bye(self, call_id: str, record: SipDialogRecord) -> CallHandle:
         """End a dead SIP agent's confirmed dialog with a BYE from this agent.
@@ -287,8 +411,9 @@ class SipAgent:
         return handle
 
     def hangup(self, handle: CallHandle, cause: str) -> None:
-        if self._loop is None:
+        if self._loop is None or handle._closed:
             return
+        handle._hung_up = True
         handle.call.hangup(cause, self._loop.time())
         self._service(handle, None)
         self._rearm()
@@ -317,6 +442,7 @@ class SipAgent:
             self.receive(data, addr, holder[0] if holder else None)
 
         transport = await open_transport(name, self.config.bind_host, port, on_message)
+        transport.on_error = self._on_transport_error_of(transport)
         holder.append(transport)
         return transport
 
@@ -344,31 +470,33 @@ class SipAgent:
         self._service(handle, None)
         self._rearm()
 
-    async def _resolve(self, trunk: Trunk) -> Addr:
-        assert self._loop is not None
-        config = self.config
-        host, port, transport = trunk.host, trunk.port, trunk.transport
-        label = "SIP_TRUNK_HOST" if trunk.name == "default" else f"trunk {trunk.name!r} host"
-        family = socket.AF_UNSPEC
-        if config.bind_host and config.bind_host not in ("::", "0.0.0.0"):
-            family = socket.AF_INET6 if ":" in config.bind_host else socket.AF_INET
-        elif config.bind_host == "0.0.0.0":
-            family = socket.AF_INET
-        kind = socket.SOCK_STREAM if transport == "tcp" else socket.SOCK_DGRAM
-        try:
-            # getaddrinfo has no timeout of its own: a dead DNS server would hang the dial.
-            infos = await asyncio.wait_for(
-                self._loop.getaddrinfo(host, port, family=family, type=kind),
-                RESOLVE_TIMEOUT,
+    async def _resolve(self, trunk: Trunk, proxy: OutboundProxy | None) -> list[Target]:
+        """The targets of the trunk, or of its outbound proxy, in the order to try them."""
+        if proxy is not None:
+            label = (
+                "the outbound proxy"
+                if trunk.outbound_proxy is None
+                else (f"trunk {trunk.name!r} outbound_proxy")
             )
+            host, port = proxy.host, proxy.port
+            transport = proxy.transport or trunk.transport
+            explicit = bool(proxy.transport) or trunk.transport_explicit
+        else:
+            label = "SIP_TRUNK_HOST" if trunk.name == "default" else f"trunk {trunk.name!r} host"
+            host, port = trunk.host, trunk.port
+            transport, explicit = trunk.transport, trunk.transport_explicit
+        try:
+            async with asyncio.timeout(RESOLVE_TIMEOUT):
+                resolution = await self._resolver.resolve(host, port, transport, explicit=explicit)
         except TimeoutError:
-            raise DialError(f"could not resolve {label} {host} in {RESOLVE_TIMEOUT:g} s") from None
-        except OSError as exc:
-            raise DialError(f"cannot resolve {label} {host}: {exc}") from None
-        if not infos:
-            raise DialError(f"cannot resolve {label} {host}")
-        address = infos[0][4]
-        return str(address[0]), int(address[1])
+            raise UnreachableError(
+                f"could not resolve {label} {host} in {RESOLVE_TIMEOUT:g} s"
+            ) from None
+        except ResolveError as exc:
+            raise UnreachableError(f"cannot resolve {label} {host}: {exc}") from None
+        for line in resolution.trail:
+            log.debug("resolved %s", line)
+        return resolution.targets
 
     def receive(self, data: bytes, addr: Addr, transport: SipTransport | None = None) -> None:
         """Handle one message from ``transport`` (None: the agent's first one)."""
@@ -385,6 +513,8 @@ class SipAgent:
         if handle is None:
             self._stateless(message, addr, transport)
             return
+        if isinstance(message, Response) and message.cseq.method == "INVITE":
+            self._note_invite_response(handle, message)
         if handle.observer is not None:
             handle.observer("<", summary(message))
         handle.call.receive(message, self._loop.time())
@@ -423,6 +553,10 @@ class SipAgent:
                 handle.observer(">", summary(message))
             self._send(bytes(message), dest, handle.transport)
         while (event := call.next_event()) is not None:
+            if handle._retired:
+                continue
+            if isinstance(event, Ended) and self._fail_over(handle, event):
+                continue
             handle.events.put_nowait(event)
         if call.finished and self._calls.get(call.sip_call_id) is handle:
             del self._calls[call.sip_call_id]
@@ -462,4 +596,74 @@ class SipAgent:
             if deadline is not None and deadline <= now:
                 handle.call.handle_timer(now)
                 self._service(handle, None)
+        self._rearm()
+
+    # --- failover ----------------------------------------------------------------
+
+    def _note_invite_response(self, handle: CallHandle, response: Response) -> None:
+        """Remember a provisional response; honour a 503's Retry-After for every call."""
+        if response.code < 200:
+            handle._provisional = True
+        elif response.code == 503 and handle.target is not None and self._loop is not None:
+            seconds = retry_after(response.headers.get("Retry-After"))
+            if seconds:
+                call_id = handle.call.call_id
+                log.info("%s: %s asks for %g s of rest", call_id, handle.target, seconds)
+                self.backoff.hold(handle.target, seconds, self._loop.time())
+
+    def _fail_over(self, handle: CallHandle, ended: Ended, reason: str = "") -> bool:
+        """Place the call on the next target instead of ending it; False if it must end."""
+        dial = handle._dial
+        if dial is None or handle._provisional or handle._hung_up or self._loop is None:
+            return False
+        timer_b = ended.cause == errors.TIMEOUT and ended.status == 408
+        if not (ended.status == 503 or timer_b or reason):
+            return False
+        now = self._loop.time()
+        if not dial.targets or now >= dial.deadline:
+            return False
+        old = handle.call
+        why = reason or ("no response" if timer_b else f"{ended.status} {ended.reason}")
+        target = dial.targets.pop(0)
+        log.info("%s: %s (%s): trying %s", old.call_id, handle.target, why, target)
+        # The old INVITE stays hosted until its transaction ends (ACK retransmissions).
+        if not old.finished and not reason:
+            retired = CallHandle(self, old, handle.trunk, handle.transport)
+            retired._retired = True
+            self._calls[old.sip_call_id] = retired
+        elif self._calls.get(old.sip_call_id) is handle:
+            del self._calls[old.sip_call_id]
+        handle.call = self._new_call(old.call_id, dial, target, now)
+        self._attempt(handle, target)
+        return True
+
+    def _on_transport_error_of(self, transport: SipTransport) -> Callable[[Addr, str], None]:
+        def on_error(addr: Addr, reason: str) -> None:
+            self._on_transport_error(transport, addr, reason)
+
+        return on_error
+
+    def _on_transport_error(self, transport: SipTransport, addr: Addr, reason: str) -> None:
+        """A connection could not be opened: calls whose INVITE waited on it move on or end.
+
+        Only calls still in Calling: their INVITE never left, so no dialog can exist.
+        """
+        if self._loop is None:
+            return
+        for handle in list(self._calls.values()):
+            call = handle.call
+            if handle._retired or handle.transport is not transport or handle.trunk != addr:
+                continue
+            if not isinstance(call, OutboundCall) or call.state is not CallState.CALLING:
+                continue
+            ended = Ended(errors.UNREACHABLE, None, reason)
+            if self._fail_over(handle, ended, reason):
+                continue
+            if self._calls.get(call.sip_call_id) is handle:
+                del self._calls[call.sip_call_id]
+            handle._closed = True
+            handle.events.put_nowait(ended)
+            log.info("%s: ended (%s)", call.call_id, reason)
+        if not self._calls:
+            self._idle.set()
         self._rearm()

@@ -109,9 +109,7 @@ def srv_order(records: Iterable[Srv], rng: random.Random) -> list[Srv]:
     ordered: list[Srv] = []
     for priority in sorted({r.priority for r in records}):
         # Weight 0 first, as RFC 2782 asks, so they keep a small chance.
-        group = sorted(
-            (r for r in records if r.priority == priority), key=lambda r: (r.weight != 0)
-        )
+        group = sorted((r for r in records if r.priority == priority), key=lambda r: r.weight != 0)
         while group:
             total = sum(r.weight for r in group)
             pick = rng.randint(0, total) if total else 0
