@@ -214,11 +214,18 @@ class CallHandle:
 
 
 class SipAgent:
-    def __init__(self, config: AgentConfig, transport: SipTransport | None = None) -> None:
+    def __init__(
+        self,
+        config: AgentConfig,
+        transport: SipTransport | None = None,
+        *,
+        resolver: SipResolver | None = None,
+        backoff: Backoff | None = None,
+    ) -> None:
         self.config = config
-        self.backoff = Backoff()
+        self.backoff = backoff or Backoff()
         "Targets that answered 503 with Retry-After, for every call of the process."
-        self._resolver = SipResolver(config.dns_servers, ipv6=":" in config.bind_host)
+        self._resolver = resolver or SipResolver(config.dns_servers, ipv6=":" in config.bind_host)
         self._tls_contexts: dict[str, ssl.SSLContext] = {}
         self._transport = transport
         self._transports: dict[str, SipTransport] = {}
