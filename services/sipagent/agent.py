@@ -15,19 +15,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from sipmessage import URI, Request, Response
+from sipmessage import Request, Response
 
 from proto import errors
 from proto.fleet import SipDialogRecord
 from services.common.providers import Trunk
 from services.common.settings import Settings, local_address_toward
 from services.common.sipaddr import OutboundProxy
+from services.sipagent.attempt import DialPlan, fails_over, invite_for, request_uri_for
+from services.sipagent.attempt import check_destination as check_destination
+from services.sipagent.attempt import sip_user as sip_user
 from services.sipagent.call import ALLOW, USER_AGENT, CallState, OutboundCall
 from services.sipagent.events import CallEvent, Ended
 from services.sipagent.recovery import RecoveredBye
@@ -54,10 +56,6 @@ from services.sipagent.transport import (
 
 log = logging.getLogger(__name__)
 
-# RFC 3261 user part: unreserved / escaped / user-unreserved, plus a raw "#"
-# (PBX feature codes like "123#"), which is sent escaped as "%23".
-_DESTINATION = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()&=+$,;?/#]|%[0-9A-Fa-f]{2}){1,128}")
-
 RESOLVE_TIMEOUT = 5.0
 "Seconds allowed to resolve SIP_TRUNK_HOST before a dial fails."
 
@@ -71,30 +69,6 @@ class DialError(Exception):
 
 class UnreachableError(DialError):
     """The trunk's name did not resolve to any target."""
-
-
-def check_destination(destination: str) -> None:
-    """Raise ``ValueError`` unless ``destination`` can be a SIP user part."""
-    sip_user(destination)
-
-
-def sip_user(destination: str) -> str:
-    """``destination`` as a SIP user part, ``#`` escaped; ``ValueError`` if it cannot be one."""
-    if not _DESTINATION.fullmatch(destination):
-        raise ValueError("only SIP user-part characters and # are allowed (up to 128)")
-    # "#" is not allowed raw in a user part (RFC 3261 25.1): escape it.
-    return destination.replace("#", "%23")
-
-
-def request_uri_for(destination: str, domain: str, scheme: str = "sip") -> str:
-    """``sip:<destination>@<domain>``; ``ValueError`` unless a valid SIP user part."""
-    uri = URI.parse(f"{scheme}:{sip_user(destination)}@{_host(domain)}")
-    # As it goes on the wire, so the digest "uri" matches the Request-URI exactly.
-    return str(uri)
-
-
-def _host(host: str) -> str:
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 @dataclass(frozen=True)
@@ -163,21 +137,6 @@ class SipCall(Protocol):
     def finished(self) -> bool: ...
 
 
-@dataclass
-class _Dial:
-    """What a failover needs to place the same call on the next target."""
-
-    trunk: Trunk
-    destination: str
-    offer_sdp: str
-    headers: list[tuple[str, str]]
-    targets: list[Target]
-    "Targets not tried yet, in order."
-    deadline: float
-    "INVITE_TIMEOUT counts from the first INVITE, across targets."
-    proxy: OutboundProxy | None = None
-
-
 class CallHandle:
     """One placed call as the service sees it: a queue of events and a hang-up.
 
@@ -196,7 +155,7 @@ class CallHandle:
         self.observer: SipObserver | None = None
         self.target: Target | None = None
         self._agent = agent
-        self._dial: _Dial | None = None
+        self._dial: DialPlan | None = None
         self._provisional = False
         "The current target sent a provisional response: no failover from here on."
         self._hung_up = False
@@ -252,12 +211,12 @@ class SipAgent:
                 " anyone on the path can pose as the trunk"
             )
         log.info(
-            "sip %s on %s:%d toward %s:%d",
+            "sip %s on %s:%d toward %s:%s",
             self._transport.name,
             config.bind_host,
             self._transport.local_port,
             config.trunk_host or "(no trunk)",
-            config.trunk_port,
+            config.trunk_port or "(port from DNS)",
         )
 
     @property
@@ -320,7 +279,7 @@ class SipAgent:
         proxy = trunk.outbound_proxy or self.config.outbound_proxy
         targets = await self._resolve(trunk, proxy)
         now = self._loop.time()
-        dial = _Dial(
+        dial = DialPlan(
             trunk,
             destination,
             offer_sdp,
@@ -333,44 +292,17 @@ class SipAgent:
         for target in dial.targets:
             await self._transport_for(target.transport)
         target = dial.targets.pop(0)
-        handle = CallHandle(self, self._new_call(call_id, dial, target, now), target.addr)
+        handle = CallHandle(self, self._invite_for(call_id, dial, target, now), target.addr)
         handle.observer = observer
         handle._dial = dial
         self._attempt(handle, target)
         return handle
 
-    def _new_call(self, call_id: str, dial: _Dial, target: Target, now: float) -> OutboundCall:
-        """The INVITE of ``dial`` toward ``target``: ``sips:`` URIs over TLS (RFC 3261 26.2)."""
-        trunk = dial.trunk
+    def _invite_for(self, call_id: str, dial: DialPlan, target: Target, now: float) -> OutboundCall:
         transport = self._transports.get(target.transport) or self._transport
         assert transport is not None
-        scheme = "sips" if target.transport == "tls" else "sip"
-        domain = trunk.realm_domain
         sent_by = self._sent_by(target.addr, transport)
-        user = f"{trunk.username}@" if trunk.username else ""
-        contact = (
-            f"<sips:{user}{sent_by}>"
-            if scheme == "sips"
-            else (f"<sip:{user}{sent_by};transport={transport.name}>")
-        )
-        headers = list(dial.headers)
-        if dial.proxy is not None:
-            # RFC 3261 8.1.2: a preloaded Route; the CANCEL and the ACK of a failure copy it.
-            headers.insert(0, ("Route", dial.proxy.route(target.transport)))
-        return OutboundCall(
-            call_id=call_id,
-            request_uri=request_uri_for(dial.destination, domain, scheme),
-            from_uri=f"{scheme}:{trunk.username or 'anonymous'}@{_host(domain)}",
-            contact=contact,
-            sent_by=sent_by,
-            offer_sdp=dial.offer_sdp,
-            username=trunk.username,
-            password=trunk.password,
-            transport=transport.name,
-            invite_timeout=max(dial.deadline - now, 0.0),
-            t1=self.config.t1,
-            invite_headers=headers,
-        )
+        return invite_for(call_id, dial, target, transport.name, sent_by, self.config.t1, now)
 
     def _attempt(self, handle: CallHandle, target: Target) -> None:
         """Make ``target`` the handle's current one and send its INVITE."""
@@ -440,7 +372,8 @@ class SipAgent:
         transport = transport or self._transport
         assert transport is not None
         local_ip = self.config.public_ip or local_address_toward(trunk[0], trunk[1])
-        return f"{_host(local_ip)}:{transport.local_port}"
+        host = f"[{local_ip}]" if ":" in local_ip else local_ip
+        return f"{host}:{transport.local_port}"
 
     async def _open(self, name: str, port: int) -> SipTransport:
         holder: list[SipTransport] = []
@@ -621,16 +554,20 @@ class SipAgent:
     def _fail_over(self, handle: CallHandle, ended: Ended, reason: str = "") -> bool:
         """Place the call on the next target instead of ending it; False if it must end."""
         dial = handle._dial
-        if dial is None or handle._provisional or handle._hung_up or self._loop is None:
+        if dial is None or self._loop is None:
             return False
-        timer_b = ended.cause == errors.TIMEOUT and ended.status == 408
-        if not (ended.status == 503 or timer_b or reason):
+        if not fails_over(
+            ended,
+            provisional=handle._provisional,
+            hung_up=handle._hung_up,
+            transport_failed=bool(reason),
+        ):
             return False
         now = self._loop.time()
         if not dial.targets or now >= dial.deadline:
             return False
         old = handle.call
-        why = reason or ("no response" if timer_b else f"{ended.status} {ended.reason}")
+        why = reason or ("no response" if ended.status == 408 else f"{ended.status} {ended.reason}")
         target = dial.targets.pop(0)
         log.info("%s: %s (%s): trying %s", old.call_id, handle.target, why, target)
         # The old INVITE stays hosted until its transaction ends (ACK retransmissions).
@@ -640,7 +577,7 @@ class SipAgent:
             self._calls[old.sip_call_id] = retired
         elif self._calls.get(old.sip_call_id) is handle:
             del self._calls[old.sip_call_id]
-        handle.call = self._new_call(old.call_id, dial, target, now)
+        handle.call = self._invite_for(old.call_id, dial, target, now)
         self._attempt(handle, target)
         return True
 
