@@ -317,9 +317,12 @@ class SipAgent:
         self._host_call(handle)
 
     def _tls_context(self, handle: CallHandle) -> ssl.SSLContext:
-        """One context per CA file: SIP_TLS_CA, or the trunk's ``tls_ca``."""
+        """The trunk's ``tls_ca``, else SIP_TLS_CA."""
         ca = handle._dial.trunk.tls_ca if handle._dial else ""
-        ca = ca or self.config.tls_ca
+        return self._context_for(ca or self.config.tls_ca)
+
+    def _context_for(self, ca: str) -> ssl.SSLContext:
+        """One context per CA file (empty: the system CAs)."""
         context = self._tls_contexts.get(ca)
         if context is None:
             context = client_context(ca, self.config.tls_verify)
@@ -383,6 +386,8 @@ class SipAgent:
 
         transport = await open_transport(name, self.config.bind_host, port, on_message)
         transport.on_error = self._on_transport_error_of(transport)
+        if isinstance(transport, TlsTransport):
+            transport.default_context = self._context_for(self.config.tls_ca)
         holder.append(transport)
         return transport
 

@@ -227,6 +227,8 @@ class TlsTransport(TcpTransport):
         super().__init__(on_message)
         self._peers: dict[Addr, tuple[str, ssl.SSLContext]] = {}
         self._reserved: socket.socket | None = None
+        self.default_context: ssl.SSLContext | None = None
+        "For an address nobody announced (a recovered dialog's BYE): checked against its IP."
 
     @classmethod
     async def open(cls, host: str, port: int, on_message: OnMessage) -> TlsTransport:
@@ -249,7 +251,8 @@ class TlsTransport(TcpTransport):
     async def _open_connection(
         self, addr: Addr
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        server_name, context = self._peers.get(addr) or (addr[0], client_context())
+        context = self.default_context or client_context()
+        server_name, context = self._peers.get(addr) or (addr[0], context)
         return await asyncio.open_connection(
             addr[0],
             addr[1],

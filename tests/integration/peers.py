@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import re
 import socket
 import time
 from dataclasses import dataclass, field
@@ -174,6 +175,11 @@ class Stunnel:
         self.process = Process("stunnel", [stunnel, str(config)], {}, log).start()
         _wait_port(self.process, self.port, socket.SOCK_STREAM)
         return self
+
+    def clients(self) -> set[str]:
+        """The distinct ``ip:port`` that opened a TLS connection."""
+        log = self.process.log() if self.process is not None else ""
+        return set(re.findall(r"accepted connection from (\S+)", log))
 
     def stop(self) -> None:
         if self.process is not None:

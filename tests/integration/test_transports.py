@@ -130,6 +130,8 @@ async def test_tls_call_with_the_trunk_ca_uses_sips(
     messages = sipp.messages()
     assert "INVITE sips:+15551234567@trunk.test SIP/2.0" in messages, messages
     assert "SIP/2.0/TLS" in messages and "From: <sips:" in messages
+    # INVITE, challenge, INVITE again, ACK, BYE: all over one reused connection.
+    assert len(tunnel.clients()) == 1, tunnel.clients()
 
 
 async def test_tls_with_an_unknown_ca_fails_the_call_with_a_clear_reason(
