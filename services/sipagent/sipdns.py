@@ -118,7 +118,13 @@ class SipResolver:
                 targets: list[Target] = []
                 for record in records:
                     target_name = record.target.rstrip(".")
-                    for address in await self._addresses(target_name):
+                    try:
+                        addresses = await self._addresses(target_name)
+                    except ResolveError as exc:
+                        # One SRV target without an address must not hide the others.
+                        trail.append(str(exc))
+                        continue
+                    for address in addresses:
                         targets.append(
                             Target(address, record.port, choice_transport, host, f"SRV {name}")
                         )

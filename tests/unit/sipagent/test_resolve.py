@@ -169,3 +169,16 @@ async def test_no_srv_falls_back_to_the_default_port() -> None:
 async def test_a_name_without_address_is_an_error() -> None:
     with pytest.raises(ResolveError, match=r"cannot resolve nowhere\.test"):
         await FakeDns({}).resolve("nowhere.test", 5060, "udp")
+
+
+async def test_an_srv_target_without_address_is_skipped() -> None:
+    records = {
+        ("SRV", "_sip._udp.example.com"): [
+            Srv(10, 0, 5060, "gone.example.com."),
+            Srv(20, 0, 5060, "a.example.com."),
+        ],
+        ("A", "a.example.com"): ["192.0.2.1"],
+    }
+    resolution = await FakeDns(records).resolve("example.com", 0, "udp", explicit=True)
+    assert [str(t) for t in resolution.targets] == ["192.0.2.1:5060/udp"]
+    assert "cannot resolve gone.example.com" in resolution.trail
