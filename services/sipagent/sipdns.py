@@ -80,7 +80,8 @@ class SipResolver:
                     resolver = dns.asyncresolver.Resolver()
                 except dns.resolver.NoResolverConfiguration:
                     return None  # no resolv.conf: no NAPTR/SRV, addresses via the system
-            resolver.lifetime = self._timeout
+            # Half the budget a query: a dead server still leaves time for the address.
+            resolver.lifetime = self._timeout / 2
             resolver.cache = dns.resolver.Cache()
             self._dns = resolver
         return self._dns
@@ -102,39 +103,53 @@ class SipResolver:
             port = port or default_port(transport)
             return Resolution([Target(host, port, transport, host)], trail)
         if needs_srv(host, port):
-            choices: list[tuple[str, str]] = []
-            if not explicit:
-                naptrs = await self._naptr(host)
-                choices = naptr_choices(naptrs, ("udp", "tcp", "tls"))
-                if choices:
-                    found = ", ".join(f"{name} ({t})" for t, name in choices)
-                    trail.append(f"NAPTR {host}: {found}")
-            for choice_transport, name in choices or srv_queries(host, transport, explicit):
-                records = srv_order(await self._srv(name), self._rng)
-                if not records:
-                    continue
-                found = ", ".join(f"{r.target.rstrip('.')}:{r.port}" for r in records)
-                trail.append(f"SRV {name}: {found}")
-                targets: list[Target] = []
-                for record in records:
-                    target_name = record.target.rstrip(".")
-                    try:
-                        addresses = await self._addresses(target_name)
-                    except ResolveError as exc:
-                        # One SRV target without an address must not hide the others.
-                        trail.append(str(exc))
-                        continue
-                    for address in addresses:
-                        targets.append(
-                            Target(address, record.port, choice_transport, host, f"SRV {name}")
-                        )
-                if targets:
-                    return Resolution(targets, trail)
+            try:
+                targets = await self._service_targets(host, transport, explicit, trail)
+            except ResolveError as exc:
+                # NAPTR/SRV are optional: a server that fails them may still know the address.
+                trail.append(f"{exc}; using the address of {host}")
+                targets = []
+            if targets:
+                return Resolution(targets, trail)
         port = port or default_port(transport)
         addresses = await self._addresses(host)
         if not addresses:
             raise ResolveError(f"{host} has no address")
         return Resolution([Target(a, port, transport, host) for a in addresses], trail)
+
+    async def _service_targets(
+        self, host: str, transport: str, explicit: bool, trail: list[str]
+    ) -> list[Target]:
+        """NAPTR (unless ``explicit``) then SRV: the targets of the first SRV name with some."""
+        choices: list[tuple[str, str]] = []
+        if not explicit:
+            naptrs = await self._naptr(host)
+            choices = naptr_choices(naptrs, ("udp", "tcp", "tls"))
+            if choices:
+                found = ", ".join(f"{name} ({t})" for t, name in choices)
+                trail.append(f"NAPTR {host}: {found}")
+        for choice_transport, name in choices or srv_queries(host, transport, explicit):
+            records = srv_order(await self._srv(name), self._rng)
+            if not records:
+                continue
+            found = ", ".join(f"{r.target.rstrip('.')}:{r.port}" for r in records)
+            trail.append(f"SRV {name}: {found}")
+            targets: list[Target] = []
+            for record in records:
+                target_name = record.target.rstrip(".")
+                try:
+                    addresses = await self._addresses(target_name)
+                except ResolveError as exc:
+                    # One SRV target without an address must not hide the others.
+                    trail.append(str(exc))
+                    continue
+                for address in addresses:
+                    targets.append(
+                        Target(address, record.port, choice_transport, host, f"SRV {name}")
+                    )
+            if targets:
+                return targets
+        return []
 
     async def _naptr(self, host: str) -> list[Naptr]:
         answer = await self._query(host, "NAPTR")

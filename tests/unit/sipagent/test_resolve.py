@@ -96,14 +96,17 @@ def test_retry_after_parsing() -> None:
 class FakeDns(SipResolver):
     """``SipResolver`` over a dict of records: no sockets."""
 
-    def __init__(self, records: dict[tuple[str, str], list[object]]) -> None:
+    def __init__(self, records: dict[tuple[str, str], list[object] | ResolveError]) -> None:
         super().__init__(rng=random.Random(7))
         self.records = records
         self.asked: list[tuple[str, str]] = []
 
     async def _query(self, name: str, rdtype: str) -> list:  # type: ignore[type-arg]
         self.asked.append((rdtype, name))
-        return list(self.records.get((rdtype, name), []))
+        found = self.records.get((rdtype, name), [])
+        if isinstance(found, ResolveError):
+            raise found
+        return list(found)
 
     async def _naptr(self, host: str) -> list[Naptr]:
         return [r for r in await self._query(host, "NAPTR") if isinstance(r, Naptr)]
@@ -118,7 +121,7 @@ class FakeDns(SipResolver):
         return found
 
 
-RECORDS: dict[tuple[str, str], list[object]] = {
+RECORDS: dict[tuple[str, str], list[object] | ResolveError] = {
     ("NAPTR", "example.com"): [Naptr(10, 10, "s", "SIP+D2T", "_sip._tcp.example.com.")],
     ("SRV", "_sip._tcp.example.com"): [
         Srv(20, 0, 5080, "b.example.com."),
@@ -172,7 +175,7 @@ async def test_a_name_without_address_is_an_error() -> None:
 
 
 async def test_an_srv_target_without_address_is_skipped() -> None:
-    records = {
+    records: dict[tuple[str, str], list[object] | ResolveError] = {
         ("SRV", "_sip._udp.example.com"): [
             Srv(10, 0, 5060, "gone.example.com."),
             Srv(20, 0, 5060, "a.example.com."),
@@ -182,3 +185,13 @@ async def test_an_srv_target_without_address_is_skipped() -> None:
     resolution = await FakeDns(records).resolve("example.com", 0, "udp", explicit=True)
     assert [str(t) for t in resolution.targets] == ["192.0.2.1:5060/udp"]
     assert "cannot resolve gone.example.com" in resolution.trail
+
+
+async def test_a_dns_server_failing_naptr_still_gives_the_address() -> None:
+    records: dict[tuple[str, str], list[object] | ResolveError] = {
+        ("NAPTR", "example.com"): ResolveError("NAPTR example.com: timed out"),
+        ("A", "example.com"): ["192.0.2.9"],
+    }
+    resolution = await FakeDns(records).resolve("example.com", 0, "udp", explicit=False)
+    assert [str(t) for t in resolution.targets] == ["192.0.2.9:5060/udp"]
+    assert resolution.trail == ["NAPTR example.com: timed out; using the address of example.com"]
