@@ -418,11 +418,9 @@ class SipAgent:
     async def _resolve(self, trunk: Trunk, proxy: OutboundProxy | None) -> list[Target]:
         """The targets of the trunk, or of its outbound proxy, in the order to try them."""
         if proxy is not None:
-            label = (
-                "the outbound proxy"
-                if trunk.outbound_proxy is None
-                else (f"trunk {trunk.name!r} outbound_proxy")
-            )
+            label = "SIP_OUTBOUND_PROXY"
+            if trunk.name != "default" and trunk.outbound_proxy is not None:
+                label = f"trunk {trunk.name!r} outbound_proxy"
             host, port = proxy.host, proxy.port
             transport = proxy.transport or trunk.transport
             explicit = bool(proxy.transport) or trunk.transport_explicit
@@ -438,7 +436,7 @@ class SipAgent:
                 f"could not resolve {label} {host} in {RESOLVE_TIMEOUT:g} s"
             ) from None
         except ResolveError as exc:
-            raise UnreachableError(f"cannot resolve {label} {host}: {exc}") from None
+            raise UnreachableError(f"{label}: {exc}") from None
         for line in resolution.trail:
             log.debug("resolved %s", line)
         return resolution.targets

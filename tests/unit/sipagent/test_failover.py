@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+import pytest
 from sipmessage import Request, Response
 
 from proto import errors
 from services.common.sipaddr import OutboundProxy
-from services.sipagent.agent import AgentConfig, SipAgent
+from services.sipagent.agent import AgentConfig, SipAgent, UnreachableError
 from services.sipagent.events import Answered, Ended, Progress
 from services.sipagent.resolve import Target
 from services.sipagent.sip.message import parse_message
-from services.sipagent.sipdns import Resolution, SipResolver
+from services.sipagent.sipdns import Resolution, ResolveError, SipResolver
 from services.sipagent.transport import Addr, SipTransport
 from tests.unit.sipagent.trunk import ANSWER, OFFER, respond
 
@@ -203,4 +204,24 @@ async def test_tls_targets_use_sips_uris() -> None:
     assert invite.headers["From"].startswith("<sips:bridge@trunk.test>")
     assert invite.headers["Contact"] == "<sips:bridge@192.0.2.1:5070>"
     assert invite.headers.getlist("Via")[0].startswith("SIP/2.0/TLS ")
+    await agent.close()
+
+
+class DeadDns(SipResolver):
+    async def resolve(
+        self, host: str, port: int, transport: str, *, explicit: bool = True
+    ) -> Resolution:
+        raise ResolveError(f"cannot resolve {host}: Name or service not known")
+
+
+async def test_a_name_that_does_not_resolve_is_unreachable_and_sends_nothing() -> None:
+    transport = Transport()
+    agent = SipAgent(AgentConfig(trunk_host="trunk.test"), transport, resolver=DeadDns())
+    await agent.start()
+    with pytest.raises(
+        UnreachableError,
+        match=r"^SIP_TRUNK_HOST: cannot resolve trunk\.test: Name or service not known$",
+    ):
+        await agent.dial("c1", "100", OFFER)
+    assert transport.sent == [] and agent.active_calls == 0
     await agent.close()
