@@ -23,6 +23,9 @@ INTERNAL = "internal"
 "A bug or an unexpected failure inside the bridge."
 DEAD_DIALOG = "dead_dialog"
 "The trunk stopped answering in-dialog keep-alives (session timer or OPTIONS): the call was ended."
+UNREACHABLE = "unreachable"
+"""No target of the trunk could be reached (DNS, connection, TLS handshake or certificate).
+Also the code of the ``error`` the browser gets then."""
 
 # Codes of ``MediaFailed.code`` and of WebSocket ``error`` messages.
 BAD_SDP = "bad_sdp"

@@ -22,12 +22,14 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+from services.common.sipaddr import DEFAULT_PORTS, OutboundProxy, parse_outbound_proxy
+
 DEFAULT_TRUNK = "default"
 "Name of the trunk made of the ``SIP_TRUNK_*`` settings."
 
 CODECS = ("PCMU", "PCMA")
 "Codecs a trunk may be offered, by their SDP encoding names."
-TRANSPORTS = ("udp", "tcp")
+TRANSPORTS = ("udp", "tcp", "tls")
 DTMF_MODES = ("rfc4733", "info")
 
 DEFAULT_REGISTER_EXPIRES = 600
@@ -96,13 +98,20 @@ class Trunk:
 
     name: str
     host: str
-    port: int = 5060
+    port: int = 0
+    "0: not given; RFC 3263 resolution (NAPTR, SRV) finds it, else 5060 (5061 for tls)."
     username: str = ""
     password: str = field(default="", repr=False)
     password_env: str = ""
     "The environment variable the password comes from, if the file named one."
     domain: str = ""
     transport: str = "udp"
+    transport_explicit: bool = False
+    "The transport was set (not the default): NAPTR does not choose it then."
+    tls_ca: str = ""
+    "PEM file of the CAs that sign the trunk's certificate; empty: the system's."
+    outbound_proxy: OutboundProxy | None = None
+    "Where requests toward this trunk go first (a preloaded Route)."
     codecs: tuple[str, ...] = ()
     "Codecs offered to this trunk, in order; empty: what media offers, unchanged."
     headers: tuple[tuple[str, str], ...] = ()
@@ -120,6 +129,11 @@ class Trunk:
     def realm_domain(self) -> str:
         """The domain of Request-URIs and From: ``domain``, else the host."""
         return self.domain or self.host
+
+    @property
+    def default_port(self) -> int:
+        """``port``, else the transport's well-known port."""
+        return self.port or DEFAULT_PORTS.get(self.transport, 5060)
 
     @property
     def missing_secret(self) -> str:
@@ -354,6 +368,8 @@ _TRUNK_KEYS = frozenset(
         "allow_headers",
         "register",
         "register_expires",
+        "tls_ca",
+        "outbound_proxy",
     }
 )
 
@@ -371,8 +387,9 @@ def _trunk(name: str, raw: object, env: Mapping[str, str], fail: _Fail) -> Trunk
         raise fail("host is missing")
     if any(c.isspace() for c in host) or "/" in host or "@" in host:
         raise fail(f"host must be a host name or IP address, got {host!r}")
-    port = raw.get("port", 5060)
-    if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+    port = raw.get("port", 0)  # 0: not given, resolved per RFC 3263
+    bad_port = not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535
+    if "port" in raw and bad_port:
         raise fail(f"port must be a whole number from 1 to 65535, got {port!r}")
     username = _text(raw, "username", fail)
     if "password" in raw and "password_env" in raw:
@@ -390,7 +407,17 @@ def _trunk(name: str, raw: object, env: Mapping[str, str], fail: _Fail) -> Trunk
         raise fail(f"domain must be a host name, got {domain!r}")
     transport = (_text(raw, "transport", fail) or "udp").lower()
     if transport not in TRANSPORTS:
-        raise fail(f"transport must be udp or tcp, got {transport!r}")
+        raise fail(f"transport must be udp, tcp or tls, got {transport!r}")
+    tls_ca = _text(raw, "tls_ca", fail)
+    if tls_ca and not Path(tls_ca).is_file():
+        raise fail(f"tls_ca {tls_ca} is not a readable file")
+    proxy = _text(raw, "outbound_proxy", fail)
+    outbound_proxy = None
+    if proxy:
+        try:
+            outbound_proxy = parse_outbound_proxy(proxy)
+        except ValueError as exc:
+            raise fail(f"outbound_proxy: {exc}") from None
     codecs = _names(raw, "codecs", fail)
     for codec in codecs or ():
         if codec.upper() not in CODECS:
@@ -425,6 +452,9 @@ def _trunk(name: str, raw: object, env: Mapping[str, str], fail: _Fail) -> Trunk
         password_env=password_env,
         domain=domain,
         transport=transport,
+        transport_explicit="transport" in raw,
+        tls_ca=tls_ca,
+        outbound_proxy=outbound_proxy,
         codecs=tuple(c.upper() for c in codecs or ()),
         headers=tuple(headers),
         dtmf=dtmf,

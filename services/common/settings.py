@@ -24,6 +24,12 @@ from services.common.providers import (
     Trunk,
     load_providers,
 )
+from services.common.sipaddr import (
+    TRANSPORTS,
+    OutboundProxy,
+    parse_dns_servers,
+    parse_outbound_proxy,
+)
 
 
 class SettingsError(ValueError):
@@ -37,7 +43,8 @@ class Settings:
     http_port: int = 8080
     # The trunk: the five values of the provider guide, plus transport.
     sip_trunk_host: str = ""
-    sip_trunk_port: int = 5060
+    sip_trunk_port: int = 0
+    "0: not set; RFC 3263 (NAPTR, SRV) finds it, else 5060 (5061 for tls)."
     sip_username: str = ""
     sip_password: str = field(default="", repr=False)
     sip_domain: str = ""
@@ -45,6 +52,13 @@ class Settings:
     sip_register: bool = False
     "Keep a REGISTER binding at the ``default`` trunk."
     sip_register_expires: int = DEFAULT_REGISTER_EXPIRES
+    sip_transport_explicit: bool = False
+    "SIP_TRANSPORT was set: NAPTR does not choose the transport."
+    sip_tls_ca: str = ""
+    sip_tls_verify: bool = True
+    sip_dns_servers: tuple[tuple[str, int], ...] = ()
+    "``SIP_DNS_SERVERS``: (ip, port) pairs used instead of /etc/resolv.conf."
+    sip_outbound_proxy: OutboundProxy | None = None
     sip_bind_host: str = "0.0.0.0"
     sip_local_port: int = 0
     public_ip: str = ""
@@ -89,6 +103,9 @@ class Settings:
             transport=self.sip_transport,
             register=self.sip_register,
             register_expires=self.sip_register_expires,
+            transport_explicit=self.sip_transport_explicit,
+            tls_ca=self.sip_tls_ca,
+            outbound_proxy=self.sip_outbound_proxy,
         )
 
     @property
@@ -158,9 +175,11 @@ def _seconds(env: Mapping[str, str], name: str, default: float, hi: float = 3600
     return value
 
 
-def _bool(env: Mapping[str, str], name: str) -> bool:
+def _bool(env: Mapping[str, str], name: str, default: bool = False) -> bool:
     raw = env.get(name, "").strip().lower()
-    if raw in ("", "0", "false", "no", "off"):
+    if not raw:
+        return default
+    if raw in ("0", "false", "no", "off"):
         return False
     if raw in ("1", "true", "yes", "on"):
         return True
@@ -184,10 +203,22 @@ def load_settings(
     env.update(os.environ if environ is None else environ)
 
     transport = env.get("SIP_TRANSPORT", "").strip().lower() or "udp"
-    if transport not in ("udp", "tcp"):
-        if transport == "tls":
-            raise SettingsError("SIP_TRANSPORT=tls is not supported yet; use udp or tcp")
-        raise SettingsError(f"SIP_TRANSPORT must be udp or tcp, got {transport!r}")
+    if transport not in TRANSPORTS:
+        raise SettingsError(f"SIP_TRANSPORT must be udp, tcp or tls, got {transport!r}")
+    tls_ca = env.get("SIP_TLS_CA", "").strip()
+    if tls_ca and not Path(tls_ca).is_file():
+        raise SettingsError(f"SIP_TLS_CA {tls_ca} is not a readable file")
+    try:
+        dns_servers = parse_dns_servers(env.get("SIP_DNS_SERVERS", ""))
+    except ValueError as exc:
+        raise SettingsError(f"SIP_DNS_SERVERS: {exc}") from None
+    proxy_text = env.get("SIP_OUTBOUND_PROXY", "").strip()
+    outbound_proxy = None
+    if proxy_text:
+        try:
+            outbound_proxy = parse_outbound_proxy(proxy_text)
+        except ValueError as exc:
+            raise SettingsError(f"SIP_OUTBOUND_PROXY: {exc}") from None
 
     public_ip = env.get("PUBLIC_IP", "").strip()
     if public_ip:
@@ -255,13 +286,18 @@ def load_settings(
         http_host=_host(env, "HTTP_HOST", Settings.http_host),
         http_port=_int(env, "HTTP_PORT", Settings.http_port, 0, 65535),
         sip_trunk_host=trunk_host,
-        sip_trunk_port=_int(env, "SIP_TRUNK_PORT", 5060, 1, 65535),
+        sip_trunk_port=_int(env, "SIP_TRUNK_PORT", 0, 1, 65535),
         sip_username=username,
         sip_password=password,
         sip_domain=_host(env, "SIP_DOMAIN", ""),
         sip_transport=transport,
         sip_register=register,
         sip_register_expires=register_expires,
+        sip_transport_explicit=bool(env.get("SIP_TRANSPORT", "").strip()),
+        sip_tls_ca=tls_ca,
+        sip_tls_verify=_bool(env, "SIP_TLS_VERIFY", default=True),
+        sip_dns_servers=dns_servers,
+        sip_outbound_proxy=outbound_proxy,
         sip_bind_host=_host(env, "SIP_BIND_HOST", Settings.sip_bind_host),
         sip_local_port=_int(env, "SIP_LOCAL_PORT", 0, 0, 65535),
         public_ip=public_ip,

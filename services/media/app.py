@@ -53,7 +53,7 @@ async def advertised_address(settings: Settings) -> str:
         return str(bind)
     target = settings.sip_trunk_host or _NO_ROUTE_PROBE
     # A trunk host name is resolved here: keep it off the event loop.
-    return await asyncio.to_thread(local_address_toward, target, settings.sip_trunk_port)
+    return await asyncio.to_thread(local_address_toward, target, settings.sip_trunk_port or 5060)
 
 
 class MediaWorker:

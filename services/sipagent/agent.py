@@ -1,8 +1,14 @@
-"""The asyncio side of the SIP user agent: one transport, many calls.
+"""The asyncio side of the SIP user agent: transports, many calls.
 
-``SipAgent`` moves bytes between the transport and the sans-I/O
+``SipAgent`` moves bytes between the transports and the sans-I/O
 ``OutboundCall`` objects (found by SIP Call-ID), keeps one ``loop.call_at``
 timer for all of them, and answers requests that belong to no call.
+
+A dial resolves the trunk (or its outbound proxy) per RFC 3263 into an
+ordered list of targets. An INVITE that gets no response at all (Timer B, a
+connection or TLS failure) or a 503 before any provisional response is
+placed again, as a new INVITE, on the next target; a 503's Retry-After
+keeps that target aside for every call of the process (``Backoff``).
 """
 
 from __future__ import annotations
@@ -10,19 +16,29 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import re
-import socket
+import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from sipmessage import URI, Request, Response
+from sipmessage import Request, Response
 
+from proto import errors
 from proto.fleet import SipDialogRecord
 from services.common.providers import Trunk
 from services.common.settings import Settings, local_address_toward
-from services.sipagent.call import ALLOW, USER_AGENT, OutboundCall
-from services.sipagent.events import CallEvent
+from services.common.sipaddr import OutboundProxy
+from services.sipagent.attempt import (
+    DialPlan,
+    fails_over,
+    host_literal,
+    invite_for,
+    request_uri_for,
+)
+from services.sipagent.attempt import check_destination as check_destination
+from services.sipagent.attempt import sip_user as sip_user
+from services.sipagent.call import ALLOW, USER_AGENT, CallState, OutboundCall
+from services.sipagent.events import CallEvent, Ended
 from services.sipagent.recovery import RecoveredBye
 from services.sipagent.registration import (
     Registration,
@@ -31,6 +47,7 @@ from services.sipagent.registration import (
     backoff_delay,
 )
 from services.sipagent.registrations import RegistrationTable
+from services.sipagent.resolve import Backoff, Target, retry_after
 from services.sipagent.sip.auth import DigestAuthenticator
 from services.sipagent.sip.message import (
     SipMessage,
@@ -42,13 +59,16 @@ from services.sipagent.sip.message import (
     summary,
 )
 from services.sipagent.sip.transaction import T1
-from services.sipagent.transport import Addr, SipTransport, open_transport
+from services.sipagent.sipdns import ResolveError, SipResolver
+from services.sipagent.transport import (
+    Addr,
+    SipTransport,
+    TlsTransport,
+    client_context,
+    open_transport,
+)
 
 log = logging.getLogger(__name__)
-
-# RFC 3261 user part: unreserved / escaped / user-unreserved, plus a raw "#"
-# (PBX feature codes like "123#"), which is sent escaped as "%23".
-_DESTINATION = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()&=+$,;?/#]|%[0-9A-Fa-f]{2}){1,128}")
 
 RESOLVE_TIMEOUT = 5.0
 "Seconds allowed to resolve SIP_TRUNK_HOST before a dial fails."
@@ -61,43 +81,29 @@ class DialError(Exception):
     """The call could not be placed; the message says why."""
 
 
-def check_destination(destination: str) -> None:
-    """Raise ``ValueError`` unless ``destination`` can be a SIP user part."""
-    sip_user(destination)
-
-
-def sip_user(destination: str) -> str:
-    """``destination`` as a SIP user part, ``#`` escaped; ``ValueError`` if it cannot be one."""
-    if not _DESTINATION.fullmatch(destination):
-        raise ValueError("only SIP user-part characters and # are allowed (up to 128)")
-    # "#" is not allowed raw in a user part (RFC 3261 25.1): escape it.
-    return destination.replace("#", "%23")
-
-
-def request_uri_for(destination: str, domain: str) -> str:
-    """``sip:<destination>@<domain>``; ``ValueError`` unless a valid SIP user part."""
-    uri = URI.parse(f"sip:{sip_user(destination)}@{_host(domain)}")
-    # As it goes on the wire, so the digest "uri" matches the Request-URI exactly.
-    return str(uri)
-
-
-def _host(host: str) -> str:
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+class UnreachableError(DialError):
+    """The trunk's name did not resolve to any target."""
 
 
 @dataclass(frozen=True)
 class AgentConfig:
     trunk_host: str
-    trunk_port: int = 5060
+    trunk_port: int = 0
+    "0: not given (RFC 3263 resolution)."
     domain: str = ""
     username: str = ""
     password: str = field(default="", repr=False)
     transport: str = "udp"
+    transport_explicit: bool = True
     bind_host: str = "0.0.0.0"
     local_port: int = 0
     public_ip: str = ""
     invite_timeout: float = 60.0
     t1: float = T1
+    tls_ca: str = ""
+    tls_verify: bool = True
+    dns_servers: tuple[tuple[str, int], ...] = ()
+    outbound_proxy: OutboundProxy | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AgentConfig:
@@ -108,10 +114,15 @@ class AgentConfig:
             username=settings.sip_username,
             password=settings.sip_password,
             transport=settings.sip_transport,
+            transport_explicit=settings.sip_transport_explicit,
             bind_host=settings.sip_bind_host,
             local_port=settings.sip_local_port,
             public_ip=settings.public_ip,
             invite_timeout=settings.invite_timeout,
+            tls_ca=settings.sip_tls_ca,
+            tls_verify=settings.sip_tls_verify,
+            dns_servers=settings.sip_dns_servers,
+            outbound_proxy=settings.sip_outbound_proxy,
         )
 
 
@@ -141,7 +152,11 @@ class SipCall(Protocol):
 
 
 class CallHandle:
-    """One placed call as the service sees it: a queue of events and a hang-up."""
+    """One placed call as the service sees it: a queue of events and a hang-up.
+
+    After a failover ``call``, ``trunk`` and ``transport`` are those of the
+    INVITE to the current target.
+    """
 
     def __init__(
         self, agent: SipAgent, call: SipCall, trunk: Addr, transport: SipTransport | None = None
@@ -152,7 +167,16 @@ class CallHandle:
         "The transport of the call (None: the agent's first one)."
         self.events: asyncio.Queue[CallEvent] = asyncio.Queue()
         self.observer: SipObserver | None = None
+        self.target: Target | None = None
         self._agent = agent
+        self._dial: DialPlan | None = None
+        self._provisional = False
+        "The current target sent a provisional response: no failover from here on."
+        self._hung_up = False
+        self._retired = False
+        "An earlier attempt kept only to absorb retransmissions: its events go nowhere."
+        self._closed = False
+        "Ended by the agent itself (transport failure): nothing more to do."
 
     @property
     def request_uri(self) -> str:
@@ -163,8 +187,19 @@ class CallHandle:
 
 
 class SipAgent:
-    def __init__(self, config: AgentConfig, transport: SipTransport | None = None) -> None:
+    def __init__(
+        self,
+        config: AgentConfig,
+        transport: SipTransport | None = None,
+        *,
+        resolver: SipResolver | None = None,
+        backoff: Backoff | None = None,
+    ) -> None:
         self.config = config
+        self.backoff = backoff or Backoff()
+        "Targets that answered 503 with Retry-After, for every call of the process."
+        self._resolver = resolver or SipResolver(config.dns_servers, ipv6=":" in config.bind_host)
+        self._tls_contexts: dict[str, ssl.SSLContext] = {}
         self._transport = transport
         self._transports: dict[str, SipTransport] = {}
         "Every open transport by name: the configured one, and others trunks asked for."
@@ -185,13 +220,19 @@ class SipAgent:
         if self._transport is None:
             self._transport = await self._open(config.transport, config.local_port)
         self._transports[self._transport.name] = self._transport
+        self._transport.on_error = self._on_transport_error_of(self._transport)
+        if not config.tls_verify:
+            log.warning(
+                "SIP_TLS_VERIFY=false: TLS certificates of trunks and proxies are not checked;"
+                " anyone on the path can pose as the trunk"
+            )
         log.info(
-            "sip %s on %s:%d toward %s:%d",
+            "sip %s on %s:%d toward %s:%s",
             self._transport.name,
             config.bind_host,
             self._transport.local_port,
             config.trunk_host or "(no trunk)",
-            config.trunk_port,
+            config.trunk_port or "(port from DNS)",
         )
 
     @property
@@ -222,6 +263,9 @@ class SipAgent:
             password=config.password,
             domain=config.domain,
             transport=self._transport.name if self._transport else config.transport,
+            transport_explicit=config.transport_explicit,
+            tls_ca=config.tls_ca,
+            outbound_proxy=config.outbound_proxy,
         )
 
     async def dial(
@@ -239,39 +283,67 @@ class SipAgent:
         ``trunk``: where to (default: the configured trunk); ``destination`` is
         the user part dialled there. ``headers`` go in the INVITE only.
         """
-        config = self.config
         if self._transport is None or self._loop is None:
             raise DialError("SIP agent not started")
         trunk = trunk or self.default_trunk()
         if not trunk.host:
             raise DialError("no SIP trunk configured")
-        domain = trunk.realm_domain
         try:
-            request_uri = request_uri_for(destination, domain)
+            request_uri_for(destination, trunk.realm_domain)
         except ValueError as exc:
             raise DialError(f"invalid destination: {exc}") from None
-        transport = await self._transport_for(trunk.transport)
-        address = await self._resolve(trunk)
-        sent_by = self._sent_by(address, transport)
-        user = f"{trunk.username}@" if trunk.username else ""
-        call = OutboundCall(
-            call_id=call_id,
-            request_uri=request_uri,
-            from_uri=f"sip:{trunk.username or 'anonymous'}@{_host(domain)}",
-            contact=f"<sip:{user}{sent_by};transport={transport.name}>",
-            sent_by=sent_by,
-            offer_sdp=offer_sdp,
-            username=trunk.username,
-            password=trunk.password,
-            transport=transport.name,
-            invite_timeout=config.invite_timeout,
-            t1=config.t1,
-            invite_headers=list(headers),
+        proxy = trunk.outbound_proxy or self.config.outbound_proxy
+        targets = await self._resolve(trunk, proxy)
+        now = self._loop.time()
+        dial = DialPlan(
+            trunk,
+            destination,
+            offer_sdp,
+            list(headers),
+            self.backoff.usable(targets, now),
+            now + self.config.invite_timeout,
+            proxy,
         )
-        handle = CallHandle(self, call, address, transport)
+        # Open every transport the targets need now: a failover cannot wait.
+        for target in dial.targets:
+            await self._transport_for(target.transport)
+        target = dial.targets.pop(0)
+        handle = CallHandle(self, self._invite_for(call_id, dial, target, now), target.addr)
         handle.observer = observer
-        self._host_call(handle)
+        handle._dial = dial
+        self._attempt(handle, target)
         return handle
+
+    def _invite_for(self, call_id: str, dial: DialPlan, target: Target, now: float) -> OutboundCall:
+        transport = self._transports.get(target.transport) or self._transport
+        assert transport is not None
+        sent_by = self._sent_by(target.addr, transport)
+        return invite_for(call_id, dial, target, transport.name, sent_by, self.config.t1, now)
+
+    def _attempt(self, handle: CallHandle, target: Target) -> None:
+        """Make ``target`` the handle's current one and send its INVITE."""
+        transport = self._transports.get(target.transport) or self._transport
+        handle.target = target
+        handle.trunk = target.addr
+        handle.transport = transport
+        handle._provisional = False
+        if isinstance(transport, TlsTransport):
+            transport.expect(target.addr, target.server_name, self._tls_context(handle))
+        log.info("%s: INVITE to %s", handle.call.call_id, target)
+        self._host_call(handle)
+
+    def _tls_context(self, handle: CallHandle) -> ssl.SSLContext:
+        """The trunk's ``tls_ca``, else SIP_TLS_CA."""
+        ca = handle._dial.trunk.tls_ca if handle._dial else ""
+        return self._context_for(ca or self.config.tls_ca)
+
+    def _context_for(self, ca: str) -> ssl.SSLContext:
+        """One context per CA file (empty: the system CAs)."""
+        context = self._tls_contexts.get(ca)
+        if context is None:
+            context = client_context(ca, self.config.tls_verify)
+            self._tls_contexts[ca] = context
+        return context
 
     def adopt_bye(self, call_id: str, record: SipDialogRecord) -> CallHandle:
         """End a dead SIP agent's confirmed dialog with a BYE from this agent.
@@ -297,8 +369,9 @@ class SipAgent:
         return handle
 
     def hangup(self, handle: CallHandle, cause: str) -> None:
-        if self._loop is None:
+        if self._loop is None or handle._closed:
             return
+        handle._hung_up = True
         handle.call.hangup(cause, self._loop.time())
         self._service(handle, None)
         self._rearm()
@@ -318,13 +391,21 @@ class SipAgent:
 
     async def _register(self, trunk: Trunk) -> None:
         assert self._loop is not None
-        registrar = f"{_host(trunk.host)}:{trunk.port}"
-        aor = f"sip:{trunk.username}@{_host(trunk.realm_domain)}"
+        domain = host_literal(trunk.realm_domain)
+        registrar = host_literal(trunk.host) + (f":{trunk.port}" if trunk.port else "")
+        aor = f"sip:{trunk.username}@{domain}"
+        proxy = trunk.outbound_proxy or self.config.outbound_proxy
         failures = 0
         while True:
             try:
-                transport = await self._transport_for(trunk.transport)
-                address = await self._resolve(trunk)
+                # The first target: a registrar that fails is retried after the backoff,
+                # and a fresh resolution then picks up DNS changes.
+                targets = await self._resolve(trunk, proxy)
+                if not targets:
+                    raise UnreachableError(f"no address for {registrar}")
+                target = targets[0]
+                transport = await self._transport_for(target.transport)
+                address = target.addr
                 break
             except DialError as exc:
                 failures += 1
@@ -344,11 +425,16 @@ class SipAgent:
                     )
                 )
                 await asyncio.sleep(delay)
+        if isinstance(transport, TlsTransport):
+            transport.expect(
+                address, target.server_name, self._context_for(trunk.tls_ca or self.config.tls_ca)
+            )
+        registrar = f"{host_literal(address[0])}:{address[1]}"
         sent_by = self._sent_by(address, transport)
         registration = Registration(
             trunk=trunk.name,
             registrar=registrar,
-            domain=_host(trunk.realm_domain),
+            domain=domain,
             username=trunk.username,
             password=trunk.password,
             contact=f"<sip:{trunk.username}@{sent_by};transport={transport.name}>",
@@ -385,7 +471,8 @@ class SipAgent:
         transport = transport or self._transport
         assert transport is not None
         local_ip = self.config.public_ip or local_address_toward(trunk[0], trunk[1])
-        return f"{_host(local_ip)}:{transport.local_port}"
+        host = f"[{local_ip}]" if ":" in local_ip else local_ip
+        return f"{host}:{transport.local_port}"
 
     async def _open(self, name: str, port: int) -> SipTransport:
         holder: list[SipTransport] = []
@@ -394,6 +481,9 @@ class SipAgent:
             self.receive(data, addr, holder[0] if holder else None)
 
         transport = await open_transport(name, self.config.bind_host, port, on_message)
+        transport.on_error = self._on_transport_error_of(transport)
+        if isinstance(transport, TlsTransport):
+            transport.default_context = self._context_for(self.config.tls_ca)
         holder.append(transport)
         return transport
 
@@ -421,31 +511,31 @@ class SipAgent:
         self._service(handle, None)
         self._rearm()
 
-    async def _resolve(self, trunk: Trunk) -> Addr:
-        assert self._loop is not None
-        config = self.config
-        host, port, transport = trunk.host, trunk.port, trunk.transport
-        label = "SIP_TRUNK_HOST" if trunk.name == "default" else f"trunk {trunk.name!r} host"
-        family = socket.AF_UNSPEC
-        if config.bind_host and config.bind_host not in ("::", "0.0.0.0"):
-            family = socket.AF_INET6 if ":" in config.bind_host else socket.AF_INET
-        elif config.bind_host == "0.0.0.0":
-            family = socket.AF_INET
-        kind = socket.SOCK_STREAM if transport == "tcp" else socket.SOCK_DGRAM
+    async def _resolve(self, trunk: Trunk, proxy: OutboundProxy | None) -> list[Target]:
+        """The targets of the trunk, or of its outbound proxy, in the order to try them."""
+        if proxy is not None:
+            label = "SIP_OUTBOUND_PROXY"
+            if trunk.name != "default" and trunk.outbound_proxy is not None:
+                label = f"trunk {trunk.name!r} outbound_proxy"
+            host, port = proxy.host, proxy.port
+            transport = proxy.transport or trunk.transport
+            explicit = bool(proxy.transport) or trunk.transport_explicit
+        else:
+            label = "SIP_TRUNK_HOST" if trunk.name == "default" else f"trunk {trunk.name!r} host"
+            host, port = trunk.host, trunk.port
+            transport, explicit = trunk.transport, trunk.transport_explicit
         try:
-            # getaddrinfo has no timeout of its own: a dead DNS server would hang the dial.
-            infos = await asyncio.wait_for(
-                self._loop.getaddrinfo(host, port, family=family, type=kind),
-                RESOLVE_TIMEOUT,
-            )
+            async with asyncio.timeout(RESOLVE_TIMEOUT):
+                resolution = await self._resolver.resolve(host, port, transport, explicit=explicit)
         except TimeoutError:
-            raise DialError(f"could not resolve {label} {host} in {RESOLVE_TIMEOUT:g} s") from None
-        except OSError as exc:
-            raise DialError(f"cannot resolve {label} {host}: {exc}") from None
-        if not infos:
-            raise DialError(f"cannot resolve {label} {host}")
-        address = infos[0][4]
-        return str(address[0]), int(address[1])
+            raise UnreachableError(
+                f"could not resolve {label} {host} in {RESOLVE_TIMEOUT:g} s"
+            ) from None
+        except ResolveError as exc:
+            raise UnreachableError(f"{label}: {exc}") from None
+        for line in resolution.trail:
+            log.debug("resolved %s", line)
+        return resolution.targets
 
     def receive(self, data: bytes, addr: Addr, transport: SipTransport | None = None) -> None:
         """Handle one message from ``transport`` (None: the agent's first one)."""
@@ -465,6 +555,8 @@ class SipAgent:
             else:
                 self._stateless(message, addr, transport)
             return
+        if isinstance(message, Response) and message.cseq.method == "INVITE":
+            self._note_invite_response(handle, message)
         if handle.observer is not None:
             handle.observer("<", summary(message))
         handle.call.receive(message, self._loop.time())
@@ -503,6 +595,10 @@ class SipAgent:
                 handle.observer(">", summary(message))
             self._send(bytes(message), dest, handle.transport)
         while (event := call.next_event()) is not None:
+            if handle._retired:
+                continue
+            if isinstance(event, Ended) and self._fail_over(handle, event):
+                continue
             handle.events.put_nowait(event)
         if call.finished and self._calls.get(call.sip_call_id) is handle:
             del self._calls[call.sip_call_id]
@@ -542,4 +638,78 @@ class SipAgent:
                 handle.call.handle_timer(now)
                 self._service(handle, None)
         self.registrations.handle_timer(now)
+        self._rearm()
+
+    # --- failover ----------------------------------------------------------------
+
+    def _note_invite_response(self, handle: CallHandle, response: Response) -> None:
+        """Remember a provisional response; honour a 503's Retry-After for every call."""
+        if response.code < 200:
+            handle._provisional = True
+        elif response.code == 503 and handle.target is not None and self._loop is not None:
+            seconds = retry_after(response.headers.get("Retry-After"))
+            if seconds:
+                call_id = handle.call.call_id
+                log.info("%s: %s asks for %g s of rest", call_id, handle.target, seconds)
+                self.backoff.hold(handle.target, seconds, self._loop.time())
+
+    def _fail_over(self, handle: CallHandle, ended: Ended, reason: str = "") -> bool:
+        """Place the call on the next target instead of ending it; False if it must end."""
+        dial = handle._dial
+        if dial is None or self._loop is None:
+            return False
+        if not fails_over(
+            ended,
+            provisional=handle._provisional,
+            hung_up=handle._hung_up,
+            transport_failed=bool(reason),
+        ):
+            return False
+        now = self._loop.time()
+        if not dial.targets or now >= dial.deadline:
+            return False
+        old = handle.call
+        why = reason or ("no response" if ended.status == 408 else f"{ended.status} {ended.reason}")
+        target = dial.targets.pop(0)
+        log.info("%s: %s (%s): trying %s", old.call_id, handle.target, why, target)
+        # The old INVITE stays hosted until its transaction ends (ACK retransmissions).
+        if not old.finished and not reason:
+            retired = CallHandle(self, old, handle.trunk, handle.transport)
+            retired._retired = True
+            self._calls[old.sip_call_id] = retired
+        elif self._calls.get(old.sip_call_id) is handle:
+            del self._calls[old.sip_call_id]
+        handle.call = self._invite_for(old.call_id, dial, target, now)
+        self._attempt(handle, target)
+        return True
+
+    def _on_transport_error_of(self, transport: SipTransport) -> Callable[[Addr, str], None]:
+        def on_error(addr: Addr, reason: str) -> None:
+            self._on_transport_error(transport, addr, reason)
+
+        return on_error
+
+    def _on_transport_error(self, transport: SipTransport, addr: Addr, reason: str) -> None:
+        """A connection could not be opened: calls whose INVITE waited on it move on or end.
+
+        Only calls still in Calling: their INVITE never left, so no dialog can exist.
+        """
+        if self._loop is None:
+            return
+        for handle in list(self._calls.values()):
+            call = handle.call
+            if handle._retired or handle.transport is not transport or handle.trunk != addr:
+                continue
+            if not isinstance(call, OutboundCall) or call.state is not CallState.CALLING:
+                continue
+            ended = Ended(errors.UNREACHABLE, None, reason)
+            if self._fail_over(handle, ended, reason):
+                continue
+            if self._calls.get(call.sip_call_id) is handle:
+                del self._calls[call.sip_call_id]
+            handle._closed = True
+            handle.events.put_nowait(ended)
+            log.info("%s: ended (%s)", call.call_id, reason)
+        if not self._calls:
+            self._idle.set()
         self._rearm()

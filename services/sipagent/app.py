@@ -39,7 +39,14 @@ from services.common.providers import HeaderError, Providers
 from services.common.settings import SettingsError
 from services.common.telemetry import tracer
 from services.sipagent import recovery
-from services.sipagent.agent import AgentConfig, CallHandle, DialError, SipAgent, check_destination
+from services.sipagent.agent import (
+    AgentConfig,
+    CallHandle,
+    DialError,
+    SipAgent,
+    UnreachableError,
+    check_destination,
+)
 from services.sipagent.call import OutboundCall
 from services.sipagent.events import Answered, Ended, Progress
 from services.sipagent.offer import restrict_codecs
@@ -305,6 +312,14 @@ class SipAgentService:
                 trunk=target.trunk,
                 headers=headers,
             )
+        except UnreachableError as exc:
+            log.warning("%s: cannot place the call: %s", call_id, exc)
+            return CallEnded(
+                call_id=call_id,
+                cause=errors.UNREACHABLE,
+                reason=str(exc),
+                code=errors.UNREACHABLE,
+            )
         except DialError as exc:
             log.warning("%s: cannot place the call: %s", call_id, exc)
             return CallEnded(call_id=call_id, cause=errors.INTERNAL, reason=str(exc))
@@ -330,8 +345,14 @@ class SipAgentService:
                 await self._record_confirmed(call_id, handle)
                 await self._publish(CallAnswered(call_id=call_id, answer_sdp=event.sdp))
             elif isinstance(event, Ended):
+                # The browser gets an ``error`` too when no target could be reached.
+                code = errors.UNREACHABLE if event.cause == errors.UNREACHABLE else ""
                 return CallEnded(
-                    call_id=call_id, cause=event.cause, status=event.status, reason=event.reason
+                    call_id=call_id,
+                    cause=event.cause,
+                    status=event.status,
+                    reason=event.reason,
+                    code=code,
                 )
 
     async def _record_inviting(self, call_id: str, handle: CallHandle) -> None:

@@ -486,6 +486,8 @@ class OutboundCall:
             invite.uri,
             [
                 ("Via", invite.headers.getlist("Via")[0]),
+                # RFC 3261 9.1: the same Route as the INVITE (a preloaded outbound proxy).
+                *(("Route", route) for route in invite.headers.getlist("Route")),
                 ("Max-Forwards", "70"),
                 ("From", invite.headers["From"]),
                 ("To", invite.headers["To"]),

@@ -3,8 +3,11 @@
 Four steps, each one ``✓ step: detail`` or ``✗ step: reason`` line, stopping
 after a step that makes the rest meaningless:
 
-1. ``DNS``: resolve the trunk host.
-2. ``connect``: UDP has no connection; TCP opens one (timed).
+1. ``DNS``: resolve the trunk host as a call would (RFC 3263: NAPTR, SRV,
+   A/AAAA; the outbound proxy instead when one is set); the first target is
+   probed.
+2. ``connect``: UDP has no connection; TCP opens one (timed); TLS also shows
+   the certificate's subject and expiry, or why it was refused.
 3. ``OPTIONS``: one OPTIONS round trip through the client transaction.
 4. ``credentials``: ``REGISTER`` with ``Expires: 0`` (no binding, no billable
    call), the digest challenge answered with the agent's own code.
@@ -16,10 +19,9 @@ Exit code: 0 when every step passed, 1 otherwise, 2 for bad settings.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import re
-import socket
+import ssl
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -34,10 +36,17 @@ from services.common.settings import (
     load_settings,
     local_address_toward,
 )
+from services.common.sipaddr import OutboundProxy
+from services.sipagent.probe_channel import (
+    Channel,
+    TcpChannel,
+    UdpChannel,
+    certificate_summary,
+    tls_failure,
+)
 from services.sipagent.sip.auth import CHALLENGE_HEADERS, AuthError, DigestAuthenticator
 from services.sipagent.sip.message import (
     SipParseError,
-    StreamFramer,
     make_request,
     new_branch,
     new_call_id,
@@ -50,6 +59,8 @@ from services.sipagent.sip.transaction import (
     ResponseReceived,
     TransactionTimedOut,
 )
+from services.sipagent.sipdns import ResolveError, SipResolver
+from services.sipagent.transport import client_context
 
 USER_AGENT = "webrtc-sip-bridge/0.1 (probe)"
 DEFAULT_TIMEOUT = 5.0
@@ -150,95 +161,6 @@ def _status(response: Response) -> str:
     return f"{response.code} {response.phrase}".strip()
 
 
-# --- the channel to the trunk -----------------------------------------------------
-
-
-class Channel:
-    """Bytes to the trunk and SIP messages back (one UDP socket or one TCP connection)."""
-
-    name = "udp"
-    reliable = False
-    local_port = 0
-
-    def __init__(self) -> None:
-        self.incoming: asyncio.Queue[bytes] = asyncio.Queue()
-        "Received messages; ``b''`` once a connection is closed by the far end."
-
-    def send(self, data: bytes) -> None:
-        raise NotImplementedError
-
-    async def close(self) -> None:
-        raise NotImplementedError
-
-
-class _UdpProtocol(asyncio.DatagramProtocol):
-    def __init__(self, queue: asyncio.Queue[bytes]) -> None:
-        self._queue = queue
-
-    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-        self._queue.put_nowait(data)
-
-    def error_received(self, exc: Exception) -> None:
-        pass  # retransmissions and the timeout handle a lost datagram
-
-
-class UdpChannel(Channel):
-    def __init__(self, address: Addr) -> None:
-        super().__init__()
-        self._address = address
-        self._transport: asyncio.DatagramTransport | None = None
-
-    async def open(self, bind_host: str) -> None:
-        loop = asyncio.get_running_loop()
-        wildcard = "::" if ":" in self._address[0] else "0.0.0.0"
-        if not bind_host or (":" in bind_host) != (":" in self._address[0]):
-            bind_host = wildcard
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: _UdpProtocol(self.incoming), local_addr=(bind_host, 0)
-        )
-        self._transport = transport
-        self.local_port = int(transport.get_extra_info("sockname")[1])
-
-    def send(self, data: bytes) -> None:
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.sendto(data, self._address)
-
-    async def close(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
-
-
-class TcpChannel(Channel):
-    name = "tcp"
-    reliable = True
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        super().__init__()
-        self._writer = writer
-        self.local_port = int(writer.get_extra_info("sockname")[1])
-        self._task = asyncio.create_task(self._read(reader))
-
-    async def _read(self, reader: asyncio.StreamReader) -> None:
-        framer = StreamFramer()
-        try:
-            while data := await reader.read(65536):
-                for message in framer.feed(data):
-                    self.incoming.put_nowait(message)
-        except (OSError, SipParseError):
-            pass
-        self.incoming.put_nowait(b"")
-
-    def send(self, data: bytes) -> None:
-        if not self._writer.is_closing():
-            self._writer.write(data)
-
-    async def close(self) -> None:
-        self._task.cancel()
-        self._writer.close()
-        with contextlib.suppress(OSError, asyncio.CancelledError):
-            await self._writer.wait_closed()
-
-
 # --- the probe --------------------------------------------------------------------
 
 
@@ -258,16 +180,27 @@ class Probe:
         public_ip: str = "",
         t1: float = T1,
         on_step: Callable[[Step], None] | None = None,
+        dns_servers: Sequence[tuple[str, int]] = (),
+        tls_ca: str = "",
+        tls_verify: bool = True,
+        outbound_proxy: OutboundProxy | None = None,
     ) -> None:
+        """``tls_ca``, ``outbound_proxy``: the settings', unless the trunk has its own."""
         self.trunk = trunk
         self.timeout = timeout
         self.bind_host = bind_host
         self.public_ip = public_ip
         self.t1 = t1
-        self.report = Report(trunk.name, trunk.host, trunk.port, trunk.transport)
+        self.report = Report(trunk.name, trunk.host, trunk.default_port, trunk.transport)
         self._on_step = on_step
         self._channel: Channel | None = None
         self._address: Addr = ("", 0)
+        self._transport = trunk.transport
+        self._server_name = trunk.host
+        self._resolver = SipResolver(dns_servers, ipv6=":" in bind_host, timeout=timeout)
+        self._tls_ca = trunk.tls_ca or tls_ca
+        self._tls_verify = tls_verify
+        self._proxy = trunk.outbound_proxy or outbound_proxy
         self._call_id = new_call_id()
         self._from_tag = new_tag()
         self._cseq = 0
@@ -297,38 +230,35 @@ class Probe:
     # --- 1. DNS
 
     async def dns(self) -> Step:
-        trunk = self.trunk
+        trunk, proxy = self.trunk, self._proxy
+        host, port = trunk.host, trunk.port
+        transport, explicit = trunk.transport, trunk.transport_explicit
+        if proxy is not None:
+            host, port = proxy.host, proxy.port
+            transport = proxy.transport or transport
+            explicit = bool(proxy.transport) or explicit
         loop = asyncio.get_running_loop()
-        kind = socket.SOCK_STREAM if trunk.transport == "tcp" else socket.SOCK_DGRAM
         started = loop.time()
         try:
-            infos = await asyncio.wait_for(
-                loop.getaddrinfo(trunk.host, trunk.port, type=kind), self.timeout
-            )
-        except TimeoutError:
-            return Step("DNS", False, f"{trunk.host} did not resolve in {self.timeout:g} s")
-        except OSError as exc:
-            reason = exc.strerror or str(exc)
-            return Step("DNS", False, f"cannot resolve {trunk.host}: {reason}")
+            resolution = await self._resolver.resolve(host, port, transport, explicit=explicit)
+        except ResolveError as exc:
+            return Step("DNS", False, str(exc))
         elapsed = _ms(loop.time() - started)
-        addresses: list[str] = []
-        # IPv4 first: the agent binds 0.0.0.0 by default.
-        for info in sorted(infos, key=lambda info: info[0] != socket.AF_INET):
-            address = str(info[4][0])
-            if address not in addresses:
-                addresses.append(address)
-        if not addresses:
-            return Step("DNS", False, f"{trunk.host} has no address", elapsed)
-        self._address = (addresses[0], trunk.port)
-        return Step("DNS", True, f"{trunk.host} → {', '.join(addresses)}", elapsed)
+        first = resolution.targets[0]
+        self._address = first.addr
+        self._transport = first.transport
+        self._server_name = first.server_name
+        self.report.port, self.report.transport = first.port, first.transport
+        found = ", ".join(str(target) for target in resolution.targets)
+        via = f"outbound proxy {host}: " if proxy is not None else ""
+        detail = "; ".join([*resolution.trail, f"{via}{host} → {found}"])
+        return Step("DNS", True, detail, elapsed)
 
     # --- 2. connect
 
     async def connect(self) -> Step:
-        transport = self.trunk.transport
+        transport = self._transport
         address = self._address
-        if transport == "tls":
-            return Step("connect", False, "tls is not supported yet (use udp or tcp)")
         if transport == "udp":
             channel = UdpChannel(address)
             try:
@@ -339,24 +269,42 @@ class Probe:
             return Step("connect", True, "udp (no connection)")
         loop = asyncio.get_running_loop()
         started = loop.time()
-        where = f"{_host(address[0])}:{address[1]}"
+        where = f"{transport} {_host(address[0])}:{address[1]}"
+        tls: dict[str, object] = {}
+        if transport == "tls":
+            # RFC 5922: the certificate must name the host that was resolved.
+            context = client_context(self._tls_ca, self._tls_verify)
+            tls = {"ssl": context, "server_hostname": self._server_name}
         try:
             reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(address[0], address[1]), self.timeout
+                asyncio.open_connection(address[0], address[1], **tls),  # type: ignore[arg-type]
+                self.timeout,
             )
         except TimeoutError:
-            return Step("connect", False, f"tcp {where}: no connection in {self.timeout:g} s")
+            return Step("connect", False, f"{where}: no connection in {self.timeout:g} s")
+        except ssl.SSLError as exc:
+            return Step("connect", False, f"{where}: {tls_failure(exc)}")
         except OSError as exc:
-            return Step("connect", False, f"tcp {where}: {exc.strerror or exc}")
+            return Step("connect", False, f"{where}: {exc.strerror or exc}")
         elapsed = _ms(loop.time() - started)
-        self._channel = TcpChannel(reader, writer)
-        return Step("connect", True, f"tcp {where} connected in {elapsed:g} ms", elapsed)
+        stream = TcpChannel(reader, writer, transport)
+        self._channel = stream
+        detail = f"{where} connected in {elapsed:g} ms"
+        if transport == "tls":
+            detail += f"; certificate {certificate_summary(stream)}"
+            if not self._tls_verify:
+                detail += " (not verified: SIP_TLS_VERIFY=false)"
+        return Step("connect", True, detail, elapsed)
 
     # --- requests
 
     @property
     def domain(self) -> str:
         return _host(self.trunk.realm_domain)
+
+    @property
+    def scheme(self) -> str:
+        return "sips" if self._transport == "tls" else "sip"
 
     def _sent_by(self) -> str:
         assert self._channel is not None
@@ -371,13 +319,15 @@ class Probe:
         self._cseq += 1
         user = self.trunk.username or "anonymous"
         via = f"SIP/2.0/{self._channel.name.upper()} {self._sent_by()};branch={new_branch()};rport"
+        if self._proxy is not None:
+            headers = [("Route", self._proxy.route(self._transport)), *headers]
         return make_request(
             method,
             uri,
             [
                 ("Via", via),
                 ("Max-Forwards", "70"),
-                ("From", f"<sip:{user}@{self.domain}>;tag={self._from_tag}"),
+                ("From", f"<{self.scheme}:{user}@{self.domain}>;tag={self._from_tag}"),
                 ("To", to),
                 ("Call-ID", self._call_id),
                 ("CSeq", f"{self._cseq} {method}"),
@@ -425,7 +375,7 @@ class Probe:
 
     async def options(self) -> Step:
         loop = asyncio.get_running_loop()
-        uri = f"sip:{self.domain}"
+        uri = f"{self.scheme}:{self.domain}"
         request = self.request("OPTIONS", uri, f"<{uri}>", [("Accept", "application/sdp")])
         started = loop.time()
         try:
@@ -460,10 +410,12 @@ class Probe:
         loop = asyncio.get_running_loop()
         started = loop.time()
         deadline = started + self.timeout
-        uri = f"sip:{self.domain}"
-        aor = f"<sip:{trunk.username}@{self.domain}>"
+        uri = f"{self.scheme}:{self.domain}"
+        aor = f"<{self.scheme}:{trunk.username}@{self.domain}>"
         assert self._channel is not None
         contact = f"<sip:{trunk.username}@{self._sent_by()};transport={self._channel.name}>"
+        if self.scheme == "sips":
+            contact = f"<sips:{trunk.username}@{self._sent_by()}>"
         extra = [("Contact", contact), ("Expires", "0")]
         authenticator = DigestAuthenticator(trunk.username, trunk.password)
         try:
@@ -552,6 +504,10 @@ def main(
         bind_host=settings.sip_bind_host,
         public_ip=settings.public_ip,
         on_step=show,
+        dns_servers=settings.sip_dns_servers,
+        tls_ca=settings.sip_tls_ca,
+        tls_verify=settings.sip_tls_verify,
+        outbound_proxy=settings.sip_outbound_proxy,
     )
     report = asyncio.run(probe.run())
     if as_json:

@@ -1,9 +1,12 @@
-"""SIP over UDP or TCP: bytes in, bytes out, nothing else.
+"""SIP over UDP, TCP or TLS: bytes in, bytes out, nothing else.
 
 Each transport hands every received message (a datagram, or one message cut
 from a TCP stream by ``StreamFramer``) to ``on_message(data, addr)`` and
-sends with ``send(data, addr)``, which never blocks: TCP connections are
-opened on first use and reused, one per remote address.
+sends with ``send(data, addr)``, which never blocks: TCP and TLS connections
+are opened on first use and reused, one per remote address. A connection
+that cannot be opened (refused, timed out, TLS handshake or certificate
+refused) is reported to ``on_error(addr, reason)`` so the calls waiting on
+it end at once instead of at Timer B.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
+import ssl
 from collections.abc import Callable
 
 from services.sipagent.sip.message import SipParseError, StreamFramer
@@ -23,6 +28,7 @@ CONNECT_TIMEOUT = 64 * T1
 
 Addr = tuple[str, int]
 OnMessage = Callable[[bytes, Addr], None]
+OnError = Callable[[Addr, str], None]
 
 
 class SipTransport:
@@ -31,6 +37,8 @@ class SipTransport:
     name = ""
     "``udp`` or ``tcp``: the Via transport and Contact ``transport=`` value."
     local_port = 0
+    on_error: OnError | None = None
+    "Told when a connection toward an address could not be opened."
 
     def send(self, data: bytes, addr: Addr) -> None:
         raise NotImplementedError
@@ -43,6 +51,8 @@ async def open_transport(name: str, host: str, port: int, on_message: OnMessage)
     """Bind a transport (port 0: an ephemeral one)."""
     if name == "tcp":
         return await TcpTransport.open(host, port, on_message)
+    if name == "tls":
+        return await TlsTransport.open(host, port, on_message)
     return await UdpTransport.open(host, port, on_message)
 
 
@@ -160,27 +170,30 @@ class TcpTransport(SipTransport):
             if writer is not None:
                 writer.close()
 
+    async def _open_connection(
+        self, addr: Addr
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await asyncio.open_connection(addr[0], addr[1])
+
+    def _failure(self, exc: OSError) -> str:
+        """A readable reason for a connection that could not be opened."""
+        if isinstance(exc, TimeoutError):
+            return f"no connection in {CONNECT_TIMEOUT:g} s"
+        return exc.strerror or str(exc) or type(exc).__name__
+
     async def _connect(
         self, addr: Addr, connection: _Connection
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
         """Open an outbound connection; None, its queued messages dropped, if it fails."""
         try:
-            return await asyncio.wait_for(
-                asyncio.open_connection(addr[0], addr[1]), CONNECT_TIMEOUT
-            )
-        except OSError as exc:  # TimeoutError included
-            reason = f"no connection in {CONNECT_TIMEOUT:g} s"
-            if not isinstance(exc, TimeoutError):
-                reason = str(exc) or type(exc).__name__
-            # The transactions of what is dropped time out and end their calls.
-            log.warning(
-                "tcp connection to %s:%d failed (%s): dropping %d message(s)",
-                addr[0],
-                addr[1],
-                reason,
-                len(connection.pending),
-            )
+            return await asyncio.wait_for(self._open_connection(addr), CONNECT_TIMEOUT)
+        except OSError as exc:  # TimeoutError and ssl.SSLError included
+            reason = f"{self.name} connection to {_where(addr)} failed: {self._failure(exc)}"
+            log.warning("%s: dropping %d message(s)", reason, len(connection.pending))
             connection.pending.clear()
+            if self.on_error is not None:
+                # The calls waiting on it end now (or try their next target).
+                self.on_error(addr, reason)
             return None
 
     async def close(self) -> None:
@@ -197,3 +210,79 @@ class TcpTransport(SipTransport):
             if connection.task is not None:
                 with contextlib.suppress(asyncio.CancelledError):
                     await connection.task
+
+
+class TlsTransport(TcpTransport):
+    """SIP over TLS (RFC 3261 26.2, RFC 5922): outbound connections only, reused.
+
+    The bridge holds no certificate of its own, so it accepts no TLS
+    connection: the trunk's requests come back over the connection the bridge
+    opened (kept for the whole call). ``local_port`` is a bound, unlistened
+    port that only fills Via and Contact.
+    """
+
+    name = "tls"
+
+    def __init__(self, on_message: OnMessage) -> None:
+        super().__init__(on_message)
+        self._peers: dict[Addr, tuple[str, ssl.SSLContext]] = {}
+        self._reserved: socket.socket | None = None
+        self.default_context: ssl.SSLContext | None = None
+        "For an address nobody announced (a recovered dialog's BYE): checked against its IP."
+
+    @classmethod
+    async def open(cls, host: str, port: int, on_message: OnMessage) -> TlsTransport:
+        self = cls(on_message)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        reserved = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            reserved.bind((host, port))
+        except OSError:
+            reserved.close()
+            raise
+        self._reserved = reserved
+        self.local_port = int(reserved.getsockname()[1])
+        return self
+
+    def expect(self, addr: Addr, server_name: str, context: ssl.SSLContext) -> None:
+        """Connections to ``addr`` check ``server_name`` against ``context``'s CAs."""
+        self._peers[addr] = (server_name, context)
+
+    async def _open_connection(
+        self, addr: Addr
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        context = self.default_context or client_context()
+        server_name, context = self._peers.get(addr) or (addr[0], context)
+        return await asyncio.open_connection(
+            addr[0],
+            addr[1],
+            ssl=context,
+            server_hostname=server_name,
+            ssl_handshake_timeout=CONNECT_TIMEOUT,
+        )
+
+    def _failure(self, exc: OSError) -> str:
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return f"certificate refused: {exc.verify_message or exc.reason}"
+        if isinstance(exc, ssl.SSLError):
+            return f"TLS handshake failed: {exc.reason or exc}"
+        return super()._failure(exc)
+
+    async def close(self) -> None:
+        await super().close()
+        if self._reserved is not None:
+            self._reserved.close()
+
+
+def client_context(cafile: str = "", verify: bool = True) -> ssl.SSLContext:
+    """A TLS client context: the system CAs or ``cafile``; nothing checked if not ``verify``."""
+    context = ssl.create_default_context(cafile=cafile or None)
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _where(addr: Addr) -> str:
+    host = f"[{addr[0]}]" if ":" in addr[0] else addr[0]
+    return f"{host}:{addr[1]}"

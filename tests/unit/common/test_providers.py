@@ -115,7 +115,10 @@ def test_missing_secret_is_reported_for_the_sip_agent_only() -> None:
         ('[trunks.a]\nport = 5060\n[[routes]]\nmatch="x"\ntrunk="a"', "trunk 'a': host is missing"),
         ('[trunks.a]\nhost="h"\nport = 70000\n', "trunk 'a': port must be a whole number"),
         ('[trunks.a]\nhost="h"\nport = "5060"\n', "trunk 'a': port must be a whole number"),
-        ('[trunks.a]\nhost="h"\ntransport="tls"\n', "trunk 'a': transport must be udp or tcp"),
+        (
+            '[trunks.a]\nhost="h"\ntransport="sctp"\n',
+            "trunk 'a': transport must be udp, tcp or tls",
+        ),
         ('[trunks.a]\nhost="h"\ncodecs=["G729"]\n', "trunk 'a': codec 'G729' is not one of"),
         ('[trunks.a]\nhost="h"\ndtmf="inband"\n', "trunk 'a': dtmf must be rfc4733 or info"),
         ('[trunks.a]\nhost="h"\nhostname="x"\n', "trunk 'a': unknown key 'hostname'"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -200,10 +201,11 @@ async def test_dial_fails_when_the_trunk_host_does_not_resolve_in_time(
 
     monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", hang)
     monkeypatch.setattr(agent_module, "RESOLVE_TIMEOUT", 0.01)
+    trunk = replace(agent.default_trunk(), host="trunk.test", port=5060)
     with pytest.raises(
-        DialError, match=r"^could not resolve SIP_TRUNK_HOST 127\.0\.0\.1 in 0\.01 s$"
+        DialError, match=r"^could not resolve SIP_TRUNK_HOST trunk\.test in 0\.01 s$"
     ):
-        await agent.dial("c1", "100", OFFER)
+        await agent.dial("c1", "100", OFFER, trunk=trunk)
     assert transport.sent == [] and agent.active_calls == 0
     await agent.close()
 

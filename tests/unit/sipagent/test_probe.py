@@ -241,9 +241,11 @@ async def test_dns_failure_stops() -> None:
     assert report.steps[0].detail.startswith("cannot resolve no-such-host.invalid")
 
 
-async def test_tls_not_supported_yet() -> None:
-    report, _ = await run_probe(good_trunk, transport="tls")
-    assert report.steps[-1] == Step("connect", False, "tls is not supported yet (use udp or tcp)")
+async def test_tls_refused_connection() -> None:
+    report, _ = await run_probe(good_trunk, transport="tls")  # the fake listens on UDP only
+    last = report.steps[-1]
+    assert last.name == "connect" and not last.ok
+    assert last.detail.startswith("tls 127.0.0.1:")
 
 
 async def test_tcp_refused() -> None:
