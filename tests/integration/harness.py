@@ -259,6 +259,9 @@ def service_env(nats_url: str, **overrides: str) -> dict[str, str]:
         PYTHONUNBUFFERED="1",
         # Every process its own free ops port; a test that probes one passes a port.
         OPS_PORT="0",
+        # Services run from a tmp dir: import this checkout's code, not whichever the
+        # venv was installed from.
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")])),
     )
     env.update(overrides)
     return env
@@ -274,6 +277,14 @@ def start_service(name: str, env: Mapping[str, str], tmp: Path) -> Process:
     return Process(
         name, [sys.executable, "-m", f"services.{name}"], env, tmp / f"{name}.log", cwd=tmp
     ).start()
+
+
+BIND_ATTEMPTS = 4
+"Starts of a sipp whose ports another process took first."
+
+
+class _PortRace(RuntimeError):
+    """sipp found one of its ports taken: start it again on others."""
 
 
 @dataclass
@@ -305,6 +316,17 @@ class Sipp:
         return rendered
 
     def start(self) -> Sipp:
+        # sipp binds four media ports next to the one it is given: another process may
+        # take one of them between our probe and its bind. Try again on fresh ports then.
+        given = self.port
+        for _ in range(BIND_ATTEMPTS - 1):
+            try:
+                return self._start()
+            except _PortRace:
+                self.port = given
+        return self._start()
+
+    def _start(self) -> Sipp:
         sipp = require_tool("sipp")
         self.port = self.port or free_udp_port()
         self.media_port = (free_port(socket.SOCK_DGRAM) // 2) * 2
@@ -342,7 +364,11 @@ class Sipp:
         kind = socket.SOCK_STREAM if self.transport.startswith("t") else socket.SOCK_DGRAM
         while not port_taken(self.port, kind):
             if time.monotonic() > deadline or not self.process.alive():
-                raise RuntimeError(f"sipp did not start:\n{self.process.log()}")
+                log = self.process.log()
+                self.process.stop()
+                if "Address already in use" in log:
+                    raise _PortRace(log)
+                raise RuntimeError(f"sipp did not start:\n{log}")
             time.sleep(0.05)
         return self
 
