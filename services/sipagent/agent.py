@@ -644,7 +644,8 @@ class SipAgent:
 
     def _note_invite_response(self, handle: CallHandle, response: Response) -> None:
         """Remember a provisional response; honour a 503's Retry-After for every call."""
-        if response.code < 200:
+        if 100 < response.code < 200:
+            # A 100 is only the next hop's; ringing or early media may have reached the caller.
             handle._provisional = True
         elif response.code == 503 and handle.target is not None and self._loop is not None:
             seconds = retry_after(response.headers.get("Retry-After"))

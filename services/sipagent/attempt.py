@@ -104,7 +104,7 @@ def fails_over(ended: Ended, *, provisional: bool, hung_up: bool, transport_fail
     """Whether the call may move to the next target instead of ending with ``ended``.
 
     No response at all (Timer B, a connection that could not be opened) or a
-    503, and only before any provisional response and unless the caller hung up.
+    503, and only before any provisional response but 100 and unless the caller hung up.
     """
     if provisional or hung_up:
         return False
