@@ -29,6 +29,8 @@ CODECS = ("PCMU", "PCMA")
 "Codecs a trunk may be offered, by their SDP encoding names."
 TRANSPORTS = ("udp", "tcp")
 DTMF_MODES = ("rfc4733", "info")
+TRANSFER_MODES = ("follow", "decline")
+"What a REFER from the trunk gets: a new call to its target, or 603 Decline."
 
 MAX_HEADERS = 16
 "Custom headers one call may carry from the browser."
@@ -103,7 +105,9 @@ class Trunk:
     headers: tuple[tuple[str, str], ...] = ()
     "Static headers added to every INVITE toward this trunk."
     dtmf: str = "rfc4733"
-    "How DTMF goes to this trunk (stored for the DTMF feature)."
+    "How DTMF goes to this trunk: RTP events (``rfc4733``) or SIP INFO (``info``)."
+    transfer: str = "follow"
+    "What a REFER from this trunk gets: ``follow`` (call the target) or ``decline`` (603)."
     allow_headers: tuple[str, ...] | None = None
     "Header names a browser may set (case-insensitive); None: any ``X-`` name."
 
@@ -342,6 +346,7 @@ _TRUNK_KEYS = frozenset(
         "codecs",
         "headers",
         "dtmf",
+        "transfer",
         "allow_headers",
     }
 )
@@ -389,6 +394,9 @@ def _trunk(name: str, raw: object, env: Mapping[str, str], fail: _Fail) -> Trunk
     dtmf = (_text(raw, "dtmf", fail) or "rfc4733").lower()
     if dtmf not in DTMF_MODES:
         raise fail(f"dtmf must be rfc4733 or info, got {dtmf!r}")
+    transfer = (_text(raw, "transfer", fail) or "follow").lower()
+    if transfer not in TRANSFER_MODES:
+        raise fail(f"transfer must be follow or decline, got {transfer!r}")
     raw_headers = raw.get("headers", {})
     if not isinstance(raw_headers, dict):
         raise fail("headers must be a table of names to values")
@@ -416,6 +424,7 @@ def _trunk(name: str, raw: object, env: Mapping[str, str], fail: _Fail) -> Trunk
         codecs=tuple(c.upper() for c in codecs or ()),
         headers=tuple(headers),
         dtmf=dtmf,
+        transfer=transfer,
         allow_headers=allow,
     )
 

@@ -29,11 +29,16 @@ from services.sipagent.sip.message import (
     SipParseError,
     bad_request,
     make_response,
+    new_call_id,
     new_tag,
     parse_message,
     summary,
+    tag_of,
+    top_branch,
 )
+from services.sipagent.sip.next_hop import next_hop
 from services.sipagent.sip.transaction import T1
+from services.sipagent.transfer import TransferringCall
 from services.sipagent.transport import Addr, SipTransport, open_transport
 
 log = logging.getLogger(__name__)
@@ -90,6 +95,10 @@ class AgentConfig:
     public_ip: str = ""
     invite_timeout: float = 60.0
     t1: float = T1
+    keepalive_interval: float = 30.0
+    "Seconds between in-dialog OPTIONS keep-alives; 0: none."
+    transfer: str = "follow"
+    "What the default trunk's REFER gets: ``follow`` or ``decline``."
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AgentConfig:
@@ -104,15 +113,19 @@ class AgentConfig:
             local_port=settings.sip_local_port,
             public_ip=settings.public_ip,
             invite_timeout=settings.invite_timeout,
+            keepalive_interval=settings.sip_keepalive_interval,
+            transfer=settings.sip_transfer,
         )
 
 
 class SipCall(Protocol):
-    """What ``SipAgent`` drives: ``OutboundCall``, or ``RecoveredBye`` for an adopted dialog."""
+    """What ``SipAgent`` drives: ``TransferringCall``, or ``RecoveredBye`` for an adopted dialog."""
 
     call_id: str
     sip_call_id: str
-    request_uri: str
+
+    @property
+    def request_uri(self) -> str: ...
 
     def start(self, now: float) -> None: ...
 
@@ -144,7 +157,11 @@ class CallHandle:
         "The transport of the call (None: the agent's first one)."
         self.events: asyncio.Queue[CallEvent] = asyncio.Queue()
         self.observer: SipObserver | None = None
+        self.route_in_dialog = False
+        "Send in-dialog requests to the route set or remote target (not only to ``trunk``)."
         self._agent = agent
+        self._trunk_branches: set[str] = set()
+        "Branches of requests outside a dialog (INVITE), whose CANCEL and ACK follow them."
 
     @property
     def request_uri(self) -> str:
@@ -152,6 +169,28 @@ class CallHandle:
 
     def hangup(self, cause: str) -> None:
         self._agent.hangup(self, cause)
+
+    def hold(self, held: bool) -> None:
+        """Put the trunk on hold or resume it (a re-INVITE once the call is answered)."""
+        call = self.call
+        if isinstance(call, TransferringCall):
+            self._agent.drive(self, lambda now: call.hold(held, now))
+
+    def send_dtmf(self, digits: str, duration_ms: int) -> None:
+        """Send DTMF by SIP INFO when the trunk gets it that way."""
+        call = self.call
+        if isinstance(call, TransferringCall):
+            self._agent.drive(self, lambda now: call.send_dtmf(digits, duration_ms, now))
+
+    def destination(self, request: Request) -> Addr:
+        """Where ``request`` goes: the trunk, or within a dialog its next hop."""
+        if not self.route_in_dialog:
+            return self.trunk
+        branch = top_branch(request)
+        if branch in self._trunk_branches or not tag_of(request.headers.get("To") or ""):
+            self._trunk_branches.add(branch)
+            return self.trunk
+        return next_hop(request, self.trunk)
 
 
 class SipAgent:
@@ -212,6 +251,7 @@ class SipAgent:
             password=config.password,
             domain=config.domain,
             transport=self._transport.name if self._transport else config.transport,
+            transfer=config.transfer,
         )
 
     async def dial(
@@ -244,22 +284,32 @@ class SipAgent:
         address = await self._resolve(trunk)
         sent_by = self._sent_by(address, transport)
         user = f"{trunk.username}@" if trunk.username else ""
-        call = OutboundCall(
-            call_id=call_id,
-            request_uri=request_uri,
-            from_uri=f"sip:{trunk.username or 'anonymous'}@{_host(domain)}",
-            contact=f"<sip:{user}{sent_by};transport={transport.name}>",
-            sent_by=sent_by,
-            offer_sdp=offer_sdp,
-            username=trunk.username,
-            password=trunk.password,
-            transport=transport.name,
-            invite_timeout=config.invite_timeout,
-            t1=config.t1,
-            invite_headers=list(headers),
-        )
+
+        def place(uri: str) -> OutboundCall:
+            return OutboundCall(
+                call_id=call_id,
+                request_uri=uri,
+                from_uri=f"sip:{trunk.username or 'anonymous'}@{_host(domain)}",
+                contact=f"<sip:{user}{sent_by};transport={transport.name}>",
+                sent_by=sent_by,
+                offer_sdp=offer_sdp,
+                username=trunk.username,
+                password=trunk.password,
+                transport=transport.name,
+                invite_timeout=config.invite_timeout,
+                t1=config.t1,
+                # Custom headers are for the party dialled; a transfer target gets none.
+                invite_headers=list(headers) if uri == request_uri else [],
+                sip_call_id=new_call_id(),
+                dtmf=trunk.dtmf,
+                keepalive=config.keepalive_interval,
+                transfer=trunk.transfer,
+            )
+
+        call = TransferringCall(place(request_uri), place)
         handle = CallHandle(self, call, address, transport)
         handle.observer = observer
+        handle.route_in_dialog = True
         self._host_call(handle)
         return handle
 
@@ -290,6 +340,14 @@ class SipAgent:
         if self._loop is None:
             return
         handle.call.hangup(cause, self._loop.time())
+        self._service(handle, None)
+        self._rearm()
+
+    def drive(self, handle: CallHandle, action: Callable[[float], None]) -> None:
+        """Run ``action(now)`` on a call, then send what it queued."""
+        if self._loop is None:
+            return
+        action(self._loop.time())
         self._service(handle, None)
         self._rearm()
 
@@ -417,15 +475,22 @@ class SipAgent:
         """Send what the call wants sent, queue its events, forget it once finished."""
         call = handle.call
         for message in call.messages_to_send():
-            # Responses go back where the request came from; requests to the trunk.
-            dest = reply_to if isinstance(message, Response) and reply_to else handle.trunk
+            # Responses go back where the request came from (rport: its source address).
+            if isinstance(message, Response):
+                dest = reply_to or handle.trunk
+            else:
+                dest = handle.destination(message)
             if handle.observer is not None:
                 handle.observer(">", summary(message))
             self._send(bytes(message), dest, handle.transport)
         while (event := call.next_event()) is not None:
             handle.events.put_nowait(event)
+        # A transfer adds a dialog with a Call-ID of its own to the same call.
+        for sip_call_id in getattr(call, "sip_call_ids", ()):
+            self._calls.setdefault(sip_call_id, handle)
         if call.finished and self._calls.get(call.sip_call_id) is handle:
-            del self._calls[call.sip_call_id]
+            for sip_call_id in [k for k, h in self._calls.items() if h is handle]:
+                del self._calls[sip_call_id]
             if not self._calls:
                 self._idle.set()
 

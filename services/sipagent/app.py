@@ -20,10 +20,15 @@ from proto.events import (
     CallAnswered,
     CallEnded,
     DialRequested,
+    DtmfReceived,
+    DtmfRequested,
     HangupRequested,
+    HoldFailed,
+    HoldRequested,
     InviteSent,
     MediaFailed,
     ProgressReceived,
+    SessionUpdated,
 )
 from services.common.bus import Bus, drain_subscription
 from services.common.fleet import records
@@ -37,9 +42,16 @@ from services.common.settings import SettingsError
 from services.common.telemetry import tracer
 from services.sipagent import recovery
 from services.sipagent.agent import AgentConfig, CallHandle, DialError, SipAgent, check_destination
-from services.sipagent.call import OutboundCall
-from services.sipagent.events import Answered, Ended, Progress
+from services.sipagent.events import (
+    Answered,
+    DtmfIn,
+    Ended,
+    HoldRefused,
+    Progress,
+    SessionChanged,
+)
 from services.sipagent.offer import restrict_codecs
+from services.sipagent.transfer import TransferringCall
 
 log = logging.getLogger(__name__)
 
@@ -307,7 +319,10 @@ class SipAgentService:
         await self._record_inviting(call_id, handle)
         await self._publish(
             InviteSent(
-                call_id=call_id, sipagent_id=self._instance_id, request_uri=handle.request_uri
+                call_id=call_id,
+                sipagent_id=self._instance_id,
+                request_uri=handle.request_uri,
+                dtmf=target.trunk.dtmf,
             )
         )
         early = self._early_hangups.pop(call_id, None)
@@ -324,10 +339,47 @@ class SipAgentService:
                 spans.call.add_event("answered")
                 await self._record_confirmed(call_id, handle)
                 await self._publish(CallAnswered(call_id=call_id, answer_sdp=event.sdp))
+            elif isinstance(event, SessionChanged):
+                await self._on_session_changed(call_id, handle, event, spans)
+            elif isinstance(event, HoldRefused):
+                spans.call.add_event("hold refused", {"bridge.held": event.held})
+                await self._publish(
+                    HoldFailed(
+                        call_id=call_id,
+                        held=event.held,
+                        status=event.status,
+                        reason=event.reason,
+                    )
+                )
+            elif isinstance(event, DtmfIn):
+                await self._publish(DtmfReceived(call_id=call_id, digit=event.digit, method="info"))
             elif isinstance(event, Ended):
                 return CallEnded(
                     call_id=call_id, cause=event.cause, status=event.status, reason=event.reason
                 )
+
+    async def _on_session_changed(
+        self, call_id: str, handle: CallHandle, event: SessionChanged, spans: _SipSpans
+    ) -> None:
+        attributes = {
+            "bridge.local_hold": event.local_hold,
+            "bridge.remote_hold": event.remote_hold,
+        }
+        if event.transferred_to:
+            # The registry must name the new dialog: a survivor would BYE the old one.
+            spans.call.add_event("transferred", attributes)
+            await self._record_confirmed(call_id, handle)
+        else:
+            spans.call.add_event("session updated", attributes)
+        await self._publish(
+            SessionUpdated(
+                call_id=call_id,
+                remote_sdp=event.remote_sdp,
+                local_hold=event.local_hold,
+                remote_hold=event.remote_hold,
+                transferred_to=event.transferred_to,
+            )
+        )
 
     async def _record_inviting(self, call_id: str, handle: CallHandle) -> None:
         if self._fleet is None:
@@ -342,7 +394,7 @@ class SipAgentService:
 
     async def _record_confirmed(self, call_id: str, handle: CallHandle) -> None:
         call = handle.call
-        if self._fleet is None or not isinstance(call, OutboundCall) or call.dialog is None:
+        if self._fleet is None or not isinstance(call, TransferringCall) or call.dialog is None:
             return
         dialog = recovery.dialog_record(
             call.dialog, transport=self._transport_of(handle), trunk=handle.trunk
@@ -359,6 +411,22 @@ class SipAgentService:
             self._hangup(event.call_id, event.cause)
         elif isinstance(event, MediaFailed):
             self._hangup(event.call_id, errors.MEDIA_FAILED)
+        elif isinstance(event, HoldRequested):
+            handle = self._handles.get(event.call_id)
+            if handle is None:
+                await self._publish(
+                    HoldFailed(
+                        call_id=event.call_id,
+                        held=event.held,
+                        reason="The call is not answered",
+                    )
+                )
+            else:
+                handle.hold(event.held)
+        elif isinstance(event, DtmfRequested):
+            handle = self._handles.get(event.call_id)
+            if handle is not None:
+                handle.send_dtmf(event.digits, event.duration_ms)
 
     def _abandon(self, call_id: str) -> None:
         """Hang up the SIP side of a call that failed, if it got that far."""
@@ -381,7 +449,14 @@ class SipAgentService:
             self._early_hangups.setdefault(call_id, cause)
 
     async def _publish(
-        self, event: CallEnded | InviteSent | ProgressReceived | CallAnswered
+        self,
+        event: CallEnded
+        | InviteSent
+        | ProgressReceived
+        | CallAnswered
+        | SessionUpdated
+        | HoldFailed
+        | DtmfReceived,
     ) -> None:
         subject = subjects.call_events(event.call_id, "sipagent")
         if isinstance(event, CallEnded):

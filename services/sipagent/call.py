@@ -3,7 +3,9 @@
 ``OutboundCall`` sends the INVITE, answers digest challenges, ACKs the 2xx,
 cancels or hangs up on request and answers the trunk's in-dialog requests.
 It is driven with ``start``/``receive``/``hangup``/``handle_timer`` and
-reports ``Progress``, ``Answered`` and exactly one ``Ended``.
+reports ``Progress``, ``Answered`` and exactly one ``Ended``. Once the
+dialog is confirmed, ``InDialog`` handles everything in it but BYE: session
+changes, hold, DTMF by INFO, keep-alive and REFER.
 
 Every state has a timer: Timer B or the INVITE deadline before a final
 answer, the CANCEL window while cancelling, Timer F of the BYE while hanging
@@ -14,13 +16,16 @@ from __future__ import annotations
 
 import enum
 import logging
+import random
 from collections import deque
 from dataclasses import replace
 
 from sipmessage import Request, Response
 
 from proto import errors
-from services.sipagent.events import Answered, CallEvent, Ended, Progress
+from services.sipagent.dialog_context import ALLOW, USER_AGENT, DialogContext
+from services.sipagent.events import Answered, CallEvent, Ended, HoldRefused, Progress
+from services.sipagent.in_dialog import InDialog
 from services.sipagent.sip.auth import AuthError, DigestAuthenticator
 from services.sipagent.sip.dialog import Dialog
 from services.sipagent.sip.message import (
@@ -45,8 +50,8 @@ from services.sipagent.sip.transaction import (
 
 log = logging.getLogger(__name__)
 
-USER_AGENT = "webrtc-sip-bridge/0.1"
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS"
+__all__ = ["ALLOW", "USER_AGENT", "CallState", "OutboundCall"]
+
 MAX_AUTH_ATTEMPTS = 3
 "Challenges answered per request; only ``stale=true`` ones after the first."
 
@@ -94,8 +99,17 @@ class OutboundCall:
         authenticator: DigestAuthenticator | None = None,
         user_agent: str = USER_AGENT,
         invite_headers: list[tuple[str, str]] | None = None,
+        dtmf: str = "rfc4733",
+        keepalive: float = 0.0,
+        transfer: str = "follow",
+        rng: random.Random | None = None,
     ) -> None:
-        """``invite_headers``: custom headers (already checked) for the INVITE only."""
+        """``invite_headers``: custom headers (already checked) for the INVITE only.
+
+        ``dtmf``: the trunk's DTMF mode; ``keepalive``: seconds between
+        in-dialog OPTIONS (0: none); ``transfer``: ``follow`` or ``decline``
+        a REFER; ``rng``: for the glare back-off, seeded in tests.
+        """
         self.call_id = call_id
         "The bridge's call id, for logs."
         self.sip_call_id = sip_call_id or new_call_id()
@@ -137,6 +151,11 @@ class OutboundCall:
         self._reported = False
         "Whether ``Ended`` was emitted; SIP clean-up may go on after it."
         self._last_progress: Progress | None = None
+        self._dtmf = dtmf
+        self._keepalive = keepalive
+        self._transfer = transfer
+        self._rng = rng
+        self._in_dialog: InDialog | None = None
         self._outbox: list[SipMessage] = []
         self._events: deque[CallEvent] = deque()
 
@@ -174,6 +193,27 @@ class OutboundCall:
             self._pending = Ended(_cause(cause, errors.NORMAL), None, "Hung up")
             self._send_bye(now)
 
+    def hold(self, held: bool, now: float) -> None:
+        """Put the trunk on hold or resume it; ``HoldRefused`` at once before the answer."""
+        if self.state is CallState.CONFIRMED and self._in_dialog is not None:
+            self._in_dialog.hold(held, now)
+        else:
+            self._events.append(HoldRefused(held, None, "The call is not answered"))
+
+    def send_dtmf(self, digits: str, duration_ms: int, now: float) -> None:
+        """Send ``digits`` by INFO when that is how the trunk gets them (else media does)."""
+        if self.state is CallState.CONFIRMED and self._in_dialog is not None:
+            self._in_dialog.send_dtmf(digits, duration_ms, now)
+
+    def notify_transfer(self, status: int, phrase: str, now: float) -> None:
+        """Tell the referrer how the call to the Refer-To target went (NOTIFY)."""
+        if self.state is CallState.CONFIRMED and self._in_dialog is not None:
+            self._in_dialog.referral.notify(status, phrase, now)
+
+    def retire(self, now: float) -> None:
+        """End this dialog after a transfer replaced it: BYE, unless the trunk sent one."""
+        self.hangup(errors.NORMAL, now)
+
     def handle_timer(self, now: float) -> None:
         for tx in list(self._client_txs) + list(self._server_txs):
             deadline = tx.get_timer()
@@ -185,6 +225,11 @@ class OutboundCall:
         if calling and deadline is not None and now >= deadline:
             self._invite_deadline = None
             self._on_invite_timeout(now)
+        in_dialog = self._in_dialog
+        if self.state is CallState.CONFIRMED and in_dialog is not None:
+            deadline = in_dialog.get_timer()
+            if deadline is not None and deadline <= now:
+                in_dialog.handle_timer(now)
         if self._cancel_deadline is not None and now >= self._cancel_deadline:
             self._cancel_deadline = None
             if self.state is CallState.CANCELLING:
@@ -199,10 +244,14 @@ class OutboundCall:
             timers.append(self._invite_deadline)
         if self.state is CallState.CANCELLING:
             timers.append(self._cancel_deadline)
+        if self.state is CallState.CONFIRMED and self._in_dialog is not None:
+            timers.append(self._in_dialog.get_timer())
         return min((t for t in timers if t is not None), default=None)
 
     def messages_to_send(self) -> list[SipMessage]:
-        out, self._outbox = self._outbox, []
+        # Cleared in place: the in-dialog parts share this list.
+        out = list(self._outbox)
+        self._outbox.clear()
         return out
 
     def next_event(self) -> CallEvent | None:
@@ -221,6 +270,8 @@ class OutboundCall:
     # --- responses ---------------------------------------------------------------
 
     def _receive_response(self, response: Response, now: float) -> None:
+        if self._in_dialog is not None and self._in_dialog.context.receive_response(response, now):
+            return
         for tx in self._client_txs:
             if tx.matches(response):
                 tx.receive(response, now)
@@ -313,7 +364,44 @@ class OutboundCall:
             self._send_bye(now)
             return
         self._set_state(CallState.CONFIRMED)
-        self._events.append(Answered(_sdp_of(response) or ""))
+        answer = _sdp_of(response) or ""
+        self._in_dialog = self._make_in_dialog(self._dialog, answer, now)
+        self._events.append(Answered(answer))
+
+    def _make_in_dialog(self, dialog: Dialog, answer: str, now: float) -> InDialog:
+        context = DialogContext(
+            call_id=self.call_id,
+            dialog=dialog,
+            via=self._via,
+            contact=self._contact,
+            outbox=self._outbox,
+            events=self._events,
+            dead=self._on_dead,
+            authenticator=self._auth,
+            reliable=self._reliable,
+            t1=self._t1,
+            user_agent=self._user_agent,
+            rng=self._rng,
+        )
+        return InDialog(
+            context,
+            offer_sdp=self._offer.decode(),
+            answer_sdp=answer,
+            dtmf=self._dtmf,
+            keepalive=self._keepalive,
+            transfer=self._transfer,
+            now=now,
+        )
+
+    def _on_dead(self, reason: str, now: float) -> None:
+        """The trunk forgot the dialog: tell the caller now, BYE all the same."""
+        if self.state is not CallState.CONFIRMED:
+            return
+        ended = Ended(errors.DEAD_DIALOG, None, "The trunk stopped answering")
+        log.info("%s: %s", self.call_id, reason)
+        self._pending = ended
+        self._report(ended)
+        self._send_bye(now)
 
     def _on_forked_success(self, response: Response, now: float) -> None:
         """ACK and BYE a 2xx from a second fork (RFC 3261 13.2.2.4), leaving the call be."""
@@ -396,13 +484,18 @@ class OutboundCall:
     # --- requests from the trunk -------------------------------------------------
 
     def _receive_request(self, request: Request, now: float) -> None:
+        in_dialog = self._in_dialog if self.state is CallState.CONFIRMED else None
         if request.method == "ACK":
-            return  # for a 488 to a re-INVITE; nothing to do
+            if in_dialog is not None:
+                in_dialog.on_ack(request, now)
+            return
         for server_tx in self._server_txs:
             if server_tx.matches(request):
                 server_tx.receive(request, now)
                 self._drain(server_tx, now)
                 return
+        if in_dialog is not None and in_dialog.absorb(request, now):
+            return
         dialog = self._dialog
         ended = self.state is CallState.ENDED
         if dialog is None or ended or not dialog.matches(request) or request.method == "CANCEL":
@@ -419,11 +512,10 @@ class OutboundCall:
             else:
                 remote = Ended(errors.REMOTE_HANGUP, None, "Remote party hung up")
                 self._end(remote, now, dialog_closed=True)
+        elif in_dialog is not None:
+            in_dialog.on_request(request, now)
         elif request.method == "OPTIONS":
             self._respond(request, 200, now, [("Allow", ALLOW), ("Accept", "application/sdp")])
-        elif request.method == "INVITE":
-            # Re-INVITEs are not supported yet: keep the current session.
-            self._respond(request, 488, now)
         else:
             self._respond(request, 501, now, [("Allow", ALLOW)])
 

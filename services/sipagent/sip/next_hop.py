@@ -1,0 +1,35 @@
+"""Where a request within a dialog is sent (RFC 3261 12.2.1.1 and 8.1.2). Pure.
+
+The first Route when it is a loose router, else the Request-URI (the remote
+target, or a strict router that took its place). Only IP literals are used
+as they are: a host name there falls back to the trunk's resolved address,
+so an in-dialog request never waits on DNS.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from sipmessage import URI, Address, Request
+
+Addr = tuple[str, int]
+
+
+def next_hop(request: Request, default: Addr) -> Addr:
+    """The address ``request`` goes to; ``default`` when it names no usable IP address."""
+    routes = request.headers.getlist("Route")
+    uri: URI = request.uri
+    if routes:
+        try:
+            first = Address.parse_many(routes[0])[0].uri
+        except (ValueError, IndexError):
+            return default
+        if "lr" in first.parameters:
+            uri = first
+    host = uri.host.strip("[]")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return default
+    port = uri.port or (5061 if uri.scheme == "sips" else 5060)
+    return host, port
