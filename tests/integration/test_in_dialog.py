@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
 from proto.events import DtmfReceived, HoldRequested, SessionUpdated
 from tests.integration.client import BridgeClient
 from tests.integration.conftest import SipagentFactory, Stack, TrunkFactory
+from tests.integration.harness import Sipp
 from tests.integration.peers import BusSpy
 
 pytestmark = pytest.mark.timeout(90)
@@ -55,3 +57,54 @@ async def test_keepalive_finds_a_trunk_that_went_silent(
         assert len(re.findall(r"^OPTIONS ", sipp.messages(), re.M)) >= 3
     finally:
         await client.close()
+
+
+async def test_info_digit_in_and_hold_from_the_browser_along_the_route_set(
+    stack: Stack, sipagent: SipagentFactory, trunk: TrunkFactory
+) -> None:
+    sipp = trunk("bridge_hold_info.xml")
+    sipagent(sipp.port)
+    async with BusSpy(stack.nats_url) as bus:
+        client = await _connect(stack)
+        try:
+            digit = await bus.wait_for(DtmfReceived)
+            assert (digit.digit, digit.method) == ("5", "info")
+            call_id = await bus.call_id()
+            await bus.publish(HoldRequested(call_id=call_id, held=True))
+            held = await bus.wait_for(SessionUpdated, local_hold=True)
+            assert "a=recvonly" in held.remote_sdp
+            await bus.publish(HoldRequested(call_id=call_id, held=False))
+            await bus.wait_for(SessionUpdated, local_hold=False)
+            await client.hangup()
+            await client.expect("ended")
+            # sipp checked sendonly then sendrecv, and a Route on the ACK, re-INVITE and BYE.
+            assert await sipp.wait(10) == 0, f"{sipp.messages()}\n{stack.logs()}"
+        finally:
+            await client.close()
+
+
+async def test_refer_transfers_the_call_to_a_new_party(
+    stack: Stack, sipagent: SipagentFactory, tmp_path: Path
+) -> None:
+    sipp = Sipp("refer_transfer.xml", tmp_path, calls=2).start()
+    try:
+        sipagent(sipp.port)
+        async with BusSpy(stack.nats_url) as bus:
+            client = await _connect(stack)
+            try:
+                moved = await bus.wait_for(SessionUpdated, timeout=20)
+                assert moved.transferred_to == f"sip:bob@127.0.0.1:{sipp.port}"
+                await client.hangup()
+                ended = await client.expect("ended")
+                assert ended["cause"] == "normal"
+                # Both calls complete: the referrer got its BYE, bob got ours.
+                assert await sipp.wait(10) == 0, f"{sipp.messages()}\n{stack.logs()}"
+                messages = sipp.messages()
+                invites = re.findall(r"^INVITE (sip:\S+) SIP/2.0", messages, re.M)
+                assert invites[-1] == f"sip:bob@127.0.0.1:{sipp.port}"
+                states = re.findall(r"^Subscription-State: (\w+)", messages, re.M)
+                assert states == ["active", "terminated"]
+            finally:
+                await client.close()
+    finally:
+        sipp.stop()
