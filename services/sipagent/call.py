@@ -30,6 +30,7 @@ from services.sipagent.call_base import (
 )
 from services.sipagent.dialog_context import ALLOW, USER_AGENT
 from services.sipagent.events import Answered, Ended, Progress
+from services.sipagent.session_timer import min_se
 from services.sipagent.sip.auth import AuthError
 from services.sipagent.sip.dialog import Dialog
 from services.sipagent.sip.message import (
@@ -160,6 +161,8 @@ class OutboundCall(CallBase):
             self._on_success(response, now)
         elif response.code in (401, 407):
             self._on_challenge(response, now)
+        elif response.code == 422 and self._too_brief(response, now):
+            pass
         else:
             self._on_failure(response, now)
 
@@ -208,7 +211,7 @@ class OutboundCall(CallBase):
             return
         self._set_state(CallState.CONFIRMED)
         answer = sdp_of(response) or ""
-        self._in_dialog = self._make_in_dialog(self._dialog, answer, now)
+        self._in_dialog = self._make_in_dialog(self._dialog, response, answer, now)
         self._events.append(Answered(answer))
 
     def _on_forked_success(self, response: Response, now: float) -> None:
@@ -255,6 +258,19 @@ class OutboundCall(CallBase):
             self._set_state(CallState.CALLING)
         self._send_invite(now)
 
+    def _too_brief(self, response: Response, now: float) -> bool:
+        """RFC 4028 422: ask again with the trunk's Min-SE; False when that cannot help."""
+        wanted = min_se(response)
+        calling = self.state in (CallState.CALLING, CallState.PROCEEDING)
+        if wanted is None or wanted <= self._session_expires or self._pending or not calling:
+            return False
+        log.info("%s: session interval too brief: asking %d s", self.call_id, wanted)
+        self._session_expires = self._min_se = wanted
+        if self.state is CallState.PROCEEDING:
+            self._set_state(CallState.CALLING)
+        self._send_invite(now)
+        return True
+
     def _on_failure(self, response: Response, now: float) -> None:
         pending = self._pending
         if pending is None:
@@ -282,6 +298,9 @@ class OutboundCall(CallBase):
                 *self._invite_auth,
                 ("User-Agent", self._user_agent),
                 ("Allow", ALLOW),
+                ("Supported", "timer"),
+                ("Session-Expires", str(self._session_expires)),
+                *([("Min-SE", str(self._min_se))] if self._min_se else []),
                 *self._invite_headers,
             ],
             self._offer,

@@ -20,6 +20,7 @@ from proto import errors
 from services.sipagent.dialog_context import ALLOW, USER_AGENT, DialogContext
 from services.sipagent.events import CallEvent, Ended, HoldRefused, Progress
 from services.sipagent.in_dialog import InDialog
+from services.sipagent.session_timer import SESSION_EXPIRES
 from services.sipagent.sip.auth import AuthError, DigestAuthenticator
 from services.sipagent.sip.dialog import Dialog
 from services.sipagent.sip.message import (
@@ -148,6 +149,9 @@ class CallBase:
         self._transfer = transfer
         self._rng = rng
         self._in_dialog: InDialog | None = None
+        self._session_expires = SESSION_EXPIRES
+        "Session-Expires of our INVITE (raised by a 422's Min-SE)."
+        self._min_se: int | None = None
         self._outbox: list[SipMessage] = []
         self._events: deque[CallEvent] = deque()
 
@@ -214,7 +218,9 @@ class CallBase:
     def _on_invite_event(self, event: TransactionEvent, now: float) -> None:
         raise NotImplementedError
 
-    def _make_in_dialog(self, dialog: Dialog, answer: str, now: float) -> InDialog:
+    def _make_in_dialog(
+        self, dialog: Dialog, response: Response, answer: str, now: float
+    ) -> InDialog:
         context = DialogContext(
             call_id=self.call_id,
             dialog=dialog,
@@ -237,6 +243,7 @@ class CallBase:
             keepalive=self._keepalive,
             transfer=self._transfer,
             now=now,
+            answer=response,
         )
 
     def _on_dead(self, reason: str, now: float) -> None:

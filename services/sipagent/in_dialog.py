@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 
-from sipmessage import Request
+from sipmessage import Request, Response
 
 from services.sipagent.dialog_context import ALLOW, DialogContext, timers_of
 from services.sipagent.dtmf_info import InfoDtmf
 from services.sipagent.keepalive import KeepAlive
+from services.sipagent.session_timer import SessionTimer
 from services.sipagent.session_update import SessionUpdates
 from services.sipagent.transfer import Referral
 
@@ -34,13 +35,26 @@ class InDialog:
         keepalive: float = 0.0,
         transfer: str = "follow",
         now: float = 0.0,
+        answer: Response | None = None,
     ) -> None:
-        """``offer_sdp``/``answer_sdp``: the INVITE's offer and the trunk's answer."""
+        """``offer_sdp``/``answer_sdp``: the INVITE's offer and the trunk's answer.
+
+        ``answer``: the INVITE's 2xx, for its session timer (none without it).
+        """
         self.context = context
         self.session = SessionUpdates(context, offer_sdp, answer_sdp)
         self.dtmf = InfoDtmf(context, dtmf, lambda: self.session.remote_sdp)
         self.keepalive = KeepAlive(context, keepalive, now)
         self.referral = Referral(context, transfer)
+        self.timer: SessionTimer | None = None
+        if answer is not None:
+            self.timer = SessionTimer(
+                context,
+                answer,
+                now,
+                refreshed=lambda: self.session.refreshed,
+                reinvite=self.session.refresh,
+            )
 
     def on_request(self, request: Request, now: float) -> None:
         """A new request in the dialog (CSeq already checked), other than BYE and ACK."""
@@ -74,10 +88,15 @@ class InDialog:
         self.context.handle_timer(now)
         self.session.handle_timer(now)
         self.keepalive.handle_timer(now)
+        if self.timer is not None:
+            self.timer.handle_timer(now)
 
     def get_timer(self) -> float | None:
         return timers_of(
-            self.context.get_timer(), self.session.get_timer(), self.keepalive.get_timer()
+            self.context.get_timer(),
+            self.session.get_timer(),
+            self.keepalive.get_timer(),
+            self.timer.get_timer() if self.timer is not None else None,
         )
 
     def absorb(self, request: Request, now: float) -> bool:

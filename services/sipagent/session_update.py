@@ -17,6 +17,7 @@ from sipmessage import Request, Response
 
 from services.sipagent.dialog_context import ALLOW, DialogContext, timers_of
 from services.sipagent.events import HoldRefused, SessionChanged
+from services.sipagent.session_timer import session_expires
 from services.sipagent.sip.message import summary, top_branch
 from services.sipagent.sip.transaction import (
     T2,
@@ -57,12 +58,13 @@ class _Answered:
 
 @dataclass
 class _Outgoing:
-    """Our hold or resume re-INVITE in flight."""
+    """Our hold, resume or session refresh re-INVITE in flight."""
 
     held: bool
     tx: InviteClientTransaction
     challenged: bool = False
-    ack: Request | None = None
+    refresh: tuple[tuple[str, str], ...] = ()
+    "Session-timer headers: a refresh, not asked by the browser (no event unless SDP moved)."
 
 
 class SessionUpdates:
@@ -83,6 +85,7 @@ class SessionUpdates:
         "ACKs of our re-INVITEs' 2xx by CSeq, re-sent when a 2xx is retransmitted."
         self._retry_at: float | None = None
         self._retry_held = False
+        self._retry_refresh: tuple[tuple[str, str], ...] = ()
         self._wanted: bool | None = None
         "A hold or resume asked while another re-INVITE was under way."
         self.refreshed: float | None = None
@@ -119,7 +122,7 @@ class SessionUpdates:
         response = context.response(
             request,
             200,
-            headers=[("Contact", context.contact), ("Allow", ALLOW)],
+            headers=[("Contact", context.contact), ("Allow", ALLOW), *_timer_echo(request)],
             body=body.encode(),
             content_type="application/sdp",
         )
@@ -160,7 +163,7 @@ class SessionUpdates:
             request,
             200,
             now,
-            headers=[("Contact", context.contact)],
+            headers=[("Contact", context.contact), *_timer_echo(request)],
             body=body,
             content_type="application/sdp",
         )
@@ -214,7 +217,19 @@ class SessionUpdates:
             return
         self._send(held, now)
 
-    def _send(self, held: bool, now: float, auth: tuple[str, str] | None = None) -> None:
+    def refresh(self, headers: list[tuple[str, str]], now: float) -> None:
+        """A session-timer refresh by re-INVITE (our SDP as it stands)."""
+        if self.busy or self._retry_at is not None:
+            return  # the offer under way refreshes the session as well
+        self._send(self.local_hold, now, refresh=tuple(headers))
+
+    def _send(
+        self,
+        held: bool,
+        now: float,
+        auth: tuple[str, str] | None = None,
+        refresh: tuple[tuple[str, str], ...] = (),
+    ) -> None:
         context = self._context
         try:
             body = self._offer(held).encode()
@@ -223,12 +238,12 @@ class SessionUpdates:
             return
         request = context.request(
             "INVITE",
-            headers=[("Allow", ALLOW), *([auth] if auth else [])],
+            headers=[("Allow", ALLOW), *refresh, *([auth] if auth else [])],
             body=body,
             content_type="application/sdp",
         )
         tx = InviteClientTransaction(request, reliable=context.reliable, t1=context.t1)
-        self._outgoing = _Outgoing(held, tx, challenged=auth is not None)
+        self._outgoing = _Outgoing(held, tx, challenged=auth is not None, refresh=refresh)
         context.start(tx, now, self._on_event)
 
     def _on_event(self, event: TransactionEvent, now: float) -> None:
@@ -249,13 +264,14 @@ class SessionUpdates:
         if response.code == 491:
             self._outgoing = None
             self._retry_held = outgoing.held
+            self._retry_refresh = outgoing.refresh
             self._retry_at = now + self._context.rng.uniform(*GLARE_RETRY)
         elif response.code in (401, 407) and not outgoing.challenged:
             header = self._context.authorize(response, outgoing.tx.request)
             if header is None:
                 self._refuse(outgoing, response.code, "Authentication failed", now)
             else:
-                self._send(outgoing.held, now, header)
+                self._send(outgoing.held, now, header, outgoing.refresh)
         else:
             self._refuse(outgoing, response.code, response.phrase, now)
 
@@ -277,19 +293,29 @@ class SessionUpdates:
         context.outbox.append(ack)
         log.info("%s: < %s (re-INVITE), > ACK", context.call_id, summary(response))
         context.dialog.refresh_target(response)
+        quiet = False
         if outgoing is not None and outgoing.tx.request.cseq.sequence == sequence:
             self._outgoing = None
             self.local_hold = outgoing.held
+            quiet = bool(outgoing.refresh)
         answer = sdp_of(response)
-        if answer is not None:
+        if answer is not None and answer != self.remote_sdp:
             self.remote_sdp = answer
-        self._report()
+            quiet = False
+        if not quiet:
+            self._report()
         self._continue(now)
 
     def _refuse(self, outgoing: _Outgoing, status: int | None, reason: str, now: float) -> None:
-        log.info("%s: %s refused: %s", self._context.call_id, _what(outgoing.held), reason)
         self._outgoing = None
-        self._context.events.append(HoldRefused(outgoing.held, status, reason))
+        if outgoing.refresh:
+            log.info("%s: session refresh refused: %s", self._context.call_id, reason)
+            if status is None or status in (408, 481):
+                self._context.dead("session refresh refused or unanswered", now)
+                return
+        else:
+            log.info("%s: %s refused: %s", self._context.call_id, _what(outgoing.held), reason)
+            self._context.events.append(HoldRefused(outgoing.held, status, reason))
         self._continue(now)
 
     def _continue(self, now: float) -> None:
@@ -314,7 +340,7 @@ class SessionUpdates:
         if self._retry_at is not None and now >= self._retry_at:
             self._retry_at = None
             held, self._wanted = self._wanted, None
-            self._send(self._retry_held if held is None else held, now)
+            self._send(self._retry_held if held is None else held, now, refresh=self._retry_refresh)
 
     def get_timer(self) -> float | None:
         answered = self._answered
@@ -333,6 +359,14 @@ class SessionUpdates:
             return False
         self._context.outbox.append(answered.response)
         return True
+
+
+def _timer_echo(request: Request) -> list[tuple[str, str]]:
+    """RFC 4028 9: a refresh's 2xx repeats its Session-Expires (the refresher it named)."""
+    parsed = session_expires(request.headers.get("Session-Expires"))
+    if parsed is None:
+        return []
+    return [("Session-Expires", f"{parsed[0]};refresher={parsed[1]}"), ("Require", "timer")]
 
 
 def _what(held: bool) -> str:

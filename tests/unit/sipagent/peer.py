@@ -103,6 +103,13 @@ class Peer:
         request.headers.add("Contact", "<sip:trunk@198.51.100.7:5060>")
         return with_body(request, body, content_type) if body else request
 
+    def ack(self, reinvite: Request, body: str = "") -> Request:
+        """The trunk's ACK of our 2xx to its ``reinvite``."""
+        ack = self.request("ACK", body) if body else self.request("ACK")
+        ack.headers.set("CSeq", f"{reinvite.cseq.sequence} ACK")
+        self.cseq -= 1
+        return ack
+
     def do(self, action: object) -> list[Request | Response]:
         """Run ``action(now)`` on the call and return what it sent."""
         action(self.now)  # type: ignore[operator]
@@ -110,7 +117,12 @@ class Peer:
 
 
 def answered_call(
-    *, keepalive: float = 0.0, dtmf: str = "rfc4733", transfer: str = "follow", answer: str = ""
+    *,
+    keepalive: float = 0.0,
+    dtmf: str = "rfc4733",
+    transfer: str = "follow",
+    answer: str = "",
+    answer_headers: list[tuple[str, str]] | None = None,
 ) -> Peer:
     """A call answered 200 with ``answer`` (default: PCMU and telephone-event, sendrecv)."""
 
@@ -133,6 +145,6 @@ def answered_call(
     (invite,) = peer.pump()
     assert isinstance(invite, Request)
     peer.invite = invite
-    peer.ok = respond(invite, 200, body=answer or trunk_sdp())
+    peer.ok = respond(invite, 200, body=answer or trunk_sdp(), headers=answer_headers)
     assert methods(peer.feed(peer.ok)) == ["ACK"]
     return peer

@@ -32,11 +32,7 @@ def _version(message: Request | Response) -> int:
 
 
 def _ack(peer: Peer, reinvite: Request, ok: Response, body: str = "") -> Request:
-    """The trunk's ACK of our 2xx to its re-INVITE."""
-    ack = peer.request("ACK", body) if body else peer.request("ACK")
-    ack.headers.set("CSeq", f"{reinvite.cseq.sequence} ACK")
-    peer.cseq -= 1
-    return ack
+    return peer.ack(reinvite, body)
 
 
 def test_trunk_hold_and_resume_are_answered_recvonly_then_sendrecv() -> None:
