@@ -33,10 +33,8 @@ from services.sipagent.sip.message import (
     new_tag,
     parse_message,
     summary,
-    tag_of,
-    top_branch,
 )
-from services.sipagent.sip.next_hop import next_hop
+from services.sipagent.sip.next_hop import Hops
 from services.sipagent.sip.transaction import T1
 from services.sipagent.transfer import TransferringCall
 from services.sipagent.transport import Addr, SipTransport, open_transport
@@ -157,11 +155,9 @@ class CallHandle:
         "The transport of the call (None: the agent's first one)."
         self.events: asyncio.Queue[CallEvent] = asyncio.Queue()
         self.observer: SipObserver | None = None
-        self.route_in_dialog = False
-        "Send in-dialog requests to the route set or remote target (not only to ``trunk``)."
+        self.hops: Hops | None = None
+        "Where in-dialog requests go (None: everything to ``trunk``)."
         self._agent = agent
-        self._trunk_branches: set[str] = set()
-        "Branches of requests outside a dialog (INVITE), whose CANCEL and ACK follow them."
 
     @property
     def request_uri(self) -> str:
@@ -184,13 +180,7 @@ class CallHandle:
 
     def destination(self, request: Request) -> Addr:
         """Where ``request`` goes: the trunk, or within a dialog its next hop."""
-        if not self.route_in_dialog:
-            return self.trunk
-        branch = top_branch(request)
-        if branch in self._trunk_branches or not tag_of(request.headers.get("To") or ""):
-            self._trunk_branches.add(branch)
-            return self.trunk
-        return next_hop(request, self.trunk)
+        return self.hops.destination(request) if self.hops else self.trunk
 
 
 class SipAgent:
@@ -309,7 +299,7 @@ class SipAgent:
         call = TransferringCall(place(request_uri), place)
         handle = CallHandle(self, call, address, transport)
         handle.observer = observer
-        handle.route_in_dialog = True
+        handle.hops = Hops(address)
         self._host_call(handle)
         return handle
 

@@ -11,8 +11,7 @@ import asyncio
 import logging
 import time
 
-from opentelemetry import trace
-from opentelemetry.trace import Span, Status, StatusCode
+from opentelemetry.trace import Status, StatusCode
 
 from proto import errors, subjects
 from proto.events import (
@@ -51,6 +50,7 @@ from services.sipagent.events import (
     SessionChanged,
 )
 from services.sipagent.offer import restrict_codecs
+from services.sipagent.spans import SipSpans
 from services.sipagent.transfer import TransferringCall
 
 log = logging.getLogger(__name__)
@@ -59,47 +59,6 @@ SHUTDOWN_GRACE = 2.0
 "Seconds given to calls to end (CANCEL/BYE answered) when the service stops."
 
 TRACER_NAME = "bridge.sipagent"
-
-
-class _SipSpans:
-    """The spans of one call's SIP side: the call, and its INVITE transaction inside.
-
-    Each SIP message becomes an event of the INVITE span while it is open,
-    else of the call span, named by method or status only: no header, no
-    body, no credential ever reaches a span.
-    """
-
-    def __init__(self, spans: trace.Tracer, call: Span, attributes: dict[str, str]) -> None:
-        self._tracer = spans
-        self._attributes = attributes
-        self.call = call
-        self.invite: Span | None = None
-
-    def start_invite(self) -> None:
-        context = trace.set_span_in_context(self.call)
-        self.invite = self._tracer.start_span(
-            "sip.invite", context=context, attributes=self._attributes
-        )
-
-    def end_invite(self, status: int | None) -> None:
-        if self.invite is not None:
-            if status is not None:
-                self.invite.set_attribute("sip.status", status)
-                if status >= 300:
-                    self.invite.set_status(Status(StatusCode.ERROR, str(status)))
-            self.invite.end()
-            self.invite = None
-
-    def observe(self, direction: str, summary: str) -> None:
-        token = summary.split(" ", 1)[0]
-        attributes: dict[str, str | int] = {
-            "sip.direction": "sent" if direction == ">" else "received"
-        }
-        if token.isdigit():
-            attributes["sip.status"] = int(token)
-        else:
-            attributes["sip.method"] = token
-        (self.invite or self.call).add_event(f"sip {direction} {token}", attributes)
 
 
 class SipAgentService:
@@ -123,7 +82,7 @@ class SipAgentService:
         self._instance_id = instance_id
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._handles: dict[str, CallHandle] = {}
-        self._spans: dict[str, _SipSpans] = {}
+        self._spans: dict[str, SipSpans] = {}
         self._early_hangups: dict[str, str] = {}
         "Hang-ups that arrived before the INVITE went out, by call id."
         self._stopping = False
@@ -217,7 +176,7 @@ class SipAgentService:
         }
         call_tracer = tracer(TRACER_NAME)
         with call_tracer.start_as_current_span("sipagent.call", attributes=attributes) as span:
-            spans = self._spans[call_id] = _SipSpans(call_tracer, span, attributes)
+            spans = self._spans[call_id] = SipSpans(call_tracer, span, attributes)
             subscriptions = []
             try:
                 try:
@@ -254,7 +213,7 @@ class SipAgentService:
                     except Exception as exc:  # closing is best effort
                         log.debug("unsubscribe failed: %s", exc)
 
-    async def _place(self, dial: DialRequested, spans: _SipSpans) -> CallEnded:
+    async def _place(self, dial: DialRequested, spans: SipSpans) -> CallEnded:
         """Run the call until it ends; the ``CallEnded`` to publish."""
         call_id = dial.call_id
         try:
@@ -359,7 +318,7 @@ class SipAgentService:
                 )
 
     async def _on_session_changed(
-        self, call_id: str, handle: CallHandle, event: SessionChanged, spans: _SipSpans
+        self, call_id: str, handle: CallHandle, event: SessionChanged, spans: SipSpans
     ) -> None:
         attributes = {
             "bridge.local_hold": event.local_hold,

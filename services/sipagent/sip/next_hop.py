@@ -12,7 +12,25 @@ import ipaddress
 
 from sipmessage import URI, Address, Request
 
+from services.sipagent.sip.message import tag_of, top_branch
+
 Addr = tuple[str, int]
+
+
+class Hops:
+    """Where the requests of one call go: the trunk outside a dialog, else the next hop."""
+
+    def __init__(self, trunk: Addr) -> None:
+        self.trunk = trunk
+        self._trunk_branches: set[str] = set()
+        "Branches of requests outside a dialog (INVITE): their CANCEL and non-2xx ACK follow."
+
+    def destination(self, request: Request) -> Addr:
+        branch = top_branch(request)
+        if branch in self._trunk_branches or not tag_of(request.headers.get("To") or ""):
+            self._trunk_branches.add(branch)
+            return self.trunk
+        return next_hop(request, self.trunk)
 
 
 def next_hop(request: Request, default: Addr) -> Addr:
