@@ -3,7 +3,8 @@
 The first Route when it is a loose router, else the Request-URI (the remote
 target, or a strict router that took its place). Only IP literals are used
 as they are: a host name there falls back to the trunk's resolved address,
-so an in-dialog request never waits on DNS.
+so an in-dialog request never waits on DNS; so does a private address when
+the trunk's own is public (a trunk behind NAT naming its inside address).
 """
 
 from __future__ import annotations
@@ -46,8 +47,19 @@ def next_hop(request: Request, default: Addr) -> Addr:
             uri = first
     host = uri.host.strip("[]")
     try:
-        ipaddress.ip_address(host)
+        address = ipaddress.ip_address(host)
     except ValueError:
+        return default
+    if address.is_private and not _private(default[0]):
+        # A trunk behind NAT that put its inside address in Contact or Record-Route:
+        # unreachable from here, so the address we reach the trunk at is used.
         return default
     port = uri.port or (5061 if uri.scheme == "sips" else 5060)
     return host, port
+
+
+def _private(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_private
+    except ValueError:
+        return False
