@@ -59,9 +59,9 @@ def test_next_hop_rules() -> None:
     assert next_hop(_request("sip:a@pbx.example.com:5062"), default) == default
     assert next_hop(_request("sip:a@1.2.3.4", "<sip:proxy.test;lr>"), default) == default
     # A public trunk naming a private address (NAT): the trunk's address instead.
-    public = ("198.51.100.7", 5060)
+    public = ("93.184.216.34", 5060)
     assert next_hop(_request("sip:a@10.1.2.3:5062"), public) == public
-    assert next_hop(_request("sip:a@203.0.113.9:5062"), public) == ("203.0.113.9", 5062)
+    assert next_hop(_request("sip:a@93.184.216.35:5062"), public) == ("93.184.216.35", 5062)
 
 
 async def test_ack_and_bye_follow_record_route() -> None:
