@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from proto.events import DtmfReceived, HoldRequested, SessionUpdated
+from proto.events import DtmfReceived, DtmfRequested, HoldRequested, SessionUpdated
 from tests.integration.client import BridgeClient
 from tests.integration.conftest import SipagentFactory, Stack, TrunkFactory
 from tests.integration.harness import Sipp
@@ -108,3 +110,28 @@ async def test_refer_transfers_the_call_to_a_new_party(
                 await client.close()
     finally:
         sipp.stop()
+
+
+async def test_digits_go_by_info_when_the_trunk_has_no_telephone_event(
+    stack: Stack, sipagent: SipagentFactory, trunk: TrunkFactory
+) -> None:
+    sipp = trunk("info_dtmf_out.xml")
+    sipagent(sipp.port)
+    async with BusSpy(stack.nats_url) as bus:
+        client = await _connect(stack)
+        try:
+            call_id = await bus.call_id()
+            await bus.publish(DtmfRequested(call_id=call_id, digits="7#"))
+            await _until(lambda: len(re.findall(r"^INFO ", sipp.messages(), re.M)) >= 2)
+            await client.hangup()
+            await client.expect("ended")
+            # sipp checked the two INFOs, 7 then #, before the BYE.
+            assert await sipp.wait(10) == 0, f"{sipp.messages()}\n{stack.logs()}"
+        finally:
+            await client.close()
+
+
+async def _until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.05)
