@@ -2,13 +2,11 @@
 
 ``InDialog`` takes over once the INVITE's 2xx is ACKed: it answers the
 trunk's re-INVITE, UPDATE, OPTIONS, INFO and REFER, and sends our own hold
-re-INVITEs, INFO digits and OPTIONS keep-alives. BYE, CANCEL and the call's
-end stay with ``OutboundCall``.
+re-INVITEs, INFO digits, OPTIONS keep-alives and session refreshes. BYE,
+CANCEL and the call's end stay with ``CallBase``.
 """
 
 from __future__ import annotations
-
-import logging
 
 from sipmessage import Request, Response
 
@@ -18,8 +16,6 @@ from services.sipagent.keepalive import KeepAlive
 from services.sipagent.session_timer import SessionTimer
 from services.sipagent.session_update import SessionUpdates
 from services.sipagent.transfer import Referral
-
-log = logging.getLogger(__name__)
 
 
 class InDialog:
