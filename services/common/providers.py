@@ -31,6 +31,8 @@ CODECS = ("PCMU", "PCMA")
 "Codecs a trunk may be offered, by their SDP encoding names."
 TRANSPORTS = ("udp", "tcp", "tls")
 DTMF_MODES = ("rfc4733", "info")
+TRANSFER_MODES = ("follow", "decline")
+"What a REFER from the trunk gets: a new call to its target, or 603 Decline."
 
 DEFAULT_REGISTER_EXPIRES = 600
 "Seconds of binding a REGISTER asks for by default (a dead agent's binding lasts that long)."
@@ -117,7 +119,9 @@ class Trunk:
     headers: tuple[tuple[str, str], ...] = ()
     "Static headers added to every INVITE toward this trunk."
     dtmf: str = "rfc4733"
-    "How DTMF goes to this trunk (stored for the DTMF feature)."
+    "How DTMF goes to this trunk: RTP events (``rfc4733``) or SIP INFO (``info``)."
+    transfer: str = "follow"
+    "What a REFER from this trunk gets: ``follow`` (call the target) or ``decline`` (603)."
     allow_headers: tuple[str, ...] | None = None
     "Header names a browser may set (case-insensitive); None: any ``X-`` name."
     register: bool = False
@@ -365,6 +369,7 @@ _TRUNK_KEYS = frozenset(
         "codecs",
         "headers",
         "dtmf",
+        "transfer",
         "allow_headers",
         "register",
         "register_expires",
@@ -427,6 +432,9 @@ def _trunk(name: str, raw: object, env: Mapping[str, str], fail: _Fail) -> Trunk
     dtmf = (_text(raw, "dtmf", fail) or "rfc4733").lower()
     if dtmf not in DTMF_MODES:
         raise fail(f"dtmf must be rfc4733 or info, got {dtmf!r}")
+    transfer = (_text(raw, "transfer", fail) or "follow").lower()
+    if transfer not in TRANSFER_MODES:
+        raise fail(f"transfer must be follow or decline, got {transfer!r}")
     raw_headers = raw.get("headers", {})
     if not isinstance(raw_headers, dict):
         raise fail("headers must be a table of names to values")
@@ -458,6 +466,7 @@ def _trunk(name: str, raw: object, env: Mapping[str, str], fail: _Fail) -> Trunk
         codecs=tuple(c.upper() for c in codecs or ()),
         headers=tuple(headers),
         dtmf=dtmf,
+        transfer=transfer,
         allow_headers=allow,
         register=register,
         register_expires=register_expires,

@@ -19,6 +19,7 @@ from services.common.providers import (
     DEFAULT_REGISTER_EXPIRES,
     DEFAULT_TRUNK,
     REGISTER_EXPIRES_RANGE,
+    TRANSFER_MODES,
     Providers,
     ProvidersError,
     Trunk,
@@ -64,6 +65,10 @@ class Settings:
     public_ip: str = ""
     default_destination: str = ""
     invite_timeout: float = 60.0
+    sip_keepalive_interval: float = 30.0
+    "Seconds between in-dialog OPTIONS keep-alives toward the trunk; 0: none."
+    sip_transfer: str = "follow"
+    "What a REFER from the default trunk gets: ``follow`` or ``decline``."
     setup_timeout: float = 10.0
     rtp_bind_host: str = "0.0.0.0"
     rtp_port_min: int = 10000
@@ -106,6 +111,7 @@ class Settings:
             transport_explicit=self.sip_transport_explicit,
             tls_ca=self.sip_tls_ca,
             outbound_proxy=self.sip_outbound_proxy,
+            transfer=self.sip_transfer,
         )
 
     @property
@@ -173,6 +179,17 @@ def _seconds(env: Mapping[str, str], name: str, default: float, hi: float = 3600
     if not 0 < value <= hi:
         raise SettingsError(f"{name} must be between 0 and {hi:g} seconds, got {raw}")
     return value
+
+
+def _keepalive(env: Mapping[str, str]) -> float:
+    """SIP_KEEPALIVE_INTERVAL: seconds, or 0 for no keep-alive."""
+    raw = env.get("SIP_KEEPALIVE_INTERVAL", "").strip()
+    try:
+        if raw and float(raw) == 0:
+            return 0.0
+    except ValueError:
+        pass
+    return _seconds(env, "SIP_KEEPALIVE_INTERVAL", Settings.sip_keepalive_interval, hi=3600)
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool = False) -> bool:
@@ -267,6 +284,10 @@ def load_settings(
             f"HEARTBEAT_INTERVAL ({heartbeat_interval:g})"
         )
 
+    sip_transfer = env.get("SIP_TRANSFER", "").strip().lower() or Settings.sip_transfer
+    if sip_transfer not in TRANSFER_MODES:
+        raise SettingsError(f"SIP_TRANSFER must be follow or decline, got {sip_transfer!r}")
+
     trunk_host = _host(env, "SIP_TRUNK_HOST", "")
     username = env.get("SIP_USERNAME", "").strip()
     password = env.get("SIP_PASSWORD", "")
@@ -303,6 +324,8 @@ def load_settings(
         public_ip=public_ip,
         default_destination=env.get("DEFAULT_DESTINATION", "").strip(),
         invite_timeout=_seconds(env, "INVITE_TIMEOUT", Settings.invite_timeout),
+        sip_keepalive_interval=_keepalive(env),
+        sip_transfer=sip_transfer,
         setup_timeout=_seconds(env, "SETUP_TIMEOUT", Settings.setup_timeout),
         rtp_bind_host=_host(env, "RTP_BIND_HOST", Settings.rtp_bind_host),
         rtp_port_min=rtp_min,

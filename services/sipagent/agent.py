@@ -58,8 +58,10 @@ from services.sipagent.sip.message import (
     parse_message,
     summary,
 )
+from services.sipagent.sip.next_hop import Hops
 from services.sipagent.sip.transaction import T1
 from services.sipagent.sipdns import ResolveError, SipResolver
+from services.sipagent.transfer import TransferringCall
 from services.sipagent.transport import (
     Addr,
     SipTransport,
@@ -104,6 +106,10 @@ class AgentConfig:
     tls_verify: bool = True
     dns_servers: tuple[tuple[str, int], ...] = ()
     outbound_proxy: OutboundProxy | None = None
+    keepalive_interval: float = 30.0
+    "Seconds between in-dialog OPTIONS keep-alives; 0: none."
+    transfer: str = "follow"
+    "What the default trunk's REFER gets: ``follow`` or ``decline``."
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AgentConfig:
@@ -123,15 +129,19 @@ class AgentConfig:
             tls_verify=settings.sip_tls_verify,
             dns_servers=settings.sip_dns_servers,
             outbound_proxy=settings.sip_outbound_proxy,
+            keepalive_interval=settings.sip_keepalive_interval,
+            transfer=settings.sip_transfer,
         )
 
 
 class SipCall(Protocol):
-    """What ``SipAgent`` drives: ``OutboundCall``, or ``RecoveredBye`` for an adopted dialog."""
+    """What ``SipAgent`` drives: ``TransferringCall``, or ``RecoveredBye`` for an adopted dialog."""
 
     call_id: str
     sip_call_id: str
-    request_uri: str
+
+    @property
+    def request_uri(self) -> str: ...
 
     def start(self, now: float) -> None: ...
 
@@ -168,6 +178,8 @@ class CallHandle:
         self.events: asyncio.Queue[CallEvent] = asyncio.Queue()
         self.observer: SipObserver | None = None
         self.target: Target | None = None
+        self.hops: Hops | None = None
+        "Where in-dialog requests go (None: everything to ``trunk``)."
         self._agent = agent
         self._dial: DialPlan | None = None
         self._provisional = False
@@ -184,6 +196,22 @@ class CallHandle:
 
     def hangup(self, cause: str) -> None:
         self._agent.hangup(self, cause)
+
+    def hold(self, held: bool) -> None:
+        """Put the trunk on hold or resume it (a re-INVITE once the call is answered)."""
+        call = self.call
+        if isinstance(call, TransferringCall):
+            self._agent.drive(self, lambda now: call.hold(held, now))
+
+    def send_dtmf(self, digits: str, duration_ms: int) -> None:
+        """Send DTMF by SIP INFO when the trunk gets it that way."""
+        call = self.call
+        if isinstance(call, TransferringCall):
+            self._agent.drive(self, lambda now: call.send_dtmf(digits, duration_ms, now))
+
+    def destination(self, request: Request) -> Addr:
+        """Where ``request`` goes: the trunk, or within a dialog its next hop."""
+        return self.hops.destination(request) if self.hops else self.trunk
 
 
 class SipAgent:
@@ -266,6 +294,7 @@ class SipAgent:
             transport_explicit=config.transport_explicit,
             tls_ca=config.tls_ca,
             outbound_proxy=config.outbound_proxy,
+            transfer=config.transfer,
         )
 
     async def dial(
@@ -308,17 +337,40 @@ class SipAgent:
         for target in dial.targets:
             await self._transport_for(target.transport)
         target = dial.targets.pop(0)
-        handle = CallHandle(self, self._invite_for(call_id, dial, target, now), target.addr)
+        handle = CallHandle(self, self._call_for(call_id, dial, target, now), target.addr)
         handle.observer = observer
         handle._dial = dial
         self._attempt(handle, target)
         return handle
 
-    def _invite_for(self, call_id: str, dial: DialPlan, target: Target, now: float) -> OutboundCall:
+    def _call_for(
+        self, call_id: str, dial: DialPlan, target: Target, now: float
+    ) -> TransferringCall:
+        """The call toward ``target``, able to follow the trunk's REFER through it."""
+
+        def place(uri: str) -> OutboundCall:
+            assert self._loop is not None
+            return self._invite_for(call_id, dial, target, self._loop.time(), uri)
+
+        return TransferringCall(self._invite_for(call_id, dial, target, now), place)
+
+    def _invite_for(
+        self, call_id: str, dial: DialPlan, target: Target, now: float, uri: str = ""
+    ) -> OutboundCall:
         transport = self._transports.get(target.transport) or self._transport
         assert transport is not None
         sent_by = self._sent_by(target.addr, transport)
-        return invite_for(call_id, dial, target, transport.name, sent_by, self.config.t1, now)
+        return invite_for(
+            call_id,
+            dial,
+            target,
+            transport.name,
+            sent_by,
+            self.config.t1,
+            now,
+            keepalive=self.config.keepalive_interval,
+            request_uri=uri,
+        )
 
     def _attempt(self, handle: CallHandle, target: Target) -> None:
         """Make ``target`` the handle's current one and send its INVITE."""
@@ -327,6 +379,11 @@ class SipAgent:
         handle.trunk = target.addr
         handle.transport = transport
         handle._provisional = False
+        # In-dialog requests go to their next hop (Route set, remote target), except
+        # through an outbound proxy (every request goes to it) and over TLS (the
+        # connection whose certificate was checked carries the whole dialog).
+        proxied = handle._dial is not None and handle._dial.proxy is not None
+        handle.hops = None if proxied or target.transport == "tls" else Hops(target.addr)
         if isinstance(transport, TlsTransport):
             transport.expect(target.addr, target.server_name, self._tls_context(handle))
         log.info("%s: INVITE to %s", handle.call.call_id, target)
@@ -454,6 +511,14 @@ class SipAgent:
         self.registrations.unregister_all(self._loop.time())
         self._rearm()
         return await self.registrations.wait_unregistered(timeout)
+
+    def drive(self, handle: CallHandle, action: Callable[[float], None]) -> None:
+        """Run ``action(now)`` on a call, then send what it queued."""
+        if self._loop is None:
+            return
+        action(self._loop.time())
+        self._service(handle, None)
+        self._rearm()
 
     async def close(self) -> None:
         self.registrations.close()
@@ -589,8 +654,11 @@ class SipAgent:
         """Send what the call wants sent, queue its events, forget it once finished."""
         call = handle.call
         for message in call.messages_to_send():
-            # Responses go back where the request came from; requests to the trunk.
-            dest = reply_to if isinstance(message, Response) and reply_to else handle.trunk
+            # Responses go back where the request came from (rport: its source address).
+            if isinstance(message, Response):
+                dest = reply_to or handle.trunk
+            else:
+                dest = handle.destination(message)
             if handle.observer is not None:
                 handle.observer(">", summary(message))
             self._send(bytes(message), dest, handle.transport)
@@ -600,8 +668,14 @@ class SipAgent:
             if isinstance(event, Ended) and self._fail_over(handle, event):
                 continue
             handle.events.put_nowait(event)
+        if handle.call is not call:
+            return  # failed over: the old attempt is hosted apart, or gone
+        # A transfer adds a dialog with a Call-ID of its own to the same call.
+        for sip_call_id in getattr(call, "sip_call_ids", ()):
+            self._calls.setdefault(sip_call_id, handle)
         if call.finished and self._calls.get(call.sip_call_id) is handle:
-            del self._calls[call.sip_call_id]
+            for sip_call_id in [k for k, h in self._calls.items() if h is handle]:
+                del self._calls[sip_call_id]
             if not self._calls:
                 self._idle.set()
 
@@ -680,7 +754,7 @@ class SipAgent:
             self._calls[old.sip_call_id] = retired
         elif self._calls.get(old.sip_call_id) is handle:
             del self._calls[old.sip_call_id]
-        handle.call = self._invite_for(old.call_id, dial, target, now)
+        handle.call = self._call_for(old.call_id, dial, target, now)
         self._attempt(handle, target)
         return True
 
@@ -701,7 +775,8 @@ class SipAgent:
             call = handle.call
             if handle._retired or handle.transport is not transport or handle.trunk != addr:
                 continue
-            if not isinstance(call, OutboundCall) or call.state is not CallState.CALLING:
+            invite = call.call if isinstance(call, TransferringCall) else call
+            if not isinstance(invite, OutboundCall) or invite.state is not CallState.CALLING:
                 continue
             ended = Ended(errors.UNREACHABLE, None, reason)
             if self._fail_over(handle, ended, reason):

@@ -13,8 +13,7 @@ import time
 from functools import partial
 
 from nats.aio.msg import Msg
-from opentelemetry import trace
-from opentelemetry.trace import Span, Status, StatusCode
+from opentelemetry.trace import Status, StatusCode
 
 from proto import errors, subjects
 from proto import registrations as registrations_proto
@@ -23,10 +22,15 @@ from proto.events import (
     CallAnswered,
     CallEnded,
     DialRequested,
+    DtmfReceived,
+    DtmfRequested,
     HangupRequested,
+    HoldFailed,
+    HoldRequested,
     InviteSent,
     MediaFailed,
     ProgressReceived,
+    SessionUpdated,
 )
 from services.common.bus import Bus, drain_subscription
 from services.common.fleet import records
@@ -47,9 +51,17 @@ from services.sipagent.agent import (
     UnreachableError,
     check_destination,
 )
-from services.sipagent.call import OutboundCall
-from services.sipagent.events import Answered, Ended, Progress
+from services.sipagent.events import (
+    Answered,
+    DtmfIn,
+    Ended,
+    HoldRefused,
+    Progress,
+    SessionChanged,
+)
 from services.sipagent.offer import restrict_codecs
+from services.sipagent.spans import SipSpans
+from services.sipagent.transfer import TransferringCall
 
 log = logging.getLogger(__name__)
 
@@ -59,47 +71,6 @@ UNREGISTER_GRACE = 5.0
 "Seconds given to the REGISTERs with ``Expires: 0`` when the service stops."
 
 TRACER_NAME = "bridge.sipagent"
-
-
-class _SipSpans:
-    """The spans of one call's SIP side: the call, and its INVITE transaction inside.
-
-    Each SIP message becomes an event of the INVITE span while it is open,
-    else of the call span, named by method or status only: no header, no
-    body, no credential ever reaches a span.
-    """
-
-    def __init__(self, spans: trace.Tracer, call: Span, attributes: dict[str, str]) -> None:
-        self._tracer = spans
-        self._attributes = attributes
-        self.call = call
-        self.invite: Span | None = None
-
-    def start_invite(self) -> None:
-        context = trace.set_span_in_context(self.call)
-        self.invite = self._tracer.start_span(
-            "sip.invite", context=context, attributes=self._attributes
-        )
-
-    def end_invite(self, status: int | None) -> None:
-        if self.invite is not None:
-            if status is not None:
-                self.invite.set_attribute("sip.status", status)
-                if status >= 300:
-                    self.invite.set_status(Status(StatusCode.ERROR, str(status)))
-            self.invite.end()
-            self.invite = None
-
-    def observe(self, direction: str, summary: str) -> None:
-        token = summary.split(" ", 1)[0]
-        attributes: dict[str, str | int] = {
-            "sip.direction": "sent" if direction == ">" else "received"
-        }
-        if token.isdigit():
-            attributes["sip.status"] = int(token)
-        else:
-            attributes["sip.method"] = token
-        (self.invite or self.call).add_event(f"sip {direction} {token}", attributes)
 
 
 class SipAgentService:
@@ -123,7 +94,7 @@ class SipAgentService:
         self._instance_id = instance_id
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._handles: dict[str, CallHandle] = {}
-        self._spans: dict[str, _SipSpans] = {}
+        self._spans: dict[str, SipSpans] = {}
         self._early_hangups: dict[str, str] = {}
         "Hang-ups that arrived before the INVITE went out, by call id."
         self._stopping = False
@@ -217,7 +188,7 @@ class SipAgentService:
         }
         call_tracer = tracer(TRACER_NAME)
         with call_tracer.start_as_current_span("sipagent.call", attributes=attributes) as span:
-            spans = self._spans[call_id] = _SipSpans(call_tracer, span, attributes)
+            spans = self._spans[call_id] = SipSpans(call_tracer, span, attributes)
             subscriptions = []
             try:
                 try:
@@ -254,7 +225,7 @@ class SipAgentService:
                     except Exception as exc:  # closing is best effort
                         log.debug("unsubscribe failed: %s", exc)
 
-    async def _place(self, dial: DialRequested, spans: _SipSpans) -> CallEnded:
+    async def _place(self, dial: DialRequested, spans: SipSpans) -> CallEnded:
         """Run the call until it ends; the ``CallEnded`` to publish."""
         call_id = dial.call_id
         try:
@@ -327,7 +298,10 @@ class SipAgentService:
         await self._record_inviting(call_id, handle)
         await self._publish(
             InviteSent(
-                call_id=call_id, sipagent_id=self._instance_id, request_uri=handle.request_uri
+                call_id=call_id,
+                sipagent_id=self._instance_id,
+                request_uri=handle.request_uri,
+                dtmf=target.trunk.dtmf,
             )
         )
         early = self._early_hangups.pop(call_id, None)
@@ -344,6 +318,20 @@ class SipAgentService:
                 spans.call.add_event("answered")
                 await self._record_confirmed(call_id, handle)
                 await self._publish(CallAnswered(call_id=call_id, answer_sdp=event.sdp))
+            elif isinstance(event, SessionChanged):
+                await self._on_session_changed(call_id, handle, event, spans)
+            elif isinstance(event, HoldRefused):
+                spans.call.add_event("hold refused", {"bridge.held": event.held})
+                await self._publish(
+                    HoldFailed(
+                        call_id=call_id,
+                        held=event.held,
+                        status=event.status,
+                        reason=event.reason,
+                    )
+                )
+            elif isinstance(event, DtmfIn):
+                await self._publish(DtmfReceived(call_id=call_id, digit=event.digit, method="info"))
             elif isinstance(event, Ended):
                 # The browser gets an ``error`` too when no target could be reached.
                 code = errors.UNREACHABLE if event.cause == errors.UNREACHABLE else ""
@@ -354,6 +342,29 @@ class SipAgentService:
                     reason=event.reason,
                     code=code,
                 )
+
+    async def _on_session_changed(
+        self, call_id: str, handle: CallHandle, event: SessionChanged, spans: SipSpans
+    ) -> None:
+        attributes = {
+            "bridge.local_hold": event.local_hold,
+            "bridge.remote_hold": event.remote_hold,
+        }
+        if event.transferred_to:
+            # The registry must name the new dialog: a survivor would BYE the old one.
+            spans.call.add_event("transferred", attributes)
+            await self._record_confirmed(call_id, handle)
+        else:
+            spans.call.add_event("session updated", attributes)
+        await self._publish(
+            SessionUpdated(
+                call_id=call_id,
+                remote_sdp=event.remote_sdp,
+                local_hold=event.local_hold,
+                remote_hold=event.remote_hold,
+                transferred_to=event.transferred_to,
+            )
+        )
 
     async def _record_inviting(self, call_id: str, handle: CallHandle) -> None:
         if self._fleet is None:
@@ -368,7 +379,7 @@ class SipAgentService:
 
     async def _record_confirmed(self, call_id: str, handle: CallHandle) -> None:
         call = handle.call
-        if self._fleet is None or not isinstance(call, OutboundCall) or call.dialog is None:
+        if self._fleet is None or not isinstance(call, TransferringCall) or call.dialog is None:
             return
         dialog = recovery.dialog_record(
             call.dialog, transport=self._transport_of(handle), trunk=handle.trunk
@@ -385,6 +396,22 @@ class SipAgentService:
             self._hangup(event.call_id, event.cause)
         elif isinstance(event, MediaFailed):
             self._hangup(event.call_id, errors.MEDIA_FAILED)
+        elif isinstance(event, HoldRequested):
+            handle = self._handles.get(event.call_id)
+            if handle is None:
+                await self._publish(
+                    HoldFailed(
+                        call_id=event.call_id,
+                        held=event.held,
+                        reason="The call is not answered",
+                    )
+                )
+            else:
+                handle.hold(event.held)
+        elif isinstance(event, DtmfRequested):
+            handle = self._handles.get(event.call_id)
+            if handle is not None:
+                handle.send_dtmf(event.digits, event.duration_ms)
 
     def _abandon(self, call_id: str) -> None:
         """Hang up the SIP side of a call that failed, if it got that far."""
@@ -407,7 +434,14 @@ class SipAgentService:
             self._early_hangups.setdefault(call_id, cause)
 
     async def _publish(
-        self, event: CallEnded | InviteSent | ProgressReceived | CallAnswered
+        self,
+        event: CallEnded
+        | InviteSent
+        | ProgressReceived
+        | CallAnswered
+        | SessionUpdated
+        | HoldFailed
+        | DtmfReceived,
     ) -> None:
         subject = subjects.call_events(event.call_id, "sipagent")
         if isinstance(event, CallEnded):

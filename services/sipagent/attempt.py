@@ -71,8 +71,15 @@ def invite_for(
     sent_by: str,
     t1: float,
     now: float,
+    *,
+    keepalive: float = 0.0,
+    request_uri: str = "",
 ) -> OutboundCall:
-    """The INVITE of ``plan`` toward ``target``: ``sips:`` URIs over TLS (RFC 3261 26.2)."""
+    """The INVITE of ``plan`` toward ``target``: ``sips:`` URIs over TLS (RFC 3261 26.2).
+
+    ``request_uri``: another party than ``plan.destination`` (a transfer's
+    Refer-To target), which gets none of the browser's custom headers.
+    """
     trunk = plan.trunk
     scheme = "sips" if target.transport == "tls" else "sip"
     domain = trunk.realm_domain
@@ -80,13 +87,14 @@ def invite_for(
     contact = f"<sip:{user}{sent_by};transport={transport}>"
     if scheme == "sips":
         contact = f"<sips:{user}{sent_by}>"
-    headers = list(plan.headers)
+    # Custom headers are for the party dialled; a transfer target gets none.
+    headers = [] if request_uri else list(plan.headers)
     if plan.proxy is not None:
         # RFC 3261 8.1.2: a preloaded Route; the CANCEL and the ACK of a failure copy it.
         headers.insert(0, ("Route", plan.proxy.route(target.transport)))
     return OutboundCall(
         call_id=call_id,
-        request_uri=request_uri_for(plan.destination, domain, scheme),
+        request_uri=request_uri or request_uri_for(plan.destination, domain, scheme),
         from_uri=f"{scheme}:{trunk.username or 'anonymous'}@{host_literal(domain)}",
         contact=contact,
         sent_by=sent_by,
@@ -97,6 +105,9 @@ def invite_for(
         invite_timeout=max(plan.deadline - now, 0.0),
         t1=t1,
         invite_headers=headers,
+        dtmf=trunk.dtmf,
+        keepalive=keepalive,
+        transfer=trunk.transfer,
     )
 
 

@@ -1,9 +1,11 @@
 """One outbound call toward the trunk, sans-I/O.
 
 ``OutboundCall`` sends the INVITE, answers digest challenges, ACKs the 2xx,
-cancels or hangs up on request and answers the trunk's in-dialog requests.
+cancels or hangs up on request; ``CallBase`` answers the trunk's requests.
 It is driven with ``start``/``receive``/``hangup``/``handle_timer`` and
-reports ``Progress``, ``Answered`` and exactly one ``Ended``.
+reports ``Progress``, ``Answered`` and exactly one ``Ended``. Once the
+dialog is confirmed, ``InDialog`` handles everything in it but BYE: session
+changes, hold, DTMF by INFO, keep-alive and REFER.
 
 Every state has a timer: Timer B or the INVITE deadline before a final
 answer, the CANCEL window while cancelling, Timer F of the BYE while hanging
@@ -12,133 +14,46 @@ up. A confirmed dialog is never left without a BYE.
 
 from __future__ import annotations
 
-import enum
 import logging
-from collections import deque
 from dataclasses import replace
 
-from sipmessage import Request, Response
+from sipmessage import Response
 
 from proto import errors
-from services.sipagent.events import Answered, CallEvent, Ended, Progress
-from services.sipagent.sip.auth import AuthError, DigestAuthenticator
+from services.sipagent.call_base import (
+    END_STATES,
+    MAX_AUTH_ATTEMPTS,
+    CallBase,
+    CallState,
+    cause_of,
+    sdp_of,
+)
+from services.sipagent.dialog_context import ALLOW, USER_AGENT
+from services.sipagent.events import Answered, Ended, Progress
+from services.sipagent.session_timer import min_se
+from services.sipagent.sip.auth import AuthError
 from services.sipagent.sip.dialog import Dialog
 from services.sipagent.sip.message import (
     SipMessage,
     SipParseError,
     make_request,
-    make_response,
-    new_branch,
-    new_call_id,
-    new_tag,
     summary,
     tag_of,
 )
 from services.sipagent.sip.transaction import (
-    T1,
     InviteClientTransaction,
     NonInviteClientTransaction,
-    NonInviteServerTransaction,
     ResponseReceived,
     TransactionEvent,
 )
 
 log = logging.getLogger(__name__)
 
-USER_AGENT = "webrtc-sip-bridge/0.1"
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS"
-MAX_AUTH_ATTEMPTS = 3
-"Challenges answered per request; only ``stale=true`` ones after the first."
-
-# Causes a hang-up request may carry through to CallEnded as they are.
-_SPECIFIC_CAUSES = frozenset(
-    {errors.BROWSER_GONE, errors.MEDIA_FAILED, errors.SETUP_FAILED, errors.INTERNAL}
-)
+__all__ = ["ALLOW", "USER_AGENT", "CallState", "OutboundCall"]
 
 
-class CallState(enum.Enum):
-    IDLE = "idle"
-    CALLING = "calling"
-    "INVITE sent, no provisional response yet: a CANCEL is not allowed."
-    PROCEEDING = "proceeding"
-    CANCELLING = "cancelling"
-    CONFIRMED = "confirmed"
-    TERMINATING = "terminating"
-    "BYE sent."
-    ENDED = "ended"
-
-
-END_STATES = frozenset({CallState.ENDED})
-
-_ClientTx = InviteClientTransaction | NonInviteClientTransaction
-
-
-class OutboundCall:
+class OutboundCall(CallBase):
     """The UAC state machine of one call."""
-
-    def __init__(
-        self,
-        *,
-        call_id: str,
-        request_uri: str,
-        from_uri: str,
-        contact: str,
-        sent_by: str,
-        offer_sdp: str,
-        username: str = "",
-        password: str = "",
-        transport: str = "udp",
-        invite_timeout: float = 60.0,
-        t1: float = T1,
-        sip_call_id: str | None = None,
-        authenticator: DigestAuthenticator | None = None,
-        user_agent: str = USER_AGENT,
-        invite_headers: list[tuple[str, str]] | None = None,
-    ) -> None:
-        """``invite_headers``: custom headers (already checked) for the INVITE only."""
-        self.call_id = call_id
-        "The bridge's call id, for logs."
-        self.sip_call_id = sip_call_id or new_call_id()
-        self.request_uri = request_uri
-        self.state = CallState.IDLE
-        self._from = f"<{from_uri}>;tag={new_tag()}"
-        self._to = f"<{request_uri}>"
-        self._contact = contact
-        self._sent_by = sent_by
-        self._offer = offer_sdp.encode()
-        self._transport = transport.lower()
-        self._reliable = self._transport != "udp"
-        self._invite_timeout = invite_timeout
-        self._t1 = t1
-        self._user_agent = user_agent
-        self._invite_headers = list(invite_headers or [])
-        self._auth = authenticator
-        if self._auth is None and username:
-            self._auth = DigestAuthenticator(username, password)
-
-        self._cseq = 0
-        self._invite: Request | None = None
-        self._invite_auth: list[tuple[str, str]] = []
-        self._invite_tx: InviteClientTransaction | None = None
-        self._cancel_tx: NonInviteClientTransaction | None = None
-        self._bye_tx: NonInviteClientTransaction | None = None
-        self._client_txs: list[_ClientTx] = []
-        self._server_txs: list[NonInviteServerTransaction] = []
-        self._auth_attempts = 0
-        self._bye_auth_attempts = 0
-        self._dialog: Dialog | None = None
-        self._ack: Request | None = None
-        self._forks: dict[str, Request] = {}
-        "ACKs of the 2xx of other forks, by their To tag, re-sent on retransmission."
-        self._invite_deadline: float | None = None
-        self._cancel_deadline: float | None = None
-        self._pending: Ended | None = None
-        "How the call ends once the CANCEL or BYE in flight completes."
-        self._reported = False
-        "Whether ``Ended`` was emitted; SIP clean-up may go on after it."
-        self._last_progress: Progress | None = None
-        self._outbox: list[SipMessage] = []
-        self._events: deque[CallEvent] = deque()
 
     # --- driving -----------------------------------------------------------------
 
@@ -159,10 +74,10 @@ class OutboundCall:
     def hangup(self, cause: str, now: float) -> None:
         """End the call from our side: CANCEL before the answer, BYE after."""
         if self.state is CallState.IDLE:
-            self._end(Ended(_cause(cause, errors.CANCELLED), None, "Cancelled"), now)
+            self._end(Ended(cause_of(cause, errors.CANCELLED), None, "Cancelled"), now)
         elif self.state in (CallState.CALLING, CallState.PROCEEDING):
             if self._pending is None:
-                self._pending = Ended(_cause(cause, errors.CANCELLED), None, "Cancelled")
+                self._pending = Ended(cause_of(cause, errors.CANCELLED), None, "Cancelled")
             # Without a provisional response a CANCEL is not allowed (RFC 3261 9.1):
             # it goes out with the first one, or Timer B ends the transaction. The
             # caller is told now; a late 2xx still gets its ACK and BYE.
@@ -171,7 +86,7 @@ class OutboundCall:
             else:
                 self._report(self._pending)
         elif self.state is CallState.CONFIRMED:
-            self._pending = Ended(_cause(cause, errors.NORMAL), None, "Hung up")
+            self._pending = Ended(cause_of(cause, errors.NORMAL), None, "Hung up")
             self._send_bye(now)
 
     def handle_timer(self, now: float) -> None:
@@ -185,6 +100,11 @@ class OutboundCall:
         if calling and deadline is not None and now >= deadline:
             self._invite_deadline = None
             self._on_invite_timeout(now)
+        in_dialog = self._in_dialog
+        if self.state is CallState.CONFIRMED and in_dialog is not None:
+            deadline = in_dialog.get_timer()
+            if deadline is not None and deadline <= now:
+                in_dialog.handle_timer(now)
         if self._cancel_deadline is not None and now >= self._cancel_deadline:
             self._cancel_deadline = None
             if self.state is CallState.CANCELLING:
@@ -199,28 +119,15 @@ class OutboundCall:
             timers.append(self._invite_deadline)
         if self.state is CallState.CANCELLING:
             timers.append(self._cancel_deadline)
+        if self.state is CallState.CONFIRMED and self._in_dialog is not None:
+            timers.append(self._in_dialog.get_timer())
         return min((t for t in timers if t is not None), default=None)
-
-    def messages_to_send(self) -> list[SipMessage]:
-        out, self._outbox = self._outbox, []
-        return out
-
-    def next_event(self) -> CallEvent | None:
-        return self._events.popleft() if self._events else None
-
-    @property
-    def finished(self) -> bool:
-        """Ended, and no transaction left absorbing retransmissions."""
-        return self.state in END_STATES and self.get_timer() is None
-
-    @property
-    def dialog(self) -> Dialog | None:
-        """The confirmed dialog (from the 2xx), for the call registry; None before."""
-        return self._dialog
 
     # --- responses ---------------------------------------------------------------
 
     def _receive_response(self, response: Response, now: float) -> None:
+        if self._in_dialog is not None and self._in_dialog.context.receive_response(response, now):
+            return
         for tx in self._client_txs:
             if tx.matches(response):
                 tx.receive(response, now)
@@ -233,18 +140,6 @@ class OutboundCall:
             else:
                 log.debug("%s: stray %s", self.call_id, summary(response))
         self._prune()
-
-    def _drain(self, tx: _ClientTx | NonInviteServerTransaction, now: float) -> None:
-        self._outbox.extend(tx.messages_to_send())
-        if isinstance(tx, NonInviteServerTransaction):
-            return
-        while (event := tx.next_event()) is not None:
-            if tx is self._invite_tx:
-                self._on_invite_event(event, now)
-            elif tx is self._bye_tx:
-                self._on_bye_event(event, now)
-            elif isinstance(event, ResponseReceived):
-                log.info("%s: < %s (%s)", self.call_id, summary(event.response), tx.request.method)
 
     def _on_invite_event(self, event: TransactionEvent, now: float) -> None:
         if not isinstance(event, ResponseReceived):
@@ -266,6 +161,8 @@ class OutboundCall:
             self._on_success(response, now)
         elif response.code in (401, 407):
             self._on_challenge(response, now)
+        elif response.code == 422 and self._too_brief(response, now):
+            pass
         else:
             self._on_failure(response, now)
 
@@ -280,7 +177,7 @@ class OutboundCall:
             return
         if response.code not in (180, 183):
             return
-        progress = Progress(response.code, _sdp_of(response))
+        progress = Progress(response.code, sdp_of(response))
         if progress != self._last_progress:
             self._last_progress = progress
             self._events.append(progress)
@@ -313,7 +210,9 @@ class OutboundCall:
             self._send_bye(now)
             return
         self._set_state(CallState.CONFIRMED)
-        self._events.append(Answered(_sdp_of(response) or ""))
+        answer = sdp_of(response) or ""
+        self._in_dialog = self._make_in_dialog(self._dialog, response, answer, now)
+        self._events.append(Answered(answer))
 
     def _on_forked_success(self, response: Response, now: float) -> None:
         """ACK and BYE a 2xx from a second fork (RFC 3261 13.2.2.4), leaving the call be."""
@@ -359,6 +258,19 @@ class OutboundCall:
             self._set_state(CallState.CALLING)
         self._send_invite(now)
 
+    def _too_brief(self, response: Response, now: float) -> bool:
+        """RFC 4028 422: ask again with the trunk's Min-SE; False when that cannot help."""
+        wanted = min_se(response)
+        calling = self.state in (CallState.CALLING, CallState.PROCEEDING)
+        if wanted is None or wanted <= self._session_expires or self._pending or not calling:
+            return False
+        log.info("%s: session interval too brief: asking %d s", self.call_id, wanted)
+        self._session_expires = self._min_se = wanted
+        if self.state is CallState.PROCEEDING:
+            self._set_state(CallState.CALLING)
+        self._send_invite(now)
+        return True
+
     def _on_failure(self, response: Response, now: float) -> None:
         pending = self._pending
         if pending is None:
@@ -368,89 +280,7 @@ class OutboundCall:
         else:
             self._end(replace(pending, status=response.code, reason=response.phrase), now)
 
-    def _on_bye_event(self, event: TransactionEvent, now: float) -> None:
-        if isinstance(event, ResponseReceived):
-            response = event.response
-            if response.code < 200:
-                return
-            log.info("%s: < %s (BYE)", self.call_id, summary(response))
-            if response.code in (401, 407) and self._retry_bye(response, now):
-                return
-        else:
-            log.info("%s: BYE timed out", self.call_id)
-        self._end(self._pending or Ended(errors.NORMAL, None, "Hung up"), now)
-
-    def _retry_bye(self, response: Response, now: float) -> bool:
-        """Answer a challenge to our BYE once; False when it cannot be."""
-        if self._auth is None or self._bye_auth_attempts or self._dialog is None:
-            return False
-        self._bye_auth_attempts += 1
-        uri = str(self._dialog.remote_target)
-        try:
-            header = self._auth.authorize(response, "BYE", uri)
-        except AuthError:
-            return False
-        self._send_bye(now, [header])
-        return True
-
-    # --- requests from the trunk -------------------------------------------------
-
-    def _receive_request(self, request: Request, now: float) -> None:
-        if request.method == "ACK":
-            return  # for a 488 to a re-INVITE; nothing to do
-        for server_tx in self._server_txs:
-            if server_tx.matches(request):
-                server_tx.receive(request, now)
-                self._drain(server_tx, now)
-                return
-        dialog = self._dialog
-        ended = self.state is CallState.ENDED
-        if dialog is None or ended or not dialog.matches(request) or request.method == "CANCEL":
-            self._respond(request, 481, now)
-            return
-        if not dialog.accept_remote_cseq(request):
-            self._respond(request, 500, now)
-            return
-        log.info("%s: < %s", self.call_id, request.method)
-        if request.method == "BYE":
-            self._respond(request, 200, now)
-            if self.state is CallState.TERMINATING and self._pending is not None:
-                self._end(self._pending, now)
-            else:
-                remote = Ended(errors.REMOTE_HANGUP, None, "Remote party hung up")
-                self._end(remote, now, dialog_closed=True)
-        elif request.method == "OPTIONS":
-            self._respond(request, 200, now, [("Allow", ALLOW), ("Accept", "application/sdp")])
-        elif request.method == "INVITE":
-            # Re-INVITEs are not supported yet: keep the current session.
-            self._respond(request, 488, now)
-        else:
-            self._respond(request, 501, now, [("Allow", ALLOW)])
-
-    def _respond(
-        self,
-        request: Request,
-        code: int,
-        now: float,
-        headers: list[tuple[str, str]] | None = None,
-    ) -> None:
-        response = make_response(
-            request,
-            code,
-            to_tag=tag_of(self._from),
-            headers=[("User-Agent", self._user_agent), *(headers or [])],
-        )
-        server_tx = NonInviteServerTransaction(request, reliable=self._reliable, t1=self._t1)
-        server_tx.respond(response, now)
-        self._server_txs.append(server_tx)
-        self._drain(server_tx, now)
-        log.info("%s: > %s", self.call_id, summary(response))
-
     # --- sending -----------------------------------------------------------------
-
-    def _via(self, branch: str | None = None) -> str:
-        transport = self._transport.upper()
-        return f"SIP/2.0/{transport} {self._sent_by};rport;branch={branch or new_branch()}"
 
     def _send_invite(self, now: float) -> None:
         self._cseq += 1
@@ -468,6 +298,9 @@ class OutboundCall:
                 *self._invite_auth,
                 ("User-Agent", self._user_agent),
                 ("Allow", ALLOW),
+                ("Supported", "timer"),
+                ("Session-Expires", str(self._session_expires)),
+                *([("Min-SE", str(self._min_se))] if self._min_se else []),
                 *self._invite_headers,
             ],
             self._offer,
@@ -501,22 +334,6 @@ class OutboundCall:
         self._set_state(CallState.CANCELLING)
         self._start(self._cancel_tx, now)
 
-    def _send_bye(self, now: float, headers: list[tuple[str, str]] | None = None) -> None:
-        assert self._dialog is not None
-        bye = self._dialog.create_request(
-            "BYE", self._via(), headers=[*(headers or []), ("User-Agent", self._user_agent)]
-        )
-        self._bye_tx = NonInviteClientTransaction(bye, reliable=self._reliable, t1=self._t1)
-        if self.state not in END_STATES:
-            self._set_state(CallState.TERMINATING)
-        self._start(self._bye_tx, now)
-
-    def _start(self, tx: _ClientTx, now: float) -> None:
-        log.info("%s: > %s", self.call_id, tx.request.method)
-        self._client_txs.append(tx)
-        tx.start(now)
-        self._drain(tx, now)
-
     # --- state -------------------------------------------------------------------
 
     def _on_invite_timeout(self, now: float) -> None:
@@ -532,48 +349,3 @@ class OutboundCall:
 
     def _no_answer(self, status: int | None) -> Ended:
         return Ended(errors.TIMEOUT, status, "No answer")
-
-    def _end(self, ended: Ended, now: float, *, dialog_closed: bool = False) -> None:
-        if self.state in END_STATES:
-            return
-        if self.state is CallState.CONFIRMED and not dialog_closed:
-            # Never leave the trunk's side of a confirmed dialog open.
-            self._pending = ended
-            self._send_bye(now)
-            return
-        self._set_state(CallState.ENDED)
-        self._invite_deadline = self._cancel_deadline = None
-        self._report(ended)
-
-    def _report(self, ended: Ended) -> None:
-        """Emit ``Ended`` once, whether or not SIP clean-up is still under way."""
-        if self._reported:
-            return
-        self._reported = True
-        self._events.append(ended)
-        log.info(
-            "%s: ended (%s%s)",
-            self.call_id,
-            ended.cause,
-            f", {ended.status} {ended.reason}" if ended.status else "",
-        )
-
-    def _prune(self) -> None:
-        self._client_txs = [tx for tx in self._client_txs if not tx.terminated]
-        self._server_txs = [tx for tx in self._server_txs if not tx.terminated]
-
-    def _set_state(self, state: CallState) -> None:
-        log.debug("%s: %s -> %s", self.call_id, self.state.value, state.value)
-        self.state = state
-
-
-def _cause(requested: str, default: str) -> str:
-    return requested if requested in _SPECIFIC_CAUSES else default
-
-
-def _sdp_of(response: Response) -> str | None:
-    """The SDP body of a response, if any."""
-    content_type = (response.headers.get("Content-Type") or "application/sdp").lower()
-    if not response.body or "application/sdp" not in content_type:
-        return None
-    return response.body.decode("utf-8", "replace")

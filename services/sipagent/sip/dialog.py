@@ -1,7 +1,7 @@
 """The UAC side of a dialog (RFC 3261 section 12), sans-I/O.
 
 Created from the 2xx that answers our INVITE; builds the requests sent
-within it (ACK, BYE) and recognises the requests the trunk sends within it.
+within it and recognises the requests the trunk sends within it.
 """
 
 from __future__ import annotations
@@ -81,6 +81,8 @@ class Dialog:
         *,
         cseq: int | None = None,
         headers: Iterable[tuple[str, str]] = (),
+        body: bytes = b"",
+        content_type: str | None = None,
     ) -> Request:
         """A request within the dialog; a new CSeq unless ``cseq`` is given (ACK)."""
         if cseq is None:
@@ -104,7 +106,18 @@ class Dialog:
                 ("CSeq", f"{cseq} {method}"),
                 *headers,
             ],
+            body,
+            content_type,
         )
+
+    def refresh_target(self, message: Request | Response) -> None:
+        """Take the Contact of a target refresh request or its 2xx (RFC 3261 12.2)."""
+        try:
+            contacts = message.contact
+        except ValueError:
+            return
+        if contacts:
+            self.remote_target = contacts[0].uri
 
 
 def _loose(route: str) -> bool:

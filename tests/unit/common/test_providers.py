@@ -38,6 +38,7 @@ port = 5080
 transport = "tcp"
 codecs = ["PCMA"]
 dtmf = "info"
+transfer = "decline"
 allow_headers = ["X-Agent-Context"]
 
 [[routes]]
@@ -72,6 +73,7 @@ def test_trunks_and_routes() -> None:
     assert support.headers == (("X-Customer", "acme"), ("X-Tier", "2"))
     us = providers.trunks["us"]
     assert (us.port, us.transport, us.codecs, us.dtmf) == (5080, "tcp", ("PCMA",), "info")
+    assert us.transfer == "decline" and support.transfer == "follow"
     assert providers.trunks["default"] is DEFAULT
 
 
@@ -121,6 +123,7 @@ def test_missing_secret_is_reported_for_the_sip_agent_only() -> None:
         ),
         ('[trunks.a]\nhost="h"\ncodecs=["G729"]\n', "trunk 'a': codec 'G729' is not one of"),
         ('[trunks.a]\nhost="h"\ndtmf="inband"\n', "trunk 'a': dtmf must be rfc4733 or info"),
+        ('[trunks.a]\nhost="h"\ntransfer="ask"\n', "trunk 'a': transfer must be follow or"),
         ('[trunks.a]\nhost="h"\nhostname="x"\n', "trunk 'a': unknown key 'hostname'"),
         ('[trunks.a]\nhost="h"\npassword="pw"\n', "trunk 'a': username is required"),
         (

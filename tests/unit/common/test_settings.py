@@ -97,3 +97,20 @@ def test_dotenv_syntax() -> None:
     assert values == {"A": "1", "B": "two words", "C": "x"}
     with pytest.raises(SettingsError, match="line 1"):
         parse_dotenv("not a setting\n")
+
+
+def test_in_dialog_settings() -> None:
+    defaults = load_settings({}, None)
+    assert defaults.sip_keepalive_interval == 30.0 and defaults.sip_transfer == "follow"
+    settings = load_settings(
+        {"SIP_KEEPALIVE_INTERVAL": "0", "SIP_TRANSFER": "Decline", "SIP_TRUNK_HOST": "h"}, None
+    )
+    assert settings.sip_keepalive_interval == 0.0
+    assert settings.default_trunk is not None and settings.default_trunk.transfer == "decline"
+    for env, named in (
+        ({"SIP_KEEPALIVE_INTERVAL": "-1"}, "SIP_KEEPALIVE_INTERVAL"),
+        ({"SIP_KEEPALIVE_INTERVAL": "often"}, "SIP_KEEPALIVE_INTERVAL"),
+        ({"SIP_TRANSFER": "ask"}, "SIP_TRANSFER"),
+    ):
+        with pytest.raises(SettingsError, match=named):
+            load_settings(env, None)

@@ -32,9 +32,9 @@ from services.sipagent.agent import (
     request_uri_for,
 )
 from services.sipagent.app import SipAgentService
-from services.sipagent.call import OutboundCall
 from services.sipagent.events import Answered, Ended, Progress
 from services.sipagent.sip.message import parse_message
+from services.sipagent.transfer import TransferringCall
 from services.sipagent.transport import Addr, SipTransport
 from tests.unit.sipagent.trunk import ANSWER, OFFER, respond
 
@@ -405,7 +405,7 @@ async def test_a_survivor_adopts_a_dead_agents_dialog_and_sends_bye() -> None:
     assert isinstance(invite, Request)
     dead.receive(_bytes(respond(invite, 200, body=ANSWER)), TRUNK)
     call = handle.call
-    assert isinstance(call, OutboundCall) and call.dialog is not None
+    assert isinstance(call, TransferringCall) and call.dialog is not None
     stored = recovery.dialog_record(call.dialog, transport="udp", trunk=handle.trunk)
 
     survivor, transport = await _agent()

@@ -115,7 +115,7 @@ def test_in_dialog_options_and_reinvite() -> None:
     invite, ok = _answered(h)
     assert _methods(h.feed(trunk_request("OPTIONS", invite, ok, 1, "z9hG4bKo"))) == ["200"]
     assert _methods(h.feed(trunk_request("INVITE", invite, ok, 2, "z9hG4bKi"))) == ["488"]
-    assert _methods(h.feed(trunk_request("INFO", invite, ok, 3, "z9hG4bKn"))) == ["501"]
+    assert _methods(h.feed(trunk_request("MESSAGE", invite, ok, 3, "z9hG4bKn"))) == ["501"]
     other = respond(invite, 200, to_tag="someone-else")
     assert _methods(h.feed(trunk_request("BYE", invite, other, 4, "z9hG4bKb"))) == ["481"]
     assert h.call.state is CallState.CONFIRMED

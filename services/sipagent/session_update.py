@@ -1,0 +1,373 @@
+"""Session changes in a confirmed dialog: the trunk's re-INVITE and UPDATE, our hold.
+
+The trunk's re-INVITE is answered by an INVITE server transaction of our
+own making: its 2xx is re-sent (T1 doubling up to T2) until the ACK arrives,
+and a dialog whose ACK never comes in 64*T1 is ended (RFC 3261 13.3.1.4).
+Our hold and resume re-INVITEs answer challenges once, retry a 491 after a
+random 2.1 to 4 s (RFC 3261 14.1), and report a refusal without changing the
+session. Each accepted change is reported as ``SessionChanged``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sipmessage import Request, Response
+
+from services.sipagent.dialog_context import ALLOW, DialogContext, timers_of
+from services.sipagent.events import HoldRefused, SessionChanged
+from services.sipagent.session_timer import session_expires
+from services.sipagent.sip.message import summary, top_branch
+from services.sipagent.sip.transaction import (
+    T2,
+    InviteClientTransaction,
+    ResponseReceived,
+    TransactionEvent,
+)
+from services.sipagent.trunk_sdp import LocalSdp, SdpOfferError, is_held
+
+log = logging.getLogger(__name__)
+
+GLARE_RETRY = (2.1, 4.0)
+"Seconds (range) before our re-INVITE refused with 491 is tried again (we own the Call-ID)."
+RETRY_AFTER = 5
+"Retry-After (seconds) of the 500 to a re-INVITE that overlaps one still unacknowledged."
+
+
+def sdp_of(message: Request | Response) -> str | None:
+    """The SDP body of a message, if any."""
+    content_type = (message.headers.get("Content-Type") or "application/sdp").lower()
+    if not message.body or "application/sdp" not in content_type:
+        return None
+    return message.body.decode("utf-8", "replace")
+
+
+@dataclass
+class _Answered:
+    """A re-INVITE of the trunk we answered 2xx, until its ACK."""
+
+    request: Request
+    response: Response
+    retransmit_at: float | None
+    interval: float
+    give_up_at: float
+    offered: bool
+    "Our 200 carried the offer (re-INVITE without SDP): the answer comes in the ACK."
+
+
+@dataclass
+class _Outgoing:
+    """Our hold, resume or session refresh re-INVITE in flight."""
+
+    held: bool
+    tx: InviteClientTransaction
+    challenged: bool = False
+    refresh: tuple[tuple[str, str], ...] = ()
+    "Session-timer headers: a refresh, not asked by the browser (no event unless SDP moved)."
+
+
+class SessionUpdates:
+    """The media session of the dialog as both sides last agreed it."""
+
+    def __init__(self, context: DialogContext, offer_sdp: str, answer_sdp: str) -> None:
+        self._context = context
+        try:
+            self._local: LocalSdp | None = LocalSdp(offer_sdp)
+        except SdpOfferError as exc:
+            log.warning("%s: our offer cannot be renegotiated: %s", context.call_id, exc)
+            self._local = None
+        self.remote_sdp = answer_sdp
+        self.local_hold = False
+        self._answered: _Answered | None = None
+        self._outgoing: _Outgoing | None = None
+        self._acks: dict[int, Request] = {}
+        "ACKs of our re-INVITEs' 2xx by CSeq, re-sent when a 2xx is retransmitted."
+        self._retry_at: float | None = None
+        self._retry_held = False
+        self._retry_refresh: tuple[tuple[str, str], ...] = ()
+        self._wanted: bool | None = None
+        "A hold or resume asked while another re-INVITE was under way."
+        self.refreshed: float | None = None
+        "When the trunk last refreshed the session (re-INVITE or UPDATE), for session timers."
+
+    @property
+    def remote_hold(self) -> bool:
+        return is_held(self.remote_sdp)
+
+    @property
+    def busy(self) -> bool:
+        """An offer of ours or of the trunk's is still open."""
+        return self._outgoing is not None or self._answered is not None
+
+    # --- the trunk's re-INVITE and UPDATE ---------------------------------------
+
+    def on_invite(self, request: Request, now: float) -> None:
+        context = self._context
+        if self._answered is not None:
+            # RFC 3261 14.2: a re-INVITE while the previous one is not ACKed yet.
+            context.respond(request, 500, now, headers=[("Retry-After", str(RETRY_AFTER))])
+            return
+        if self._outgoing is not None:
+            context.respond(request, 491, now)  # glare with our own re-INVITE
+            return
+        offer = sdp_of(request)
+        try:
+            body = self._answer(offer) if offer is not None else self._offer()
+        except SdpOfferError as exc:
+            log.info("%s: re-INVITE refused: %s", context.call_id, exc)
+            context.respond(request, 488, now)
+            return
+        context.dialog.refresh_target(request)
+        response = context.response(
+            request,
+            200,
+            headers=[("Contact", context.contact), ("Allow", ALLOW), *_timer_echo(request)],
+            body=body.encode(),
+            content_type="application/sdp",
+        )
+        context.outbox.append(response)
+        log.info("%s: > 200 OK (re-INVITE)", context.call_id)
+        t1 = context.t1
+        self._answered = _Answered(
+            request,
+            response,
+            retransmit_at=None if context.reliable else now + t1,
+            interval=t1,
+            give_up_at=now + 64 * t1,
+            offered=offer is None,
+        )
+        self.refreshed = now
+        if offer is not None:
+            self._accept(offer)
+
+    def on_update(self, request: Request, now: float) -> None:
+        context = self._context
+        offer = sdp_of(request)
+        if offer is not None and self._outgoing is not None:
+            context.respond(request, 491, now)
+            return
+        if offer is not None and self._answered is not None:
+            context.respond(request, 500, now, headers=[("Retry-After", str(RETRY_AFTER))])
+            return
+        body = b""
+        if offer is not None:
+            try:
+                body = self._answer(offer).encode()
+            except SdpOfferError as exc:
+                log.info("%s: UPDATE refused: %s", context.call_id, exc)
+                context.respond(request, 488, now)
+                return
+        context.dialog.refresh_target(request)
+        context.respond(
+            request,
+            200,
+            now,
+            headers=[("Contact", context.contact), *_timer_echo(request)],
+            body=body,
+            content_type="application/sdp",
+        )
+        self.refreshed = now
+        if offer is not None:
+            self._accept(offer)
+
+    def on_ack(self, ack: Request, now: float) -> None:
+        answered = self._answered
+        if answered is None or ack.cseq.sequence != answered.request.cseq.sequence:
+            return  # the ACK of a refusal, or a stray one
+        self._answered = None
+        if answered.offered:
+            answer = sdp_of(ack)
+            if answer is None:
+                log.warning("%s: ACK without the SDP answer: session kept", self._context.call_id)
+            else:
+                self._accept(answer)
+        self._continue(now)
+
+    def _answer(self, offer: str) -> str:
+        return self._sdp().answer(offer, local_hold=self.local_hold)
+
+    def _offer(self, held: bool | None = None) -> str:
+        held = self.local_hold if held is None else held
+        return self._sdp().offer("sendonly" if held else "sendrecv")
+
+    def _sdp(self) -> LocalSdp:
+        if self._local is None:
+            raise SdpOfferError("our offer has no audio")
+        return self._local
+
+    def _accept(self, remote_sdp: str) -> None:
+        self.remote_sdp = remote_sdp
+        self._report()
+
+    def _report(self, transferred_to: str = "") -> None:
+        self._context.events.append(
+            SessionChanged(self.remote_sdp, self.local_hold, self.remote_hold, transferred_to)
+        )
+
+    # --- our hold and resume -----------------------------------------------------
+
+    def hold(self, held: bool, now: float) -> None:
+        """Put the trunk on hold (``sendonly``) or resume it (``sendrecv``)."""
+        if self.busy or self._retry_at is not None:
+            self._wanted = held
+            return
+        if held == self.local_hold:
+            self._report()  # nothing to change: say how things stand
+            return
+        self._send(held, now)
+
+    def refresh(self, headers: list[tuple[str, str]], now: float) -> None:
+        """A session-timer refresh by re-INVITE (our SDP as it stands)."""
+        if self.busy or self._retry_at is not None:
+            return  # the offer under way refreshes the session as well
+        self._send(self.local_hold, now, refresh=tuple(headers))
+
+    def _send(
+        self,
+        held: bool,
+        now: float,
+        auth: tuple[str, str] | None = None,
+        refresh: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        context = self._context
+        try:
+            body = self._offer(held).encode()
+        except SdpOfferError as exc:
+            self._context.events.append(HoldRefused(held, None, str(exc)))
+            return
+        request = context.request(
+            "INVITE",
+            headers=[("Allow", ALLOW), *refresh, *([auth] if auth else [])],
+            body=body,
+            content_type="application/sdp",
+        )
+        tx = InviteClientTransaction(request, reliable=context.reliable, t1=context.t1)
+        self._outgoing = _Outgoing(held, tx, challenged=auth is not None, refresh=refresh)
+        context.start(tx, now, self._on_event)
+
+    def _on_event(self, event: TransactionEvent, now: float) -> None:
+        outgoing = self._outgoing
+        if not isinstance(event, ResponseReceived):
+            if outgoing is not None:
+                self._refuse(outgoing, None, "No answer from the trunk", now)
+            return
+        response = event.response
+        if response.code < 200:
+            return
+        if 200 <= response.code < 300:
+            self._on_success(response, now)
+            return
+        if outgoing is None or response.cseq.sequence != outgoing.tx.request.cseq.sequence:
+            return
+        log.info("%s: < %s (re-INVITE)", self._context.call_id, summary(response))
+        if response.code == 491:
+            self._outgoing = None
+            self._retry_held = outgoing.held
+            self._retry_refresh = outgoing.refresh
+            self._retry_at = now + self._context.rng.uniform(*GLARE_RETRY)
+        elif response.code in (401, 407) and not outgoing.challenged:
+            header = self._context.authorize(response, outgoing.tx.request)
+            if header is None:
+                self._refuse(outgoing, response.code, "Authentication failed", now)
+            else:
+                self._send(outgoing.held, now, header, outgoing.refresh)
+        else:
+            self._refuse(outgoing, response.code, response.phrase, now)
+
+    def _on_success(self, response: Response, now: float) -> None:
+        context = self._context
+        sequence = response.cseq.sequence
+        ack = self._acks.get(sequence)
+        if ack is not None:
+            context.outbox.append(ack)  # a retransmitted 2xx
+            return
+        outgoing = self._outgoing
+        auth = [
+            (name, value)
+            for name in ("Authorization", "Proxy-Authorization")
+            for value in (outgoing.tx.request.headers.getlist(name) if outgoing else [])
+        ]
+        ack = context.request("ACK", cseq=sequence, headers=auth)
+        self._acks = {sequence: ack}
+        context.outbox.append(ack)
+        log.info("%s: < %s (re-INVITE), > ACK", context.call_id, summary(response))
+        context.dialog.refresh_target(response)
+        quiet = False
+        if outgoing is not None and outgoing.tx.request.cseq.sequence == sequence:
+            self._outgoing = None
+            self.local_hold = outgoing.held
+            quiet = bool(outgoing.refresh)
+        answer = sdp_of(response)
+        if answer is not None and answer != self.remote_sdp:
+            self.remote_sdp = answer
+            quiet = False
+        if not quiet:
+            self._report()
+        self._continue(now)
+
+    def _refuse(self, outgoing: _Outgoing, status: int | None, reason: str, now: float) -> None:
+        self._outgoing = None
+        if outgoing.refresh:
+            log.info("%s: session refresh refused: %s", self._context.call_id, reason)
+            if status is None or status in (408, 481):
+                self._context.dead("session refresh refused or unanswered", now)
+                return
+        else:
+            log.info("%s: %s refused: %s", self._context.call_id, _what(outgoing.held), reason)
+            self._context.events.append(HoldRefused(outgoing.held, status, reason))
+        self._continue(now)
+
+    def _continue(self, now: float) -> None:
+        """Send the hold or resume asked while busy, if it still changes something."""
+        wanted, self._wanted = self._wanted, None
+        if wanted is not None and not self.busy and self._retry_at is None:
+            self.hold(wanted, now)
+
+    # --- timers ------------------------------------------------------------------
+
+    def handle_timer(self, now: float) -> None:
+        answered = self._answered
+        if answered is not None:
+            if now >= answered.give_up_at:
+                self._answered = None
+                self._context.dead("no ACK for our 200 to the re-INVITE", now)
+                return
+            if answered.retransmit_at is not None and now >= answered.retransmit_at:
+                self._context.outbox.append(answered.response)
+                answered.interval = min(answered.interval * 2, T2)
+                answered.retransmit_at = now + answered.interval
+        if self._retry_at is not None and now >= self._retry_at:
+            self._retry_at = None
+            held, self._wanted = self._wanted, None
+            self._send(self._retry_held if held is None else held, now, refresh=self._retry_refresh)
+
+    def get_timer(self) -> float | None:
+        answered = self._answered
+        return timers_of(
+            answered.retransmit_at if answered else None,
+            answered.give_up_at if answered else None,
+            self._retry_at,
+        )
+
+    def absorb(self, request: Request) -> bool:
+        """A retransmitted re-INVITE we answered 2xx: re-send the 2xx."""
+        answered = self._answered
+        if answered is None or request.method != "INVITE":
+            return False
+        if top_branch(request) != top_branch(answered.request):
+            return False
+        self._context.outbox.append(answered.response)
+        return True
+
+
+def _timer_echo(request: Request) -> list[tuple[str, str]]:
+    """RFC 4028 9: a refresh's 2xx repeats its Session-Expires (the refresher it named)."""
+    parsed = session_expires(request.headers.get("Session-Expires"))
+    if parsed is None:
+        return []
+    return [("Session-Expires", f"{parsed[0]};refresher={parsed[1]}"), ("Require", "timer")]
+
+
+def _what(held: bool) -> str:
+    return "hold" if held else "resume"
