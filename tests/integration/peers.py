@@ -40,6 +40,8 @@ PHONE_TONE_HZ = 600
 """What baresip plays into a call (``ausine``): not the client's 1000 Hz, so a tone
 that arrives at the client came from the phone, not an echo."""
 
+TCP = socket.SOCK_STREAM
+
 REALM = "interop.test"
 "The digest realm kamailio challenges with."
 
@@ -61,7 +63,8 @@ def _wait(check: Any, what: str, timeout: float, process: Process) -> None:
 
 @dataclass(frozen=True)
 class TlsFiles:
-    """A private CA and a server certificate it signed for 127.0.0.1 and localhost."""
+    """A private CA and a server certificate it signed for 127.0.0.1, localhost and
+    ``REALM`` (a client may check the SIP domain or the host it dialled)."""
 
     ca: Path
     "The CA certificate (PEM): what a client trusts (``SIP_TLS_CA``)."
@@ -112,6 +115,7 @@ def make_tls(tmp: Path, name: str = "interop") -> TlsFiles:
             x509.SubjectAlternativeName(
                 [
                     x509.DNSName("localhost"),
+                    x509.DNSName(REALM),
                     x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
                 ]
             ),
@@ -205,6 +209,8 @@ class Baresip:
     "How it reaches the registrar."
     port: int = 0
     "SIP (UDP and TCP) listening port; 0: a free one chosen at start."
+    tls: TlsFiles | None = None
+    "With a certificate it also listens for TLS, on ``port + 1`` (baresip's choice)."
     ctrl_port: int = 0
     process: Process | None = None
     control: BaresipControl | None = None
@@ -213,10 +219,21 @@ class Baresip:
     def __post_init__(self) -> None:
         self.home = self.tmp / f"baresip-{self.user}"
 
+    @property
+    def tls_port(self) -> int:
+        return self.port + 1
+
     def _config(self) -> str:
         rtp_min, rtp_max = free_rtp_range(20)
+        certificate = []
+        if self.tls is not None:
+            # baresip wants the certificate and its key in one file.
+            both = self.home / "certificate.pem"
+            both.write_bytes(self.tls.certificate.read_bytes() + self.tls.key.read_bytes())
+            certificate = [f"sip_certificate {both}"]
         return "\n".join(
             [
+                *certificate,
                 "poll_method epoll",
                 f"sip_listen 127.0.0.1:{self.port}",
                 # Media on loopback, not the host's first interface.
@@ -258,7 +275,8 @@ class Baresip:
 
     def start(self, timeout: float = 15.0) -> Baresip:
         binary = require_tool("baresip")
-        self.port = self.port or free_udp_port()
+        while not self.port or (self.tls is not None and port_taken(self.tls_port, TCP)):
+            self.port = free_udp_port()
         self.ctrl_port = self.ctrl_port or free_port()
         self.home.mkdir(parents=True, exist_ok=True)
         (self.home / "config").write_text(self._config())
@@ -274,6 +292,8 @@ class Baresip:
         self.process.start()
         _wait(lambda: port_taken(self.port), "baresip's SIP port", timeout, self.process)
         wait_tcp(self.ctrl_port, timeout)
+        if self.tls is not None:
+            wait_tcp(self.tls_port, timeout)
         # A registration may finish before this connects: the registrar is asked instead.
         self.control = BaresipControl(self.ctrl_port)
         return self
