@@ -17,10 +17,12 @@ import socket
 import subprocess
 import threading
 import time
+import wave
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -223,6 +225,21 @@ class Baresip:
     def tls_port(self) -> int:
         return self.port + 1
 
+    @property
+    def recordings(self) -> Path:
+        return self.home / "recordings"
+
+    def heard(self) -> tuple[np.ndarray, int]:
+        """(samples, rate) of what the phone received in its last call (``sndfile``)."""
+        files = sorted(self.recordings.glob("dump-*-dec.wav"), key=lambda p: p.stat().st_mtime)
+        if not files:
+            return np.zeros(0), 0
+        with wave.open(str(files[-1])) as wav:
+            frames = wav.readframes(wav.getnframes())
+            channels, rate = wav.getnchannels(), wav.getframerate()
+        pcm = np.frombuffer(frames, dtype="<i2").reshape(-1, channels)[:, 0]
+        return pcm.astype(np.float64), rate
+
     def _config(self) -> str:
         rtp_min, rtp_max = free_rtp_range(20)
         certificate = []
@@ -254,6 +271,9 @@ class Baresip:
                 "module g711.so",
                 "module ausine.so",
                 "module aubridge.so",
+                # An audio filter that writes what the phone heard to a WAV file.
+                "module sndfile.so",
+                f"snd_path {self.recordings}",
                 "module_tmp account.so",
                 # menu holds the call commands (hangup) ctrl_tcp runs.
                 "module_app menu.so",
@@ -278,7 +298,7 @@ class Baresip:
         while not self.port or (self.tls is not None and port_taken(self.tls_port, TCP)):
             self.port = free_udp_port()
         self.ctrl_port = self.ctrl_port or free_port()
-        self.home.mkdir(parents=True, exist_ok=True)
+        self.recordings.mkdir(parents=True, exist_ok=True)
         (self.home / "config").write_text(self._config())
         (self.home / "accounts").write_text(self._account())
         (self.home / "contacts").write_text("")

@@ -10,9 +10,10 @@ import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from tests.integration.client import BridgeClient
+from tests.integration.client import TONE_HZ, BridgeClient
 from tests.integration.conftest import SipagentFactory, Stack
 from tests.integration.harness import TRUNK_PASSWORD, TRUNK_USER
 from tests.integration.peers import PHONE_TONE_HZ, REALM, Baresip, Kamailio
@@ -94,6 +95,16 @@ async def assert_phone_tone(client: BridgeClient, *logs: str) -> None:
     assert level > 300, f"the phone's audio is too quiet (rms {level})"
 
 
+def assert_phone_heard_the_browser(phone: Baresip) -> None:
+    """The client's 1000 Hz tone is what the phone recorded (after the call, file closed)."""
+    pcm, rate = phone.heard()
+    assert pcm.size > rate, f"the phone recorded {pcm.size} samples\n{phone.logs()}"
+    spectrum = np.abs(np.fft.rfft(pcm * np.hanning(pcm.size)))
+    spectrum[0] = 0
+    peak = float(np.argmax(spectrum) * rate / pcm.size)
+    assert abs(peak - TONE_HZ) < 40, f"the phone heard {peak} Hz, not the browser's {TONE_HZ}"
+
+
 async def hang_up_and_phone_sees_bye(client: BridgeClient, phone: Baresip) -> None:
     await client.hangup()
     ended = await client.expect("ended")
@@ -115,6 +126,7 @@ async def test_baresip_answers_and_its_tone_reaches_the_browser(
         await asyncio.to_thread(phone.wait_event, "CALL_ESTABLISHED", 5)
         await assert_phone_tone(client, stack.logs(), phone.logs())
         await hang_up_and_phone_sees_bye(client, phone)
+        assert_phone_heard_the_browser(phone)
     finally:
         await client.close()
 
@@ -145,6 +157,7 @@ async def test_call_through_kamailio_answers_407_and_reaches_the_registered_phon
     try:
         await assert_phone_tone(client, stack.logs(), registrar.logs())
         await hang_up_and_phone_sees_bye(client, registered_phone)
+        assert_phone_heard_the_browser(registered_phone)
         notices = registrar.notices()
         assert f"407 to INVITE from {TRUNK_USER} via udp" in notices, notices
         assert f"INVITE authorized as {TRUNK_USER} via udp" in notices, notices
