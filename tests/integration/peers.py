@@ -8,8 +8,6 @@ Nothing here reaches the internet: no STUN, no DNS, loopback only.
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import json
 import os
 import secrets
@@ -23,11 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
+from tests.integration.certs import TlsFiles
 from tests.integration.harness import (
     Process,
     free_port,
@@ -58,84 +53,6 @@ def _wait(check: Any, what: str, timeout: float, process: Process) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} after {timeout}s:\n{process.log()[-6000:]}")
         time.sleep(0.05)
-
-
-# --- TLS material ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TlsFiles:
-    """A private CA and a server certificate it signed for 127.0.0.1, localhost and
-    ``REALM`` (a client may check the SIP domain or the host it dialled)."""
-
-    ca: Path
-    "The CA certificate (PEM): what a client trusts (``SIP_TLS_CA``)."
-    certificate: Path
-    key: Path
-
-
-def make_tls(tmp: Path, name: str = "interop") -> TlsFiles:
-    """Generate a CA and a server certificate for loopback into ``tmp``."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{name} test CA")])
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [
-                    x509.DNSName("localhost"),
-                    x509.DNSName(REALM),
-                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                ]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.ExtendedKeyUsage([x509.OID_SERVER_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    pem = serialization.Encoding.PEM
-    files = TlsFiles(tmp / f"{name}-ca.pem", tmp / f"{name}-cert.pem", tmp / f"{name}-key.pem")
-    files.ca.write_bytes(ca_cert.public_bytes(pem))
-    files.certificate.write_bytes(cert.public_bytes(pem))
-    files.key.write_bytes(
-        key.private_bytes(
-            pem, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
-        )
-    )
-    return files
 
 
 # --- baresip -----------------------------------------------------------------------
