@@ -1,7 +1,8 @@
 """``bridge probe``: check a trunk without placing a call.
 
-Four steps, each one ``✓ step: detail`` or ``✗ step: reason`` line, stopping
-after a step that makes the rest meaningless:
+Four steps, each one ``✓ step: detail`` or ``✗ step: reason`` line (``–`` for
+a step the far end gives no way to check), stopping after a step that makes
+the rest meaningless:
 
 1. ``DNS``: resolve the trunk host as a call would (RFC 3263: NAPTR, SRV,
    A/AAAA; the outbound proxy instead when one is set); the first target is
@@ -89,6 +90,8 @@ class Step:
     detail: str
     ms: float | None = None
     "How long the step took, in milliseconds (None: not timed)."
+    checked: bool = True
+    "False: the far end gave no way to check this step; it passes, marked ``–``."
 
 
 @dataclass
@@ -125,8 +128,8 @@ class Report:
 
 
 def format_step(step: Step) -> str:
-    """``✓ name: detail`` or ``✗ name: reason``, on one line."""
-    mark = "✓" if step.ok else "✗"
+    """``✓ name: detail``, ``✗ name: reason`` or ``– name: why not checked``, on one line."""
+    mark = ("✓" if step.checked else "–") if step.ok else "✗"
     detail = " ".join(step.detail.split())  # never more than one line
     return f"{mark} {step.name}: {detail}"
 
@@ -439,8 +442,10 @@ class Probe:
                 "credentials", True, f"no challenge (registrar did not ask): {status}", elapsed
             )
         if response.code in (405, 501):
-            reason = "REGISTER not supported here (cannot check credentials without a call)"
-            return Step("credentials", False, f"{reason}: {status}", elapsed)
+            # Trunks that authenticate each INVITE (or by source address) refuse REGISTER:
+            # nothing is wrong, but only a call would check the credentials.
+            reason = "not checked: REGISTER not supported; the first call's challenge checks them"
+            return Step("credentials", True, f"{reason} ({status})", elapsed, checked=False)
         if challenged:
             return Step("credentials", False, f"refused ({status})", elapsed)
         return Step("credentials", False, f"REGISTER answered {status}", elapsed)

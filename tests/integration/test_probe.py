@@ -92,7 +92,7 @@ def test_probe_json_against_a_good_trunk(trunk: TrunkFactory, tmp_path: Path) ->
         "OPTIONS",
         "credentials",
     ]
-    assert all(set(step) == {"name", "ok", "detail", "ms"} for step in report["steps"])
+    assert all(set(step) == {"name", "ok", "detail", "ms", "checked"} for step in report["steps"])
     assert TRUNK_PASSWORD not in result.stdout
 
 
