@@ -85,6 +85,29 @@ async def test_info_digit_in_and_hold_from_the_browser_along_the_route_set(
         await client.close()
 
 
+async def test_hold_the_trunk_refuses_is_reported_and_can_be_asked_again(
+    stack: Stack, sipagent: SipagentFactory, trunk: TrunkFactory
+) -> None:
+    sipp = trunk("hold_refused_then_accepted.xml")
+    sipagent(sipp.port)
+    client = await _connect(stack)
+    try:
+        await client.send({"type": "hold"})
+        refused = await client.expect("error")
+        assert refused["code"] == "hold_failed" and "hold" in refused["message"], refused
+        # The call goes on, not held; a second click asks again.
+        await client.send({"type": "hold"})
+        held = await client.expect("hold_changed")
+        assert held == {"type": "hold_changed", "local": True, "remote": False}
+        await client.hangup()
+        ended = await client.expect("ended")
+        assert ended["cause"] == "normal"
+        assert await sipp.wait(10) == 0, f"{sipp.messages()}\n{stack.logs()}"
+        assert [m["type"] for m in client.messages].count("hold_changed") == 1, client.messages
+    finally:
+        await client.close()
+
+
 async def test_refer_transfers_the_call_to_a_new_party(
     stack: Stack, sipagent: SipagentFactory, tmp_path: Path
 ) -> None:
