@@ -158,20 +158,28 @@ async def _until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
             await asyncio.sleep(0.05)
 
 
+@pytest.mark.parametrize(
+    ("scenario", "refresh"),
+    [("session_timer_refresh.xml", "UPDATE"), ("session_timer_reinvite.xml", "INVITE")],
+)
 async def test_bridge_refreshes_the_session_the_trunk_asked_it_to(
-    stack: Stack, sipagent: SipagentFactory, trunk: TrunkFactory
+    stack: Stack, sipagent: SipagentFactory, trunk: TrunkFactory, scenario: str, refresh: str
 ) -> None:
     # A short interval keeps the test quick: the 2xx's value binds the UAC (RFC 4028 7.2).
-    sipp = trunk("session_timer_refresh.xml", interval="4")
+    sipp = trunk(scenario, interval="4")
     sipagent(sipp.port)
     client = await _connect(stack)
     try:
-        await _until(lambda: len(re.findall(r"^UPDATE ", sipp.messages(), re.M)) >= 2)
+        # The INVITE that set the call up, then two refreshes.
+        wanted = 3 if refresh == "INVITE" else 2
+        await _until(lambda: len(re.findall(rf"^{refresh} ", sipp.messages(), re.M)) >= wanted)
         await client.hangup()
         ended = await client.expect("ended")
         assert ended["cause"] == "normal", client.messages
         # sipp checked Session-Expires and Supported: timer on the INVITE, and both refreshes.
         assert await sipp.wait(10) == 0, f"{sipp.messages()}\n{stack.logs()}"
+        # A refresh changes nothing the person at the page can see.
+        assert [m["type"] for m in client.messages if m["type"] in ("hold_changed", "error")] == []
     finally:
         await client.close()
 
