@@ -265,6 +265,8 @@ class DemoUas:
             return
 
         call = _Call(ctx.call_id, addr, request, ctx.cseq, messages.new_tag())
+        # The route set is fixed by the dialog-creating INVITE; a re-INVITE has no Record-Route.
+        call.routes = request.headers.getlist("Record-Route")
         self._calls[call.call_id] = call
         self._send(build_response(request, 100), addr)
         if error := self._check_offer(call, request):
@@ -472,7 +474,7 @@ class DemoUas:
             to_header=from_header,
             call_id=call.call_id,
             cseq=call.local_cseq,
-            routes=call.invite.headers.getlist("Record-Route"),
+            routes=call.routes,
         )
         call.state = CallState.ENDING
         call.ends_at = None

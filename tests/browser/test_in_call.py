@@ -1,18 +1,16 @@
-"""A person at the page during a call to the demo echo peer: the keypad and the Hold button."""
+"""A person at the page during a call: the keypad, the Hold button, and being held."""
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from playwright.async_api import async_playwright, expect
 
-from proto import subjects
-from proto.events import AnyEvent, CallAnswered, HoldRequested, SessionUpdated
-from services.common.bus import Bus
 from tests.browser.chromium import launch
 from tests.integration.conftest import SipagentFactory, Stack
+from tests.integration.harness import Sipp
 from tests.integration.peers import demo_peer
 
 __all__ = ["demo_peer"]
@@ -20,49 +18,10 @@ __all__ = ["demo_peer"]
 pytestmark = pytest.mark.timeout(120)
 
 
-class BusWatch:
-    """Reads the calls' events off NATS: the trunk's answer and the page's hold requests."""
-
-    def __init__(self, bus: Bus) -> None:
-        self.bus = bus
-        self.answers: dict[str, str] = {}
-        self.holds: asyncio.Queue[HoldRequested] = asyncio.Queue()
-
-    @classmethod
-    async def open(cls, url: str) -> BusWatch:
-        watch = cls(await Bus.connect(url, "browser-test"))
-        await watch.bus.subscribe(f"{subjects.PREFIX}.call.*.sipagent", watch._on_event)
-        await watch.bus.subscribe(f"{subjects.PREFIX}.call.*.signaling", watch._on_event)
-        return watch
-
-    async def _on_event(self, event: AnyEvent) -> None:
-        if isinstance(event, CallAnswered):
-            self.answers[event.call_id] = event.answer_sdp
-        elif isinstance(event, HoldRequested):
-            await self.holds.put(event)
-
-    async def next_hold(self) -> HoldRequested:
-        async with asyncio.timeout(10):
-            return await self.holds.get()
-
-    async def session_updated(self, call_id: str, local: bool, remote: bool) -> None:
-        """What the SIP agent says once a re-INVITE settled the hold state."""
-        await self.bus.publish(
-            subjects.call_events(call_id, "sipagent"),
-            SessionUpdated(
-                call_id=call_id,
-                remote_sdp=self.answers[call_id],
-                local_hold=local,
-                remote_hold=remote,
-            ),
-        )
-
-
-async def test_keypad_digits_echo_back_and_hold_state_shows(
+async def test_keypad_digits_echo_back_and_hold_goes_to_the_peer(
     stack: Stack, sipagent: SipagentFactory, demo_peer: int, tmp_path: Path
 ) -> None:
     sipagent(demo_peer)
-    watch = await BusWatch.open(stack.nats_url)
     async with async_playwright() as pw:
         browser = await launch(pw, tmp_path)
         try:
@@ -86,25 +45,21 @@ async def test_keypad_digits_echo_back_and_hold_state_shows(
             await expect(received).to_have_text("12#7", timeout=10000)
             await expect(page.locator("#dtmf-sent")).to_have_text("12#7")
 
-            # Hold: the page asks, and shows the state once the SIP side confirms it.
+            # Hold: a re-INVITE to the echo peer, shown once the peer accepted it.
             hold = page.locator("#hold")
             state = page.locator("#hold-state")
             await hold.click()
-            request = await watch.next_hold()
-            assert request.held
-            await expect(hold).to_have_text("Hold")  # not yet confirmed
-            await watch.session_updated(request.call_id, local=True, remote=False)
             await expect(state).to_have_text("On hold", timeout=10000)
             await expect(hold).to_have_text("Resume")
-            await watch.session_updated(request.call_id, local=True, remote=True)
-            await expect(state).to_contain_text("Held by the other side", timeout=10000)
 
             await hold.click()
-            resume = await watch.next_hold()
-            assert not resume.held
-            await watch.session_updated(request.call_id, local=False, remote=False)
             await expect(state).to_be_hidden(timeout=10000)
             await expect(hold).to_have_text("Hold")
+
+            # After the resume the media flows again: a key still comes back.
+            await page.click("#keypad button[data-digit='9']")
+            await expect(received).to_have_text("12#79", timeout=10000)
+            await expect(page.locator("#status")).to_contain_text("Connected")
 
             await page.click("#hangup")
             await expect(page.locator("#status")).to_contain_text("Ended", timeout=10000)
@@ -112,4 +67,31 @@ async def test_keypad_digits_echo_back_and_hold_state_shows(
             await page.screenshot(path=str(tmp_path / "in-call.png"))
         finally:
             await browser.close()
-            await watch.bus.close()
+
+
+async def test_page_shows_when_the_other_side_holds(
+    stack: Stack, sipagent: SipagentFactory, trunk: Callable[..., Sipp], tmp_path: Path
+) -> None:
+    sipp = trunk("far_end_hold_until_bye.xml")
+    sipagent(sipp.port)
+    async with async_playwright() as pw:
+        browser = await launch(pw, tmp_path)
+        try:
+            page = await browser.new_page()
+            await page.goto(stack.base_url)
+            await page.fill("#destination", "+15551234567")
+            await page.click("#start")
+            await expect(page.locator("#status")).to_contain_text("Connected", timeout=20000)
+
+            # The trunk's sendonly re-INVITE: the page says so, and its own Hold is untouched.
+            state = page.locator("#hold-state")
+            await expect(state).to_have_text("Held by the other side", timeout=10000)
+            await expect(page.locator("#hold")).to_have_text("Hold")
+
+            await page.click("#hangup")
+            await expect(page.locator("#status")).to_contain_text("Ended", timeout=10000)
+            await expect(state).to_be_hidden()
+            # sipp checked our recvonly answer and got the BYE.
+            assert await sipp.wait(10) == 0, f"{sipp.messages()}\n{stack.logs()}"
+        finally:
+            await browser.close()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sipmessage import Response
+from sipmessage import Request, Response
 
 from services.demo.uas import DemoUas
 
@@ -35,3 +35,26 @@ def test_hold_and_resume_reinvites_are_answered_on_the_same_port() -> None:
     # The echo is still up: nothing was closed, and a BYE ends the call as usual.
     assert ports.closed == []
     assert codes(peer.send(peer.request("BYE", cseq=4, to_tag=tag, branch="z9hG4bKb"))) == [200]
+
+
+def test_bye_after_a_reinvite_keeps_the_route_set_of_the_first_invite() -> None:
+    peer = Peer(DemoUas(local_addr=LOCAL, rtp_host="127.0.0.1", rtp_ports=FakePorts()))
+    invite = peer.request("INVITE", body=OFFER)
+    invite.headers.add("Record-Route", "<sip:proxy.test;lr>")
+    peer.send(invite)
+    ok = peer.advance(1.0)[0]
+    assert isinstance(ok, Response) and ok.code == 200
+    tag = ok.to_address.parameters["tag"]
+    peer.send(peer.request("ACK", to_tag=tag, branch="z9hG4bKack"))
+    # In-dialog requests carry Route, not Record-Route: the route set must not change.
+    hold = peer.request(
+        "INVITE", cseq=2, body=OFFER + b"a=sendonly\r\n", to_tag=tag, branch="z9hG4bKh"
+    )
+    assert codes(peer.send(hold)) == [200]
+    peer.send(peer.request("ACK", cseq=2, to_tag=tag, branch="z9hG4bKack2"))
+
+    peer.uas.shutdown(peer.now)
+    sent = peer.flush()
+    [bye] = [m for m in sent if isinstance(m, Request)]
+    assert bye.method == "BYE", sent
+    assert bye.headers.getlist("Route") == ["<sip:proxy.test;lr>"]
