@@ -36,6 +36,9 @@ class SipSpans:
             self.invite = None
 
     def observe(self, direction: str, summary: str) -> None:
+        span = self.invite or self.call
+        if not span.is_recording():
+            return  # clean-up after the call's end (BYE retransmissions): its span is closed
         token = summary.split(" ", 1)[0]
         attributes: dict[str, str | int] = {
             "sip.direction": "sent" if direction == ">" else "received"
@@ -44,4 +47,4 @@ class SipSpans:
             attributes["sip.status"] = int(token)
         else:
             attributes["sip.method"] = token
-        (self.invite or self.call).add_event(f"sip {direction} {token}", attributes)
+        span.add_event(f"sip {direction} {token}", attributes)
