@@ -167,7 +167,13 @@ class TrunkLeg(asyncio.DatagramProtocol):
     def send_payload(self, payload: bytes, samples: int) -> None:
         """Send an already-encoded payload covering ``samples`` samples."""
         session, transport = self._session, self._transport
-        if session is None or transport is None or self._quiet:
+        if session is None or transport is None:
+            return
+        if self._quiet:
+            if self.held:
+                # RFC 3550 5.1: the media clock runs on while nothing is sent. (During
+                # a digit the event's own duration moves it.)
+                session.advance(samples)
             return
         transport.sendto(session.packet_for(payload, samples, self._loop.time()), session.remote)
 

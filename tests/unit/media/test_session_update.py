@@ -236,6 +236,8 @@ async def test_held_leg_sends_nothing_but_still_plays(trunks: list[Trunk]) -> No
     (after,) = await trunk.packets(1)
     assert after.sequence_number == (before.sequence_number + 1) & 0xFFFF
     assert after.marker  # a new talkspurt after hold
+    # The media clock ran on through the held frame (RFC 3550 5.1).
+    assert after.timestamp == (before.timestamp + 2 * len(FRAME)) & 0xFFFFFFFF
     leg.close()
 
 
