@@ -1,21 +1,32 @@
 """The registrations a ``SipAgent`` hosts, next to its calls.
 
-``RegistrationTable`` finds a response's ``Registration`` by Call-ID, sends
-what each wants sent to its registrar, gives the agent the earliest timer of
-them all, and remembers trunks not yet reachable (DNS, transport) so that
-they too show up, as ``failed``, with their next attempt.
+``RegistrationTable`` resolves each trunk to register at and opens its
+transport in the background, finds a response's ``Registration`` by
+Call-ID, sends what each wants sent to its registrar, gives the agent the
+earliest timer of them all, and remembers trunks not yet reachable (DNS,
+transport) so that they too show up, as ``failed``, with their next attempt.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from sipmessage import Response
 
-from services.sipagent.registration import Registration, RegistrationState, RegistrationStatus
+from services.common.providers import Trunk
+from services.sipagent.attempt import host_literal
+from services.sipagent.config import AgentConfig, DialError, UnreachableError
+from services.sipagent.connections import Connections
+from services.sipagent.registration import (
+    Registration,
+    RegistrationState,
+    RegistrationStatus,
+    backoff_delay,
+)
 from services.sipagent.sip.message import SipMessage
 from services.sipagent.transport import Addr, SipTransport
 
@@ -35,8 +46,18 @@ class _Hosted:
 class RegistrationTable:
     """Every registration of one agent: hosted cores and trunks still being resolved."""
 
-    def __init__(self, send: Send) -> None:
+    def __init__(
+        self,
+        config: AgentConfig,
+        connections: Connections,
+        send: Send,
+        rearm: Callable[[], None],
+    ) -> None:
+        self._config = config
+        self._connections = connections
         self._send = send
+        self._rearm = rearm
+        "Called when a registration was started: the agent's timer may have to move."
         self._hosted: dict[str, _Hosted] = {}
         "By SIP Call-ID."
         self._pending: dict[str, RegistrationStatus] = {}
@@ -47,6 +68,15 @@ class RegistrationTable:
 
     def __len__(self) -> int:
         return len(self._hosted) + len(self._pending)
+
+    def register(self, trunk: Trunk, loop: asyncio.AbstractEventLoop) -> None:
+        """Keep a REGISTER binding at ``trunk`` until ``unregister_all``.
+
+        Returns at once: resolving the trunk and opening its transport happen
+        in the background, retried with the registration's backoff meanwhile.
+        """
+        task = loop.create_task(self._register(trunk, loop), name=f"register-{trunk.name}")
+        self.track(task)
 
     def track(self, task: asyncio.Task[None]) -> None:
         """Own ``task`` (one trunk's resolution), cancelled by ``unregister_all``/``close``."""
@@ -121,6 +151,60 @@ class RegistrationTable:
             h.registration.trunk == trunk and h.registration.state is RegistrationState.REGISTERED
             for h in self._hosted.values()
         )
+
+    async def _register(self, trunk: Trunk, loop: asyncio.AbstractEventLoop) -> None:
+        domain = host_literal(trunk.realm_domain)
+        registrar = host_literal(trunk.host) + (f":{trunk.port}" if trunk.port else "")
+        aor = f"sip:{trunk.username}@{domain}"
+        proxy = trunk.outbound_proxy or self._config.outbound_proxy
+        failures = 0
+        while True:
+            try:
+                # The first target: a registrar that fails is retried after the backoff,
+                # and a fresh resolution then picks up DNS changes.
+                targets = await self._connections.resolve(trunk, proxy)
+                if not targets:
+                    raise UnreachableError(f"no address for {registrar}")
+                target = targets[0]
+                transport = await self._connections.transport_for(target.transport)
+                address = target.addr
+                break
+            except DialError as exc:
+                failures += 1
+                delay = backoff_delay(failures, random.random)
+                log.warning("%s: cannot register: %s; again in %.0f s", trunk.name, exc, delay)
+                now = loop.time()
+                self.pending(
+                    RegistrationStatus(
+                        trunk=trunk.name,
+                        state=RegistrationState.FAILED,
+                        registrar=registrar,
+                        aor=aor,
+                        expires_at=None,
+                        status_code=None,
+                        reason=str(exc),
+                        next_attempt_at=now + delay,
+                    )
+                )
+                await asyncio.sleep(delay)
+        self._connections.expect(transport, target, trunk.tls_ca)
+        registrar = f"{host_literal(address[0])}:{address[1]}"
+        sent_by = self._connections.sent_by(address, transport)
+        registration = Registration(
+            trunk=trunk.name,
+            registrar=registrar,
+            domain=domain,
+            username=trunk.username,
+            password=trunk.password,
+            contact=f"<sip:{trunk.username}@{sent_by};transport={transport.name}>",
+            sent_by=sent_by,
+            transport=transport.name,
+            expires=trunk.register_expires,
+            t1=self._config.t1,
+        )
+        self.host(registration, address, transport)
+        self.start(registration.call_id, loop.time())
+        self._rearm()
 
     def _service(self, hosted: _Hosted) -> None:
         registration = hosted.registration

@@ -21,8 +21,8 @@ from proto.events import (
     InviteSent,
     ProgressReceived,
 )
-from services.sipagent import agent as agent_module
 from services.sipagent import app as app_module
+from services.sipagent import connections as connections_module
 from services.sipagent import recovery
 from services.sipagent.agent import (
     AgentConfig,
@@ -200,7 +200,7 @@ async def test_dial_fails_when_the_trunk_host_does_not_resolve_in_time(
         await asyncio.sleep(3600)
 
     monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", hang)
-    monkeypatch.setattr(agent_module, "RESOLVE_TIMEOUT", 0.01)
+    monkeypatch.setattr(connections_module, "RESOLVE_TIMEOUT", 0.01)
     trunk = replace(agent.default_trunk(), host="trunk.test", port=5060)
     with pytest.raises(
         DialError, match=r"^could not resolve SIP_TRUNK_HOST trunk\.test in 0\.01 s$"

@@ -1,0 +1,64 @@
+"""What a ``SipAgent`` is configured with, and why a dial can fail."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from services.common.settings import Settings
+from services.common.sipaddr import OutboundProxy
+from services.sipagent.sip.transaction import T1
+
+
+class DialError(Exception):
+    """The call could not be placed; the message says why."""
+
+
+class UnreachableError(DialError):
+    """The trunk's name did not resolve to any target."""
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    trunk_host: str
+    trunk_port: int = 0
+    "0: not given (RFC 3263 resolution)."
+    domain: str = ""
+    username: str = ""
+    password: str = field(default="", repr=False)
+    transport: str = "udp"
+    transport_explicit: bool = True
+    bind_host: str = "0.0.0.0"
+    local_port: int = 0
+    public_ip: str = ""
+    invite_timeout: float = 60.0
+    t1: float = T1
+    tls_ca: str = ""
+    tls_verify: bool = True
+    dns_servers: tuple[tuple[str, int], ...] = ()
+    outbound_proxy: OutboundProxy | None = None
+    keepalive_interval: float = 30.0
+    "Seconds between in-dialog OPTIONS keep-alives; 0: none."
+    transfer: str = "follow"
+    "What the default trunk's REFER gets: ``follow`` or ``decline``."
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AgentConfig:
+        return cls(
+            trunk_host=settings.sip_trunk_host,
+            trunk_port=settings.sip_trunk_port,
+            domain=settings.sip_realm_domain,
+            username=settings.sip_username,
+            password=settings.sip_password,
+            transport=settings.sip_transport,
+            transport_explicit=settings.sip_transport_explicit,
+            bind_host=settings.sip_bind_host,
+            local_port=settings.sip_local_port,
+            public_ip=settings.public_ip,
+            invite_timeout=settings.invite_timeout,
+            tls_ca=settings.sip_tls_ca,
+            tls_verify=settings.sip_tls_verify,
+            dns_servers=settings.sip_dns_servers,
+            outbound_proxy=settings.sip_outbound_proxy,
+            keepalive_interval=settings.sip_keepalive_interval,
+            transfer=settings.sip_transfer,
+        )
