@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from typing import TypeGuard
 
 from sipmessage import Request, Response
 
@@ -34,7 +35,7 @@ from services.sipagent.connections import Connections
 from services.sipagent.events import Ended
 from services.sipagent.handle import CallHandle as CallHandle
 from services.sipagent.handle import SipObserver
-from services.sipagent.recovery import RecoveredBye
+from services.sipagent.recovery import RecoveredBye, RecoveryError, answered_record, late_ack
 from services.sipagent.registrations import RegistrationTable
 from services.sipagent.resolve import Backoff, Target, retry_after
 from services.sipagent.sip.auth import DigestAuthenticator
@@ -53,6 +54,11 @@ from services.sipagent.transport import Addr, SipTransport
 
 log = logging.getLogger(__name__)
 
+LATE_ANSWER_WINDOW = 300.0
+"Seconds after a call is forgotten during which a 2xx to its INVITE is still ACKed and BYEd."
+MAX_FORGOTTEN = 10000
+"Forgotten Call-IDs remembered at most (a bound on memory under a flood of calls)."
+
 
 class SipAgent:
     def __init__(
@@ -70,6 +76,8 @@ class SipAgent:
             config, self.receive, self._on_transport_error, transport, resolver=resolver
         )
         self._calls: dict[str, CallHandle] = {}
+        self._forgotten: dict[str, tuple[float, str]] = {}
+        "SIP Call-IDs of our INVITEs no longer hosted: until when a late 2xx is ended, call id."
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -315,6 +323,12 @@ class SipAgent:
                 self._send(reply, addr, transport)
             return
         handle = self._calls.get(message.call_id)
+        if (
+            handle is None
+            and _is_invite_2xx(message)
+            and self._end_late_answer(message, addr, transport)
+        ):
+            return
         if handle is None:
             if self.registrations.receive(message, self._loop.time()):
                 self._rearm()
@@ -372,13 +386,56 @@ class SipAgent:
         if handle.call is not call:
             return  # failed over: the old attempt is hosted apart, or gone
         # A transfer adds a dialog with a Call-ID of its own to the same call.
-        for sip_call_id in getattr(call, "sip_call_ids", ()):
-            self._calls.setdefault(sip_call_id, handle)
+        if isinstance(call, TransferringCall):
+            for sip_call_id in call.sip_call_ids:
+                self._calls.setdefault(sip_call_id, handle)
+            while call.dropped:
+                sip_call_id = call.dropped.pop()
+                if self._calls.get(sip_call_id) is handle:
+                    self._forget(sip_call_id, call.call_id)
         if call.finished and self._calls.get(call.sip_call_id) is handle:
             for sip_call_id in [k for k, h in self._calls.items() if h is handle]:
-                del self._calls[sip_call_id]
+                self._forget(sip_call_id, call.call_id)
             if not self._calls:
                 self._idle.set()
+
+    # --- answers that come too late ----------------------------------------------
+
+    def _forget(self, sip_call_id: str, call_id: str) -> None:
+        """Stop hosting a Call-ID, remembering it a while for a 2xx that comes late."""
+        assert self._loop is not None
+        del self._calls[sip_call_id]
+        now = self._loop.time()
+        if len(self._forgotten) >= MAX_FORGOTTEN:
+            self._forgotten = {k: v for k, v in self._forgotten.items() if v[0] > now}
+        if len(self._forgotten) < MAX_FORGOTTEN:
+            self._forgotten[sip_call_id] = (now + LATE_ANSWER_WINDOW, call_id)
+
+    def _end_late_answer(
+        self, response: Response, addr: Addr, transport: SipTransport | None
+    ) -> bool:
+        """ACK and BYE a 2xx to one of our INVITEs whose call was already over.
+
+        The trunk answered as our CANCEL crossed it, after Timer B, after a
+        failover moved on, or a transfer attempt gave up: without this its
+        dialog would stay up (and billing). False if the 2xx is none of ours.
+        """
+        assert self._loop is not None
+        known = self._forgotten.pop(response.call_id, None)
+        if known is None or known[0] < self._loop.time():
+            return False
+        call_id = known[1]
+        transport = transport or self.connections.primary
+        assert transport is not None
+        try:
+            record = answered_record(response, transport=transport.name, trunk=addr)
+            ack = late_ack(response, record, sent_by=self.connections.sent_by(addr, transport))
+            log.info("%s: %s after the call ended: ACK and BYE", call_id, summary(response))
+            self._send(bytes(ack), addr, transport)
+            self.adopt_bye(call_id, record)
+        except (RecoveryError, DialError) as exc:
+            log.warning("%s: cannot end a late 2xx: %s", call_id, exc)
+        return True
 
     def _send(self, data: bytes, addr: Addr, transport: SipTransport | None = None) -> None:
         transport = transport or self.connections.primary
@@ -454,7 +511,7 @@ class SipAgent:
             retired._retired = True
             self._calls[old.sip_call_id] = retired
         elif self._calls.get(old.sip_call_id) is handle:
-            del self._calls[old.sip_call_id]
+            self._forget(old.sip_call_id, old.call_id)
         handle.call = self._call_for(old.call_id, dial, target, now)
         self._attempt(handle, target)
         return True
@@ -484,3 +541,11 @@ class SipAgent:
         if not self._calls:
             self._idle.set()
         self._rearm()
+
+
+def _is_invite_2xx(message: Request | Response) -> TypeGuard[Response]:
+    return (
+        isinstance(message, Response)
+        and 200 <= message.code < 300
+        and message.cseq.method == "INVITE"
+    )

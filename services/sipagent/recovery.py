@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 
-from sipmessage import URI, Request, Response
+from sipmessage import URI, Address, Request, Response
 
 from proto import errors
 from proto.fleet import SipDialogRecord
@@ -23,7 +23,13 @@ from services.sipagent.call import USER_AGENT
 from services.sipagent.events import CallEvent, Ended
 from services.sipagent.sip.auth import AuthError, DigestAuthenticator
 from services.sipagent.sip.dialog import Dialog
-from services.sipagent.sip.message import SipMessage, make_response, new_branch, summary
+from services.sipagent.sip.message import (
+    SipMessage,
+    make_response,
+    new_branch,
+    summary,
+    tag_of,
+)
 from services.sipagent.sip.transaction import (
     T1,
     NonInviteClientTransaction,
@@ -71,6 +77,49 @@ def dialog_record(dialog: Dialog, *, transport: str, trunk: tuple[str, int]) -> 
         remote_target=str(dialog.remote_target),
         route_set=tuple(dialog.route_set),
     )
+
+
+def answered_record(
+    response: Response, *, transport: str, trunk: tuple[str, int]
+) -> SipDialogRecord:
+    """The dialog a 2xx made, from the 2xx alone: its INVITE is no longer known.
+
+    For a 2xx that comes after its call was forgotten: From is ours as we sent
+    it, To carries the trunk's tag. ``RecoveryError`` if it cannot make a dialog.
+    """
+    try:
+        local_from = response.headers["From"]
+        remote_to = response.headers["To"]
+        contacts = response.contact
+        routes = [
+            str(address)
+            for value in response.headers.getlist("Record-Route")
+            for address in Address.parse_many(value)
+        ]
+    except (KeyError, ValueError) as exc:
+        raise RecoveryError(f"unusable 2xx: {exc}") from None
+    if not contacts or not tag_of(remote_to):
+        raise RecoveryError("unusable 2xx: no Contact or no To tag")
+    host, port = trunk
+    return SipDialogRecord(
+        sip_call_id=response.call_id,
+        transport=transport.lower(),
+        trunk_host=host,
+        trunk_port=port,
+        local_tag=tag_of(local_from),
+        local_from=local_from,
+        local_cseq=response.cseq.sequence,
+        remote_tag=tag_of(remote_to),
+        remote_to=remote_to,
+        remote_target=str(contacts[0].uri),
+        route_set=tuple(reversed(routes)),
+    )
+
+
+def late_ack(response: Response, record: SipDialogRecord, *, sent_by: str) -> Request:
+    """The ACK of a 2xx whose call was forgotten (RFC 3261 13.2.2.4: every 2xx is ACKed)."""
+    dialog = dialog_from_record(record)
+    return dialog.create_request("ACK", via(sent_by, record.transport), cseq=response.cseq.sequence)
 
 
 def dialog_from_record(record: SipDialogRecord) -> Dialog:

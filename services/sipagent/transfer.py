@@ -139,6 +139,8 @@ class TransferringCall:
         self._held_end: Ended | None = None
         "The original call's end while a transfer attempt may still take over."
         self._events: deque[CallEvent] = deque()
+        self.dropped: list[str] = []
+        "Call-IDs of replaced or failed calls now done with, for the host to forget."
         self.call_id = call.call_id
         self.sip_call_id = call.sip_call_id
 
@@ -225,6 +227,7 @@ class TransferringCall:
         for call in self._retired:
             while call.next_event() is not None:
                 pass  # a replaced call's end is not the call's end
+        self.dropped.extend(call.sip_call_id for call in self._retired if call.finished)
         self._retired = [call for call in self._retired if not call.finished]
 
     def _on_active(self, event: CallEvent, now: float) -> None:
