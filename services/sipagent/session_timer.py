@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from sipmessage import Response
 
+from services.common.digits import number
 from services.sipagent.dialog_context import DialogContext
 from services.sipagent.sip.transaction import (
     NonInviteClientTransaction,
@@ -36,20 +37,21 @@ def session_expires(value: str | None) -> tuple[int, str] | None:
     if not value:
         return None
     delta, *params = (part.strip() for part in value.split(";"))
-    if not delta.isdigit() or int(delta) <= 0:
+    seconds = number(delta)
+    if not seconds:
         return None
     refresher = "uac"  # a 2xx must name the refresher; without one we keep the call alive
     for param in params:
         name, _, setting = param.partition("=")
         if name.strip().lower() == "refresher" and setting.strip().lower() in ("uac", "uas"):
             refresher = setting.strip().lower()
-    return int(delta), refresher
+    return seconds, refresher
 
 
 def min_se(response: Response) -> int | None:
     """The Min-SE of a 422, if readable."""
     value = (response.headers.get("Min-SE") or "").split(";")[0].strip()
-    return int(value) if value.isdigit() else None
+    return number(value)
 
 
 class SessionTimer:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from services.common.digits import number
+
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 _MIRROR = {"sendonly": "recvonly", "recvonly": "sendonly", "inactive": "inactive"}
 # RFC 3551 static payload types a trunk may use without an rtpmap.
@@ -46,9 +48,10 @@ class Audio:
         end = next((i for i in range(audio + 1, len(lines)) if lines[i].startswith("m=")), None)
         end = len(lines) if end is None else end
         fields = lines[audio].split()
-        if len(fields) < 4 or not fields[1].split("/")[0].isdigit():
+        port = number(fields[1].split("/")[0]) if len(fields) >= 4 else None
+        if port is None:
             raise SdpOfferError(f"malformed {lines[audio]!r}")
-        parsed = cls(lines, audio, end, fields[3:], port=int(fields[1].split("/")[0]))
+        parsed = cls(lines, audio, end, fields[3:], port=port)
         session_direction = "sendrecv"
         for i, line in enumerate(lines):
             in_audio = audio < i < end
@@ -126,7 +129,7 @@ class LocalSdp:
         self._base = Audio.parse(offer_sdp)
         self._newline = "\r\n"
         origin = self._origin_fields()
-        self._version = int(origin[2]) if len(origin) > 2 and origin[2].isdigit() else 0
+        self._version = (number(origin[2]) if len(origin) > 2 else None) or 0
         self._last: list[str] | None = None
 
     @property
