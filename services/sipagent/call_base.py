@@ -234,6 +234,7 @@ class CallBase:
             t1=self._t1,
             user_agent=self._user_agent,
             rng=self._rng,
+            secure=self._transport == "tls",
         )
         return InDialog(
             context,

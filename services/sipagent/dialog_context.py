@@ -53,8 +53,12 @@ class DialogContext:
         t1: float = T1,
         user_agent: str = USER_AGENT,
         rng: random.Random | None = None,
+        secure: bool = False,
     ) -> None:
-        """``dead(reason, now)``: end the call because the dialog is gone (BYE attempted)."""
+        """``dead(reason, now)``: end the call because the dialog is gone (BYE attempted).
+
+        ``secure``: the dialog runs over TLS, so a ``sips:`` URI may be called from it.
+        """
         self.call_id = call_id
         self.dialog = dialog
         self.via = via
@@ -67,6 +71,7 @@ class DialogContext:
         self.t1 = t1
         self.user_agent = user_agent
         self.rng = rng or random.Random()
+        self.secure = secure
         self._client: list[tuple[ClientTx, Handler]] = []
         self._server: list[NonInviteServerTransaction] = []
 
