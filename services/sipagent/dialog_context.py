@@ -17,7 +17,7 @@ from sipmessage import Request, Response
 from services.sipagent.events import CallEvent
 from services.sipagent.sip.auth import AuthError, DigestAuthenticator
 from services.sipagent.sip.dialog import Dialog
-from services.sipagent.sip.message import SipMessage, make_response, summary
+from services.sipagent.sip.message import SipMessage, make_response, summary, top_branch
 from services.sipagent.sip.transaction import (
     T1,
     InviteClientTransaction,
@@ -165,6 +165,11 @@ class DialogContext:
                 self.outbox.extend(server_tx.messages_to_send())
                 return True
         return False
+
+    def serves(self, cancel: Request) -> bool:
+        """Whether ``cancel`` names a request we answered (same top Via branch)."""
+        branch = top_branch(cancel)
+        return any(top_branch(tx.request) == branch for tx in self._server)
 
     def receive_response(self, response: Response, now: float) -> bool:
         """Pass ``response`` to its transaction; False when none of ours matches."""

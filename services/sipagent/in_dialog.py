@@ -95,6 +95,10 @@ class InDialog:
             self.timer.get_timer() if self.timer is not None else None,
         )
 
+    def cancels(self, cancel: Request) -> bool:
+        """Whether ``cancel`` matches a server transaction of the dialog (RFC 3261 9.2)."""
+        return self.context.serves(cancel) or self.session.serves(cancel)
+
     def absorb(self, request: Request, now: float) -> bool:
         """Whether ``request`` is a retransmission we answered already (answer re-sent)."""
         return self.context.absorb(request, now) or self.session.absorb(request)

@@ -350,6 +350,14 @@ class SessionUpdates:
             self._retry_at,
         )
 
+    def serves(self, cancel: Request) -> bool:
+        """Whether ``cancel`` names the re-INVITE answered 2xx and not ACKed yet.
+
+        Its 2xx was sent at once, so the CANCEL changes nothing (RFC 3261 9.2).
+        """
+        answered = self._answered
+        return answered is not None and top_branch(cancel) == top_branch(answered.request)
+
     def absorb(self, request: Request) -> bool:
         """A retransmitted re-INVITE we answered 2xx: re-send the 2xx."""
         answered = self._answered

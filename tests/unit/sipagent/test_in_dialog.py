@@ -17,7 +17,7 @@ from tests.unit.sipagent.peer import (
     trunk_sdp,
     with_body,
 )
-from tests.unit.sipagent.trunk import make_call, respond
+from tests.unit.sipagent.trunk import make_call, respond, trunk_request
 
 HOLD_OFFER = trunk_sdp("sendonly", version=2)
 
@@ -280,3 +280,22 @@ def test_retransmitted_request_is_answered_the_same() -> None:
     (again,) = peer.feed(with_body(info, "Signal=1\r\n", "application/dtmf-relay"))
     assert top_branch(first) == top_branch(again) and bytes(first) == bytes(again)
     assert sum(isinstance(e, DtmfIn) for e in peer.events) == 1
+
+
+def test_cancel_of_the_trunks_reinvite_gets_200_and_a_stray_one_481() -> None:
+    peer = answered_call()
+    reinvite = peer.request("INVITE", HOLD_OFFER)
+    (ok,) = peer.feed(reinvite)
+    assert isinstance(ok, Response) and ok.code == 200
+    assert peer.invite is not None and peer.ok is not None
+    cancel = trunk_request(
+        "CANCEL", peer.invite, peer.ok, reinvite.cseq.sequence, top_branch(reinvite)
+    )
+    (cancelled,) = peer.feed(cancel)
+    assert isinstance(cancelled, Response) and cancelled.code == 200
+    assert cancelled.headers["CSeq"].endswith("CANCEL")
+    assert peer.feed(peer.ack(reinvite)) == []
+    assert peer.call.call.state is CallState.CONFIRMED
+    stray = trunk_request("CANCEL", peer.invite, peer.ok, 40, "z9hG4bKnothing")
+    (unknown,) = peer.feed(stray)
+    assert isinstance(unknown, Response) and unknown.code == 481
