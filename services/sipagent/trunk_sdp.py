@@ -155,7 +155,7 @@ class LocalSdp:
         events = [pt for pt in offer.formats if offer.encodings.get(pt) == TELEPHONE_EVENT]
         kept = common + events[:1] if TELEPHONE_EVENT in ours else common
         direction = answer_direction(offer.direction, local_hold)
-        return self._render(self._lines(kept, direction, offer))
+        return self._render(_with_rejected(self._lines(kept, direction, offer), offer))
 
     # --- rendering ---------------------------------------------------------------
 
@@ -194,6 +194,26 @@ class LocalSdp:
                 line = "o=" + " ".join(fields)
             rendered.append(line)
         return self._newline.join(rendered) + self._newline
+
+
+def _with_rejected(lines: list[str], offer: Audio) -> list[str]:
+    """Our audio answer among the offer's other streams, each refused with port 0.
+
+    RFC 3264 6 and 8: the answer has as many m-lines as the offer, in its order.
+    """
+    audio = next(i for i, line in enumerate(lines) if line.startswith("m="))
+    end = next((i for i in range(audio + 1, len(lines)) if lines[i].startswith("m=")), len(lines))
+    before: list[str] = []
+    after: list[str] = []
+    for i, line in enumerate(offer.lines):
+        if line.startswith("m=") and i != offer.audio:
+            fields = line[2:].split()
+            media = fields[0] if fields else "application"
+            proto = fields[2] if len(fields) > 2 else "RTP/AVP"
+            first = fields[3] if len(fields) > 3 else "0"
+            (before if i < offer.audio else after).append(f"m={media} 0 {proto} {first}")
+    # Our own streams after the audio one, if media offered any, are not in this answer.
+    return [*lines[:audio], *before, *lines[audio:end], *after]
 
 
 def _format_attributes(base: Audio, pt: str, offer: Audio | None) -> list[str]:
