@@ -25,7 +25,7 @@ from services.sipagent.sip.transaction import (
     ResponseReceived,
     TransactionEvent,
 )
-from services.sipagent.trunk_sdp import LocalSdp, SdpOfferError, is_held
+from services.sipagent.trunk_sdp import LocalSdp, SdpOfferError, is_held, narrowed
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ class SessionUpdates:
         )
         self.refreshed = now
         if offer is not None:
-            self._accept(offer)
+            self._accept(narrowed(offer, body))
 
     def on_update(self, request: Request, now: float) -> None:
         context = self._context
@@ -169,7 +169,7 @@ class SessionUpdates:
         )
         self.refreshed = now
         if offer is not None:
-            self._accept(offer)
+            self._accept(narrowed(offer, body.decode()))
 
     def on_ack(self, ack: Request, now: float) -> None:
         answered = self._answered

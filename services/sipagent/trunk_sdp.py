@@ -111,6 +111,39 @@ def has_telephone_event(sdp: str) -> bool:
     return TELEPHONE_EVENT in audio.encodings.values()
 
 
+def narrowed(offer_sdp: str, answer_sdp: str) -> str:
+    """The trunk's ``offer_sdp`` with only the audio formats our ``answer_sdp`` kept.
+
+    RFC 3264 6.1: media is sent with what the answer accepted, not all that was
+    offered (telephone-event included only if we took it). Unchanged when the
+    answer kept every format or either cannot be read.
+    """
+    try:
+        offer, answer = Audio.parse(offer_sdp), Audio.parse(answer_sdp)
+    except SdpOfferError:
+        return offer_sdp
+    kept = [pt for pt in offer.formats if pt in answer.formats]
+    if not kept or kept == offer.formats:
+        return offer_sdp
+    dropped = set(offer.formats) - set(kept)
+    newline = "\r\n" if "\r\n" in offer_sdp else "\n"
+    lines: list[str] = []
+    for i, line in enumerate(offer.lines):
+        if i == offer.audio:
+            line = " ".join([*line.split()[:3], *kept])
+        elif offer.audio < i < offer.end and _attribute_of(line) in dropped:
+            continue
+        lines.append(line)
+    return newline.join(lines) + newline
+
+
+def _attribute_of(line: str) -> str | None:
+    """The payload type an ``a=rtpmap``/``a=fmtp`` line is about; None for other lines."""
+    if not line.startswith(("a=rtpmap:", "a=fmtp:")):
+        return None
+    return line.split(":", 1)[1].split(" ", 1)[0]
+
+
 def answer_direction(offered: str, local_hold: bool) -> str:
     """RFC 3264 6.1: the answer mirrors the offer; while we hold, we only send."""
     if offered == "sendrecv":

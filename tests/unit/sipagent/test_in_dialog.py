@@ -299,3 +299,15 @@ def test_cancel_of_the_trunks_reinvite_gets_200_and_a_stray_one_481() -> None:
     stray = trunk_request("CANCEL", peer.invite, peer.ok, 40, "z9hG4bKnothing")
     (unknown,) = peer.feed(stray)
     assert isinstance(unknown, Response) and unknown.code == 481
+
+
+def test_session_change_carries_only_the_formats_we_answered() -> None:
+    peer = answered_call()
+    offer = trunk_sdp(formats="18 0 101", version=2)  # G729 first: not in our offer
+    (ok,) = peer.feed(peer.request("INVITE", offer))
+    assert isinstance(ok, Response) and _sdp(ok).formats == ["0", "101"]
+    changed = peer.events[-1]
+    assert isinstance(changed, SessionChanged)
+    remote = Audio.parse(changed.remote_sdp)
+    assert remote.formats == ["0", "101"] and "G729" not in changed.remote_sdp
+    assert remote.port == 30000 and remote.connection == "198.51.100.7"

@@ -11,6 +11,7 @@ from services.sipagent.trunk_sdp import (
     answer_direction,
     has_telephone_event,
     is_held,
+    narrowed,
 )
 from tests.unit.sipagent.peer import OUR_OFFER, trunk_sdp
 
@@ -81,3 +82,12 @@ def test_answer_keeps_the_offers_m_lines_refusing_all_but_audio() -> None:
     answer = local.answer(before, local_hold=False)
     m_lines = [line for line in answer.splitlines() if line.startswith("m=")]
     assert m_lines == ["m=video 0 RTP/AVP 96", "m=audio 40000 RTP/AVP 0 101"]
+
+
+def test_narrowed_drops_telephone_event_we_did_not_accept() -> None:
+    offer = trunk_sdp(formats="0 101")
+    answer = trunk_sdp(formats="0")
+    remote = narrowed(offer, answer)
+    assert Audio.parse(remote).formats == ["0"]
+    assert not has_telephone_event(remote)
+    assert narrowed(offer, offer) == offer
