@@ -5,7 +5,9 @@ own making: its 2xx is re-sent (T1 doubling up to T2) until the ACK arrives,
 and a dialog whose ACK never comes in 64*T1 is ended (RFC 3261 13.3.1.4).
 Our hold and resume re-INVITEs answer challenges once, retry a 491 after a
 random 2.1 to 4 s (RFC 3261 14.1), and report a refusal without changing the
-session. Each accepted change is reported as ``SessionChanged``.
+session. One left at a provisional response is given 64*T1 more, then
+CANCELled and refused (RFC 3261 9.1): a later hold or refresh never waits on
+it. Each accepted change is reported as ``SessionChanged``.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from sipmessage import Request, Response
 from services.sipagent.dialog_context import ALLOW, DialogContext, timers_of
 from services.sipagent.events import HoldRefused, SessionChanged
 from services.sipagent.session_timer import session_expires
-from services.sipagent.sip.message import summary, top_branch
+from services.sipagent.sip.message import make_request, summary, top_branch
 from services.sipagent.sip.transaction import (
     T2,
     InviteClientTransaction,
+    NonInviteClientTransaction,
     ResponseReceived,
     TransactionEvent,
 )
@@ -65,6 +68,8 @@ class _Outgoing:
     challenged: bool = False
     refresh: tuple[tuple[str, str], ...] = ()
     "Session-timer headers: a refresh, not asked by the browser (no event unless SDP moved)."
+    give_up_at: float | None = None
+    "After a provisional response (Timer B no longer runs): when it is CANCELled."
 
 
 class SessionUpdates:
@@ -81,6 +86,8 @@ class SessionUpdates:
         self.local_hold = False
         self._answered: _Answered | None = None
         self._outgoing: _Outgoing | None = None
+        self._cancelled: _Outgoing | None = None
+        "Our re-INVITE given up on: a 2xx crossing its CANCEL still sets the session."
         self._acks: dict[int, Request] = {}
         "ACKs of our re-INVITEs' 2xx by CSeq, re-sent when a 2xx is retransmitted."
         self._retry_at: float | None = None
@@ -254,6 +261,8 @@ class SessionUpdates:
             return
         response = event.response
         if response.code < 200:
+            if outgoing is not None and outgoing.give_up_at is None:
+                outgoing.give_up_at = now + 64 * self._context.t1
             return
         if 200 <= response.code < 300:
             self._on_success(response, now)
@@ -298,6 +307,9 @@ class SessionUpdates:
             self._outgoing = None
             self.local_hold = outgoing.held
             quiet = bool(outgoing.refresh)
+        elif self._cancelled is not None and self._cancelled.tx.request.cseq.sequence == sequence:
+            self.local_hold = self._cancelled.held  # its 2xx crossed our CANCEL
+        self._cancelled = None
         answer = sdp_of(response)
         if answer is not None and answer != self.remote_sdp:
             self.remote_sdp = answer
@@ -326,7 +338,33 @@ class SessionUpdates:
 
     # --- timers ------------------------------------------------------------------
 
+    def _give_up(self, outgoing: _Outgoing, now: float) -> None:
+        """CANCEL our re-INVITE left at a provisional response, and refuse it."""
+        context = self._context
+        invite = outgoing.tx.request
+        cancel = make_request(
+            "CANCEL",
+            invite.uri,
+            [
+                ("Via", invite.headers.getlist("Via")[0]),
+                *(("Route", route) for route in invite.headers.getlist("Route")),
+                ("Max-Forwards", "70"),
+                ("From", invite.headers["From"]),
+                ("To", invite.headers["To"]),
+                ("Call-ID", invite.call_id),
+                ("CSeq", f"{invite.cseq.sequence} CANCEL"),
+                ("User-Agent", context.user_agent),
+            ],
+        )
+        tx = NonInviteClientTransaction(cancel, reliable=context.reliable, t1=context.t1)
+        context.start(tx, now, lambda event, now: None)
+        self._cancelled = outgoing
+        self._refuse(outgoing, None, "No answer from the trunk", now)
+
     def handle_timer(self, now: float) -> None:
+        outgoing = self._outgoing
+        if outgoing is not None and outgoing.give_up_at is not None and now >= outgoing.give_up_at:
+            self._give_up(outgoing, now)
         answered = self._answered
         if answered is not None:
             if now >= answered.give_up_at:
@@ -344,7 +382,9 @@ class SessionUpdates:
 
     def get_timer(self) -> float | None:
         answered = self._answered
+        outgoing = self._outgoing
         return timers_of(
+            outgoing.give_up_at if outgoing else None,
             answered.retransmit_at if answered else None,
             answered.give_up_at if answered else None,
             self._retry_at,

@@ -311,3 +311,29 @@ def test_session_change_carries_only_the_formats_we_answered() -> None:
     remote = Audio.parse(changed.remote_sdp)
     assert remote.formats == ["0", "101"] and "G729" not in changed.remote_sdp
     assert remote.port == 30000 and remote.connection == "198.51.100.7"
+
+
+def test_hold_left_ringing_is_cancelled_and_refused_then_the_next_hold_goes() -> None:
+    peer = answered_call()
+    ours = only_request(peer.do(lambda now: peer.call.hold(True, now)))
+    assert peer.feed(respond(ours, 180, "Ringing")) == []
+    sent = peer.advance(peer.now + 32.5)  # 64*T1 after the provisional
+    cancel = next(m for m in sent if isinstance(m, Request) and m.method == "CANCEL")
+    assert cancel.cseq.sequence == ours.cseq.sequence and top_branch(cancel) == top_branch(ours)
+    assert peer.events[-1] == HoldRefused(True, None, "No answer from the trunk")
+    peer.feed(respond(cancel, 200))
+    assert methods(peer.feed(respond(ours, 487, "Request Terminated"))) == ["ACK"]
+    again = only_request(peer.do(lambda now: peer.call.hold(True, now)))
+    assert again.method == "INVITE" and again.cseq.sequence > ours.cseq.sequence
+
+
+def test_refresh_left_ringing_is_a_failed_refresh() -> None:
+    peer = answered_call(
+        answer_headers=[("Session-Expires", "120;refresher=uac"), ("Allow", "INVITE, BYE")]
+    )
+    refresh = only_request(peer.advance(60.0))
+    assert refresh.method == "INVITE"
+    peer.feed(respond(refresh, 183, "Session Progress"))
+    sent = peer.advance(peer.now + 32.5)
+    assert "CANCEL" in methods(sent) and "BYE" in methods(sent)
+    assert isinstance(peer.events[-1], Ended) and peer.events[-1].cause == errors.DEAD_DIALOG
