@@ -51,6 +51,7 @@ class InDialog:
                 refreshed=lambda: self.session.refreshed,
                 reinvite=self.session.refresh,
             )
+            self.session.timer = self.timer
 
     def on_request(self, request: Request, now: float) -> None:
         """A new request in the dialog (CSeq already checked), other than BYE and ACK."""

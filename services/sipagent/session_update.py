@@ -19,7 +19,7 @@ from sipmessage import Request, Response
 
 from services.sipagent.dialog_context import ALLOW, DialogContext, timers_of
 from services.sipagent.events import HoldRefused, SessionChanged
-from services.sipagent.session_timer import session_expires
+from services.sipagent.session_timer import SessionTimer, answer_timer, negotiated
 from services.sipagent.sip.message import make_request, summary, top_branch
 from services.sipagent.sip.transaction import (
     T2,
@@ -97,6 +97,8 @@ class SessionUpdates:
         "A hold or resume asked while another re-INVITE was under way."
         self.refreshed: float | None = None
         "When the trunk last refreshed the session (re-INVITE or UPDATE), for session timers."
+        self.timer: SessionTimer | None = None
+        "The dialog's session timer, renegotiated by every re-INVITE and UPDATE."
 
     @property
     def remote_hold(self) -> bool:
@@ -129,7 +131,11 @@ class SessionUpdates:
         response = context.response(
             request,
             200,
-            headers=[("Contact", context.contact), ("Allow", ALLOW), *_timer_echo(request)],
+            headers=[
+                ("Contact", context.contact),
+                ("Allow", ALLOW),
+                *self._timer_answer(request, now),
+            ],
             body=body.encode(),
             content_type="application/sdp",
         )
@@ -170,7 +176,7 @@ class SessionUpdates:
             request,
             200,
             now,
-            headers=[("Contact", context.contact), *_timer_echo(request)],
+            headers=[("Contact", context.contact), *self._timer_answer(request, now)],
             body=body,
             content_type="application/sdp",
         )
@@ -212,6 +218,14 @@ class SessionUpdates:
             SessionChanged(self.remote_sdp, self.local_hold, self.remote_hold, transferred_to)
         )
 
+    def _timer_answer(self, request: Request, now: float) -> list[tuple[str, str]]:
+        """The session-timer headers of our 2xx to ``request``, which set the timer anew."""
+        timer = self.timer
+        headers, settled = answer_timer(request, timer.current if timer else None)
+        if timer is not None:
+            timer.renegotiate(settled, now)
+        return headers
+
     # --- our hold and resume -----------------------------------------------------
 
     def hold(self, held: bool, now: float) -> None:
@@ -243,9 +257,11 @@ class SessionUpdates:
         except SdpOfferError as exc:
             self._context.events.append(HoldRefused(held, None, str(exc)))
             return
+        # RFC 4028 7.4: every re-INVITE of ours asks to keep the session timer going.
+        timer = refresh or (self.timer.request_headers() if self.timer else ())
         request = context.request(
             "INVITE",
-            headers=[("Allow", ALLOW), *refresh, *([auth] if auth else [])],
+            headers=[("Allow", ALLOW), *timer, *([auth] if auth else [])],
             body=body,
             content_type="application/sdp",
         )
@@ -310,6 +326,8 @@ class SessionUpdates:
         elif self._cancelled is not None and self._cancelled.tx.request.cseq.sequence == sequence:
             self.local_hold = self._cancelled.held  # its 2xx crossed our CANCEL
         self._cancelled = None
+        if self.timer is not None:
+            self.timer.renegotiate(negotiated(response), now)  # RFC 4028 7.2
         answer = sdp_of(response)
         if answer is not None and answer != self.remote_sdp:
             self.remote_sdp = answer
@@ -407,14 +425,6 @@ class SessionUpdates:
             return False
         self._context.outbox.append(answered.response)
         return True
-
-
-def _timer_echo(request: Request) -> list[tuple[str, str]]:
-    """RFC 4028 9: a refresh's 2xx repeats its Session-Expires (the refresher it named)."""
-    parsed = session_expires(request.headers.get("Session-Expires"))
-    if parsed is None:
-        return []
-    return [("Session-Expires", f"{parsed[0]};refresher={parsed[1]}"), ("Require", "timer")]
 
 
 def _what(held: bool) -> str:
