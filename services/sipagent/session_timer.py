@@ -135,12 +135,11 @@ class SessionTimer:
         self._tx: NonInviteClientTransaction | None = None
         self._challenged = False
         "Our UPDATE refresh answered a challenge already."
-        parsed = session_expires(answer.headers.get("Session-Expires"))
         allow = (answer.headers.get("Allow") or "").upper()
         self._use_update = "UPDATE" in [method.strip() for method in allow.split(",")]
-        self.interval: int | None = parsed[0] if parsed else None
-        self.ours = parsed is not None and parsed[1] == "uac"
-        "We (the UAC of the INVITE) refresh."
+        self.interval: int | None = None
+        self.ours = False
+        "We refresh."
         self._next: float | None = None
         self.renegotiate(negotiated(answer), now)
 
