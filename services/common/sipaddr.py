@@ -10,6 +10,8 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
+from services.common.digits import is_number
+
 TRANSPORTS = ("udp", "tcp", "tls")
 "Transports toward a trunk or proxy (the Via transport, lower-case)."
 
@@ -104,7 +106,7 @@ def parse_dns_servers(text: str) -> tuple[tuple[str, int], ...]:
 
 
 def _port(raw: str, entry: str) -> int:
-    if not raw.isdigit() or not 1 <= int(raw) <= 65535:
+    if not is_number(raw) or not 1 <= int(raw) <= 65535:
         raise ValueError(f"port must be between 1 and 65535 in {entry!r}")
     return int(raw)
 

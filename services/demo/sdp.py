@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from services.common.digits import is_number
+
 # Static payload types (RFC 3551) we can answer even when the offer has no rtpmap for them.
 _STATIC = {0: ("PCMU", 8000), 8: ("PCMA", 8000)}
 _CODECS = ("PCMU", "PCMA")
@@ -94,7 +96,7 @@ def _negotiate_audio(
     codec: tuple[str, int] | None = None
     dtmf: int | None = None
     for fmt in fields[3:]:
-        if not fmt.isdigit():
+        if not is_number(fmt):
             continue
         pt = int(fmt)
         name, rate = rtpmaps.get(pt, _STATIC.get(pt, ("", 0)))

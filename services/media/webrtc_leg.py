@@ -30,6 +30,7 @@ from aiortc.mediastreams import MediaStreamTrack
 from aiortc.sdp import candidate_from_sdp
 
 from proto import errors
+from services.common.digits import number
 from services.common.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ def add_public_candidates(sdp: str, public_ip: str) -> str:
                 continue
             seen.add(key)
             foundation = "pub" + bits[0][len("a=candidate:") :]
-            priority = max(int(bits[3]) - 1, 1) if bits[3].isdigit() else 1
+            priority = max((number(bits[3]) or 2) - 1, 1)
             extra.append(
                 f"a=candidate:{foundation} {bits[1]} {bits[2]} {priority} "
                 f"{public_ip} {bits[5]} typ host"

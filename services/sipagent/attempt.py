@@ -61,6 +61,8 @@ class DialPlan:
     deadline: float
     "INVITE_TIMEOUT counts from the first INVITE, across targets."
     proxy: OutboundProxy | None = None
+    invite_timeout: float = 60.0
+    "INVITE_TIMEOUT itself: a transfer's INVITE, long after ``deadline``, gets all of it."
 
 
 def invite_for(
@@ -78,7 +80,8 @@ def invite_for(
     """The INVITE of ``plan`` toward ``target``: ``sips:`` URIs over TLS (RFC 3261 26.2).
 
     ``request_uri``: another party than ``plan.destination`` (a transfer's
-    Refer-To target), which gets none of the browser's custom headers.
+    Refer-To target), which gets none of the browser's custom headers and a
+    full ``plan.invite_timeout`` of its own: ``plan.deadline`` is long past by then.
     """
     trunk = plan.trunk
     scheme = "sips" if target.transport == "tls" else "sip"
@@ -102,7 +105,7 @@ def invite_for(
         username=trunk.username,
         password=trunk.password,
         transport=transport,
-        invite_timeout=max(plan.deadline - now, 0.0),
+        invite_timeout=plan.invite_timeout if request_uri else max(plan.deadline - now, 0.0),
         t1=t1,
         invite_headers=headers,
         dtmf=trunk.dtmf,

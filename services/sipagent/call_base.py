@@ -31,6 +31,7 @@ from services.sipagent.sip.message import (
     new_tag,
     summary,
     tag_of,
+    top_branch,
 )
 from services.sipagent.sip.transaction import (
     T1,
@@ -234,6 +235,7 @@ class CallBase:
             t1=self._t1,
             user_agent=self._user_agent,
             rng=self._rng,
+            secure=self._transport == "tls",
         )
         return InDialog(
             context,
@@ -296,9 +298,14 @@ class CallBase:
                 return
         if in_dialog is not None and in_dialog.absorb(request, now):
             return
+        if request.method == "CANCEL":
+            # RFC 3261 9.2: 200 when it matches a transaction of ours (whose final
+            # response, sent already, stands), 481 when it matches none.
+            self._respond(request, 200 if self._cancels(request, in_dialog) else 481, now)
+            return
         dialog = self._dialog
         ended = self.state is CallState.ENDED
-        if dialog is None or ended or not dialog.matches(request) or request.method == "CANCEL":
+        if dialog is None or ended or not dialog.matches(request):
             self._respond(request, 481, now)
             return
         if not dialog.accept_remote_cseq(request):
@@ -318,6 +325,13 @@ class CallBase:
             self._respond(request, 200, now, [("Allow", ALLOW), ("Accept", "application/sdp")])
         else:
             self._respond(request, 501, now, [("Allow", ALLOW)])
+
+    def _cancels(self, cancel: Request, in_dialog: InDialog | None) -> bool:
+        """Whether ``cancel`` matches one of our server transactions."""
+        branch = top_branch(cancel)
+        if any(top_branch(tx.request) == branch for tx in self._server_txs):
+            return True
+        return in_dialog is not None and in_dialog.cancels(cancel)
 
     def _respond(
         self,

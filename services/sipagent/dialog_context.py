@@ -17,7 +17,7 @@ from sipmessage import Request, Response
 from services.sipagent.events import CallEvent
 from services.sipagent.sip.auth import AuthError, DigestAuthenticator
 from services.sipagent.sip.dialog import Dialog
-from services.sipagent.sip.message import SipMessage, make_response, summary
+from services.sipagent.sip.message import SipMessage, make_response, summary, top_branch
 from services.sipagent.sip.transaction import (
     T1,
     InviteClientTransaction,
@@ -53,8 +53,12 @@ class DialogContext:
         t1: float = T1,
         user_agent: str = USER_AGENT,
         rng: random.Random | None = None,
+        secure: bool = False,
     ) -> None:
-        """``dead(reason, now)``: end the call because the dialog is gone (BYE attempted)."""
+        """``dead(reason, now)``: end the call because the dialog is gone (BYE attempted).
+
+        ``secure``: the dialog runs over TLS, so a ``sips:`` URI may be called from it.
+        """
         self.call_id = call_id
         self.dialog = dialog
         self.via = via
@@ -67,6 +71,7 @@ class DialogContext:
         self.t1 = t1
         self.user_agent = user_agent
         self.rng = rng or random.Random()
+        self.secure = secure
         self._client: list[tuple[ClientTx, Handler]] = []
         self._server: list[NonInviteServerTransaction] = []
 
@@ -160,6 +165,11 @@ class DialogContext:
                 self.outbox.extend(server_tx.messages_to_send())
                 return True
         return False
+
+    def serves(self, cancel: Request) -> bool:
+        """Whether ``cancel`` names a request we answered (same top Via branch)."""
+        branch = top_branch(cancel)
+        return any(top_branch(tx.request) == branch for tx in self._server)
 
     def receive_response(self, response: Response, now: float) -> bool:
         """Pass ``response`` to its transaction; False when none of ours matches."""

@@ -51,6 +51,7 @@ class InDialog:
                 refreshed=lambda: self.session.refreshed,
                 reinvite=self.session.refresh,
             )
+            self.session.timer = self.timer
 
     def on_request(self, request: Request, now: float) -> None:
         """A new request in the dialog (CSeq already checked), other than BYE and ACK."""
@@ -94,6 +95,10 @@ class InDialog:
             self.keepalive.get_timer(),
             self.timer.get_timer() if self.timer is not None else None,
         )
+
+    def cancels(self, cancel: Request) -> bool:
+        """Whether ``cancel`` matches a server transaction of the dialog (RFC 3261 9.2)."""
+        return self.context.serves(cancel) or self.session.serves(cancel)
 
     def absorb(self, request: Request, now: float) -> bool:
         """Whether ``request`` is a retransmission we answered already (answer re-sent)."""

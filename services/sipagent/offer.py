@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from services.common.digits import number
+
 # RFC 3551 static payload types of the codecs a trunk may be offered.
 _STATIC = {0: "PCMU", 8: "PCMA"}
 _CODECS = frozenset(_STATIC.values())
@@ -32,7 +34,7 @@ def restrict_codecs(sdp: str, codecs: tuple[str, ...]) -> str:
     fields = lines[audio].split()
     formats = fields[3:]
     for pt in formats:
-        if pt not in names and pt.isdigit() and int(pt) in _STATIC:
+        if pt not in names and number(pt) in _STATIC:
             names[pt] = _STATIC[int(pt)]
     kept = [pt for codec in wanted for pt in formats if names.get(pt) == codec]
     if not kept:

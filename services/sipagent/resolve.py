@@ -14,6 +14,7 @@ import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from services.common.digits import number
 from services.common.sipaddr import DEFAULT_PORTS, is_ip
 
 NAPTR_SERVICES = {"SIP+D2U": "udp", "SIP+D2T": "tcp", "SIPS+D2T": "tls"}
@@ -161,4 +162,5 @@ def retry_after(value: str | None) -> float | None:
     if not value:
         return None
     head = value.strip().split(";", 1)[0].split("(", 1)[0].strip()
-    return float(head) if head.isdigit() else None
+    seconds = number(head)
+    return float(seconds) if seconds is not None else None

@@ -5,7 +5,9 @@ own making: its 2xx is re-sent (T1 doubling up to T2) until the ACK arrives,
 and a dialog whose ACK never comes in 64*T1 is ended (RFC 3261 13.3.1.4).
 Our hold and resume re-INVITEs answer challenges once, retry a 491 after a
 random 2.1 to 4 s (RFC 3261 14.1), and report a refusal without changing the
-session. Each accepted change is reported as ``SessionChanged``.
+session. One left at a provisional response is given 64*T1 more, then
+CANCELled and refused (RFC 3261 9.1): a later hold or refresh never waits on
+it. Each accepted change is reported as ``SessionChanged``.
 """
 
 from __future__ import annotations
@@ -17,15 +19,16 @@ from sipmessage import Request, Response
 
 from services.sipagent.dialog_context import ALLOW, DialogContext, timers_of
 from services.sipagent.events import HoldRefused, SessionChanged
-from services.sipagent.session_timer import session_expires
-from services.sipagent.sip.message import summary, top_branch
+from services.sipagent.session_timer import SessionTimer, answer_timer, negotiated
+from services.sipagent.sip.message import make_request, summary, top_branch
 from services.sipagent.sip.transaction import (
     T2,
     InviteClientTransaction,
+    NonInviteClientTransaction,
     ResponseReceived,
     TransactionEvent,
 )
-from services.sipagent.trunk_sdp import LocalSdp, SdpOfferError, is_held
+from services.sipagent.trunk_sdp import LocalSdp, SdpOfferError, is_held, narrowed
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +68,8 @@ class _Outgoing:
     challenged: bool = False
     refresh: tuple[tuple[str, str], ...] = ()
     "Session-timer headers: a refresh, not asked by the browser (no event unless SDP moved)."
+    give_up_at: float | None = None
+    "After a provisional response (Timer B no longer runs): when it is CANCELled."
 
 
 class SessionUpdates:
@@ -81,6 +86,8 @@ class SessionUpdates:
         self.local_hold = False
         self._answered: _Answered | None = None
         self._outgoing: _Outgoing | None = None
+        self._cancelled: _Outgoing | None = None
+        "Our re-INVITE given up on: a 2xx crossing its CANCEL still sets the session."
         self._acks: dict[int, Request] = {}
         "ACKs of our re-INVITEs' 2xx by CSeq, re-sent when a 2xx is retransmitted."
         self._retry_at: float | None = None
@@ -90,6 +97,8 @@ class SessionUpdates:
         "A hold or resume asked while another re-INVITE was under way."
         self.refreshed: float | None = None
         "When the trunk last refreshed the session (re-INVITE or UPDATE), for session timers."
+        self.timer: SessionTimer | None = None
+        "The dialog's session timer, renegotiated by every re-INVITE and UPDATE."
 
     @property
     def remote_hold(self) -> bool:
@@ -122,7 +131,11 @@ class SessionUpdates:
         response = context.response(
             request,
             200,
-            headers=[("Contact", context.contact), ("Allow", ALLOW), *_timer_echo(request)],
+            headers=[
+                ("Contact", context.contact),
+                ("Allow", ALLOW),
+                *self._timer_answer(request, now),
+            ],
             body=body.encode(),
             content_type="application/sdp",
         )
@@ -139,7 +152,7 @@ class SessionUpdates:
         )
         self.refreshed = now
         if offer is not None:
-            self._accept(offer)
+            self._accept(narrowed(offer, body))
 
     def on_update(self, request: Request, now: float) -> None:
         context = self._context
@@ -163,13 +176,13 @@ class SessionUpdates:
             request,
             200,
             now,
-            headers=[("Contact", context.contact), *_timer_echo(request)],
+            headers=[("Contact", context.contact), *self._timer_answer(request, now)],
             body=body,
             content_type="application/sdp",
         )
         self.refreshed = now
         if offer is not None:
-            self._accept(offer)
+            self._accept(narrowed(offer, body.decode()))
 
     def on_ack(self, ack: Request, now: float) -> None:
         answered = self._answered
@@ -205,6 +218,14 @@ class SessionUpdates:
             SessionChanged(self.remote_sdp, self.local_hold, self.remote_hold, transferred_to)
         )
 
+    def _timer_answer(self, request: Request, now: float) -> list[tuple[str, str]]:
+        """The session-timer headers of our 2xx to ``request``, which set the timer anew."""
+        timer = self.timer
+        headers, settled = answer_timer(request, timer.current if timer else None)
+        if timer is not None:
+            timer.renegotiate(settled, now)
+        return headers
+
     # --- our hold and resume -----------------------------------------------------
 
     def hold(self, held: bool, now: float) -> None:
@@ -236,9 +257,11 @@ class SessionUpdates:
         except SdpOfferError as exc:
             self._context.events.append(HoldRefused(held, None, str(exc)))
             return
+        # RFC 4028 7.4: every re-INVITE of ours asks to keep the session timer going.
+        timer = refresh or (self.timer.request_headers() if self.timer else ())
         request = context.request(
             "INVITE",
-            headers=[("Allow", ALLOW), *refresh, *([auth] if auth else [])],
+            headers=[("Allow", ALLOW), *timer, *([auth] if auth else [])],
             body=body,
             content_type="application/sdp",
         )
@@ -254,6 +277,8 @@ class SessionUpdates:
             return
         response = event.response
         if response.code < 200:
+            if outgoing is not None and outgoing.give_up_at is None:
+                outgoing.give_up_at = now + 64 * self._context.t1
             return
         if 200 <= response.code < 300:
             self._on_success(response, now)
@@ -298,6 +323,11 @@ class SessionUpdates:
             self._outgoing = None
             self.local_hold = outgoing.held
             quiet = bool(outgoing.refresh)
+        elif self._cancelled is not None and self._cancelled.tx.request.cseq.sequence == sequence:
+            self.local_hold = self._cancelled.held  # its 2xx crossed our CANCEL
+        self._cancelled = None
+        if self.timer is not None:
+            self.timer.renegotiate(negotiated(response), now)  # RFC 4028 7.2
         answer = sdp_of(response)
         if answer is not None and answer != self.remote_sdp:
             self.remote_sdp = answer
@@ -326,7 +356,33 @@ class SessionUpdates:
 
     # --- timers ------------------------------------------------------------------
 
+    def _give_up(self, outgoing: _Outgoing, now: float) -> None:
+        """CANCEL our re-INVITE left at a provisional response, and refuse it."""
+        context = self._context
+        invite = outgoing.tx.request
+        cancel = make_request(
+            "CANCEL",
+            invite.uri,
+            [
+                ("Via", invite.headers.getlist("Via")[0]),
+                *(("Route", route) for route in invite.headers.getlist("Route")),
+                ("Max-Forwards", "70"),
+                ("From", invite.headers["From"]),
+                ("To", invite.headers["To"]),
+                ("Call-ID", invite.call_id),
+                ("CSeq", f"{invite.cseq.sequence} CANCEL"),
+                ("User-Agent", context.user_agent),
+            ],
+        )
+        tx = NonInviteClientTransaction(cancel, reliable=context.reliable, t1=context.t1)
+        context.start(tx, now, lambda event, now: None)
+        self._cancelled = outgoing
+        self._refuse(outgoing, None, "No answer from the trunk", now)
+
     def handle_timer(self, now: float) -> None:
+        outgoing = self._outgoing
+        if outgoing is not None and outgoing.give_up_at is not None and now >= outgoing.give_up_at:
+            self._give_up(outgoing, now)
         answered = self._answered
         if answered is not None:
             if now >= answered.give_up_at:
@@ -344,11 +400,21 @@ class SessionUpdates:
 
     def get_timer(self) -> float | None:
         answered = self._answered
+        outgoing = self._outgoing
         return timers_of(
+            outgoing.give_up_at if outgoing else None,
             answered.retransmit_at if answered else None,
             answered.give_up_at if answered else None,
             self._retry_at,
         )
+
+    def serves(self, cancel: Request) -> bool:
+        """Whether ``cancel`` names the re-INVITE answered 2xx and not ACKed yet.
+
+        Its 2xx was sent at once, so the CANCEL changes nothing (RFC 3261 9.2).
+        """
+        answered = self._answered
+        return answered is not None and top_branch(cancel) == top_branch(answered.request)
 
     def absorb(self, request: Request) -> bool:
         """A retransmitted re-INVITE we answered 2xx: re-send the 2xx."""
@@ -359,14 +425,6 @@ class SessionUpdates:
             return False
         self._context.outbox.append(answered.response)
         return True
-
-
-def _timer_echo(request: Request) -> list[tuple[str, str]]:
-    """RFC 4028 9: a refresh's 2xx repeats its Session-Expires (the refresher it named)."""
-    parsed = session_expires(request.headers.get("Session-Expires"))
-    if parsed is None:
-        return []
-    return [("Session-Expires", f"{parsed[0]};refresher={parsed[1]}"), ("Require", "timer")]
 
 
 def _what(held: bool) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode
 
+from services.common.digits import number
+
 
 class SipSpans:
     """The spans of one call's SIP side: the call, and its INVITE transaction inside.
@@ -43,8 +45,9 @@ class SipSpans:
         attributes: dict[str, str | int] = {
             "sip.direction": "sent" if direction == ">" else "received"
         }
-        if token.isdigit():
-            attributes["sip.status"] = int(token)
+        status = number(token)
+        if status is not None:
+            attributes["sip.status"] = status
         else:
             attributes["sip.method"] = token
         span.add_event(f"sip {direction} {token}", attributes)

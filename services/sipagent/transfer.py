@@ -80,6 +80,9 @@ class Referral:
         self._mode = mode
         self.active = False
         "A REFER was accepted and its final NOTIFY is not sent yet."
+        self._event = "refer"
+        "The Event of the NOTIFYs: ``refer;id=<CSeq>`` after the dialog's first REFER."
+        self._refers = 0
 
     def on_refer(self, request: Request, now: float) -> None:
         context = self._context
@@ -95,8 +98,16 @@ class Referral:
             log.info("%s: REFER refused: %s", context.call_id, exc)
             context.respond(request, 400, now)
             return
+        if target.startswith("sips:") and not context.secure:
+            # RFC 3261 26.2.2: a sips: URI is reached over TLS end to end, or not at all.
+            log.info("%s: REFER to a sips: URI refused: the call is not over TLS", context.call_id)
+            context.respond(request, 403, now)
+            return
         context.respond(request, 202, now)
         self.active = True
+        self._refers += 1
+        # RFC 3515 2.4.6: a later REFER's subscription is told apart by its CSeq.
+        self._event = "refer" if self._refers == 1 else f"refer;id={request.cseq.sequence}"
         self.notify(100, "Trying", now)
         context.events.append(TransferRequested(target))
 
@@ -111,7 +122,7 @@ class Referral:
         context = self._context
         request = context.request(
             "NOTIFY",
-            headers=[("Event", "refer"), ("Subscription-State", state)],
+            headers=[("Event", self._event), ("Subscription-State", state)],
             body=sipfrag(status, phrase),
             content_type="message/sipfrag;version=2.0",
         )

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from services.common.digits import number
+
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 _MIRROR = {"sendonly": "recvonly", "recvonly": "sendonly", "inactive": "inactive"}
 # RFC 3551 static payload types a trunk may use without an rtpmap.
@@ -46,9 +48,10 @@ class Audio:
         end = next((i for i in range(audio + 1, len(lines)) if lines[i].startswith("m=")), None)
         end = len(lines) if end is None else end
         fields = lines[audio].split()
-        if len(fields) < 4 or not fields[1].split("/")[0].isdigit():
+        port = number(fields[1].split("/")[0]) if len(fields) >= 4 else None
+        if port is None:
             raise SdpOfferError(f"malformed {lines[audio]!r}")
-        parsed = cls(lines, audio, end, fields[3:], port=int(fields[1].split("/")[0]))
+        parsed = cls(lines, audio, end, fields[3:], port=port)
         session_direction = "sendrecv"
         for i, line in enumerate(lines):
             in_audio = audio < i < end
@@ -108,6 +111,39 @@ def has_telephone_event(sdp: str) -> bool:
     return TELEPHONE_EVENT in audio.encodings.values()
 
 
+def narrowed(offer_sdp: str, answer_sdp: str) -> str:
+    """The trunk's ``offer_sdp`` with only the audio formats our ``answer_sdp`` kept.
+
+    RFC 3264 6.1: media is sent with what the answer accepted, not all that was
+    offered (telephone-event included only if we took it). Unchanged when the
+    answer kept every format or either cannot be read.
+    """
+    try:
+        offer, answer = Audio.parse(offer_sdp), Audio.parse(answer_sdp)
+    except SdpOfferError:
+        return offer_sdp
+    kept = [pt for pt in offer.formats if pt in answer.formats]
+    if not kept or kept == offer.formats:
+        return offer_sdp
+    dropped = set(offer.formats) - set(kept)
+    newline = "\r\n" if "\r\n" in offer_sdp else "\n"
+    lines: list[str] = []
+    for i, line in enumerate(offer.lines):
+        if i == offer.audio:
+            line = " ".join([*line.split()[:3], *kept])
+        elif offer.audio < i < offer.end and _attribute_of(line) in dropped:
+            continue
+        lines.append(line)
+    return newline.join(lines) + newline
+
+
+def _attribute_of(line: str) -> str | None:
+    """The payload type an ``a=rtpmap``/``a=fmtp`` line is about; None for other lines."""
+    if not line.startswith(("a=rtpmap:", "a=fmtp:")):
+        return None
+    return line.split(":", 1)[1].split(" ", 1)[0]
+
+
 def answer_direction(offered: str, local_hold: bool) -> str:
     """RFC 3264 6.1: the answer mirrors the offer; while we hold, we only send."""
     if offered == "sendrecv":
@@ -126,7 +162,7 @@ class LocalSdp:
         self._base = Audio.parse(offer_sdp)
         self._newline = "\r\n"
         origin = self._origin_fields()
-        self._version = int(origin[2]) if len(origin) > 2 and origin[2].isdigit() else 0
+        self._version = (number(origin[2]) if len(origin) > 2 else None) or 0
         self._last: list[str] | None = None
 
     @property
@@ -152,7 +188,7 @@ class LocalSdp:
         events = [pt for pt in offer.formats if offer.encodings.get(pt) == TELEPHONE_EVENT]
         kept = common + events[:1] if TELEPHONE_EVENT in ours else common
         direction = answer_direction(offer.direction, local_hold)
-        return self._render(self._lines(kept, direction, offer))
+        return self._render(_with_rejected(self._lines(kept, direction, offer), offer))
 
     # --- rendering ---------------------------------------------------------------
 
@@ -191,6 +227,26 @@ class LocalSdp:
                 line = "o=" + " ".join(fields)
             rendered.append(line)
         return self._newline.join(rendered) + self._newline
+
+
+def _with_rejected(lines: list[str], offer: Audio) -> list[str]:
+    """Our audio answer among the offer's other streams, each refused with port 0.
+
+    RFC 3264 6 and 8: the answer has as many m-lines as the offer, in its order.
+    """
+    audio = next(i for i, line in enumerate(lines) if line.startswith("m="))
+    end = next((i for i in range(audio + 1, len(lines)) if lines[i].startswith("m=")), len(lines))
+    before: list[str] = []
+    after: list[str] = []
+    for i, line in enumerate(offer.lines):
+        if line.startswith("m=") and i != offer.audio:
+            fields = line[2:].split()
+            media = fields[0] if fields else "application"
+            proto = fields[2] if len(fields) > 2 else "RTP/AVP"
+            first = fields[3] if len(fields) > 3 else "0"
+            (before if i < offer.audio else after).append(f"m={media} 0 {proto} {first}")
+    # Our own streams after the audio one, if media offered any, are not in this answer.
+    return [*lines[:audio], *before, *lines[audio:end], *after]
 
 
 def _format_attributes(base: Audio, pt: str, offer: Audio | None) -> list[str]:

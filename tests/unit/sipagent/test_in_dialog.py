@@ -17,7 +17,7 @@ from tests.unit.sipagent.peer import (
     trunk_sdp,
     with_body,
 )
-from tests.unit.sipagent.trunk import make_call, respond
+from tests.unit.sipagent.trunk import make_call, respond, trunk_request
 
 HOLD_OFFER = trunk_sdp("sendonly", version=2)
 
@@ -280,3 +280,60 @@ def test_retransmitted_request_is_answered_the_same() -> None:
     (again,) = peer.feed(with_body(info, "Signal=1\r\n", "application/dtmf-relay"))
     assert top_branch(first) == top_branch(again) and bytes(first) == bytes(again)
     assert sum(isinstance(e, DtmfIn) for e in peer.events) == 1
+
+
+def test_cancel_of_the_trunks_reinvite_gets_200_and_a_stray_one_481() -> None:
+    peer = answered_call()
+    reinvite = peer.request("INVITE", HOLD_OFFER)
+    (ok,) = peer.feed(reinvite)
+    assert isinstance(ok, Response) and ok.code == 200
+    assert peer.invite is not None and peer.ok is not None
+    cancel = trunk_request(
+        "CANCEL", peer.invite, peer.ok, reinvite.cseq.sequence, top_branch(reinvite)
+    )
+    (cancelled,) = peer.feed(cancel)
+    assert isinstance(cancelled, Response) and cancelled.code == 200
+    assert cancelled.headers["CSeq"].endswith("CANCEL")
+    assert peer.feed(peer.ack(reinvite)) == []
+    assert peer.call.call.state is CallState.CONFIRMED
+    stray = trunk_request("CANCEL", peer.invite, peer.ok, 40, "z9hG4bKnothing")
+    (unknown,) = peer.feed(stray)
+    assert isinstance(unknown, Response) and unknown.code == 481
+
+
+def test_session_change_carries_only_the_formats_we_answered() -> None:
+    peer = answered_call()
+    offer = trunk_sdp(formats="18 0 101", version=2)  # G729 first: not in our offer
+    (ok,) = peer.feed(peer.request("INVITE", offer))
+    assert isinstance(ok, Response) and _sdp(ok).formats == ["0", "101"]
+    changed = peer.events[-1]
+    assert isinstance(changed, SessionChanged)
+    remote = Audio.parse(changed.remote_sdp)
+    assert remote.formats == ["0", "101"] and "G729" not in changed.remote_sdp
+    assert remote.port == 30000 and remote.connection == "198.51.100.7"
+
+
+def test_hold_left_ringing_is_cancelled_and_refused_then_the_next_hold_goes() -> None:
+    peer = answered_call()
+    ours = only_request(peer.do(lambda now: peer.call.hold(True, now)))
+    assert peer.feed(respond(ours, 180, "Ringing")) == []
+    sent = peer.advance(peer.now + 32.5)  # 64*T1 after the provisional
+    cancel = next(m for m in sent if isinstance(m, Request) and m.method == "CANCEL")
+    assert cancel.cseq.sequence == ours.cseq.sequence and top_branch(cancel) == top_branch(ours)
+    assert peer.events[-1] == HoldRefused(True, None, "No answer from the trunk")
+    peer.feed(respond(cancel, 200))
+    assert methods(peer.feed(respond(ours, 487, "Request Terminated"))) == ["ACK"]
+    again = only_request(peer.do(lambda now: peer.call.hold(True, now)))
+    assert again.method == "INVITE" and again.cseq.sequence > ours.cseq.sequence
+
+
+def test_refresh_left_ringing_is_a_failed_refresh() -> None:
+    peer = answered_call(
+        answer_headers=[("Session-Expires", "120;refresher=uac"), ("Allow", "INVITE, BYE")]
+    )
+    refresh = only_request(peer.advance(60.0))
+    assert refresh.method == "INVITE"
+    peer.feed(respond(refresh, 183, "Session Progress"))
+    sent = peer.advance(peer.now + 32.5)
+    assert "CANCEL" in methods(sent) and "BYE" in methods(sent)
+    assert isinstance(peer.events[-1], Ended) and peer.events[-1].cause == errors.DEAD_DIALOG

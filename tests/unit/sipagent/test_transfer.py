@@ -117,3 +117,22 @@ def test_bad_refer_to_is_400() -> None:
 )
 def test_refer_target_drops_headers_and_password(value: str, target: str) -> None:
     assert refer_target(value) == target
+
+
+def test_second_refer_notifies_with_its_cseq_as_the_event_id() -> None:
+    peer = answered_call()
+    first = _refer(peer)
+    assert _by_method(first, "NOTIFY").headers["Event"] == "refer"
+    sent = peer.feed(respond(_by_method(first, "INVITE"), 486, "Busy Here"))
+    assert _by_method(sent, "NOTIFY").headers["Event"] == "refer"
+    second = _refer(peer, "<sip:carol@203.0.113.6>")
+    assert methods(second) == ["202", "NOTIFY", "INVITE"]
+    assert _by_method(second, "NOTIFY").headers["Event"] == f"refer;id={peer.cseq}"
+    sent = peer.feed(respond(_by_method(second, "INVITE"), 404, "Not Found"))
+    assert _by_method(sent, "NOTIFY").headers["Event"] == f"refer;id={peer.cseq}"
+
+
+def test_sips_refer_to_over_plain_transport_is_refused() -> None:
+    peer = answered_call()
+    assert methods(_refer(peer, "<sips:carol@example.com>")) == ["403"]
+    assert peer.call.call.state is CallState.CONFIRMED

@@ -11,6 +11,7 @@ from services.sipagent.trunk_sdp import (
     answer_direction,
     has_telephone_event,
     is_held,
+    narrowed,
 )
 from tests.unit.sipagent.peer import OUR_OFFER, trunk_sdp
 
@@ -66,3 +67,27 @@ def test_hold_forms() -> None:
         trunk_sdp().replace("t=0 0\r\n", "t=0 0\r\na=sendonly\r\n").replace("a=sendrecv\r\n", "")
     )
     assert is_held(session_level)
+
+
+def test_answer_keeps_the_offers_m_lines_refusing_all_but_audio() -> None:
+    local = LocalSdp(OUR_OFFER)
+    video = "m=video 30002 RTP/AVP 96 97\r\na=rtpmap:96 H264/90000\r\n"
+    after = trunk_sdp() + video
+    answer = local.answer(after, local_hold=False)
+    m_lines = [line for line in answer.splitlines() if line.startswith("m=")]
+    assert m_lines == ["m=audio 40000 RTP/AVP 0 101", "m=video 0 RTP/AVP 96"]
+    assert "H264" not in answer
+    audio_at = trunk_sdp().index("m=audio")
+    before = trunk_sdp()[:audio_at] + video + trunk_sdp()[audio_at:]
+    answer = local.answer(before, local_hold=False)
+    m_lines = [line for line in answer.splitlines() if line.startswith("m=")]
+    assert m_lines == ["m=video 0 RTP/AVP 96", "m=audio 40000 RTP/AVP 0 101"]
+
+
+def test_narrowed_drops_telephone_event_we_did_not_accept() -> None:
+    offer = trunk_sdp(formats="0 101")
+    answer = trunk_sdp(formats="0")
+    remote = narrowed(offer, answer)
+    assert Audio.parse(remote).formats == ["0"]
+    assert not has_telephone_event(remote)
+    assert narrowed(offer, offer) == offer
