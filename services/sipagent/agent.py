@@ -177,6 +177,7 @@ class SipAgent:
             self.backoff.usable(targets, now),
             now + self.config.invite_timeout,
             proxy,
+            invite_timeout=self.config.invite_timeout,
         )
         # Open every transport the targets need now: a failover cannot wait.
         for target in dial.targets:
