@@ -36,6 +36,7 @@ from services.sipagent.sip.dialog import Dialog
 from services.sipagent.sip.message import (
     SipMessage,
     SipParseError,
+    make_cancel,
     make_request,
     summary,
     tag_of,
@@ -314,21 +315,7 @@ class OutboundCall(CallBase):
     def _send_cancel(self, now: float) -> None:
         assert self._invite is not None
         invite = self._invite
-        cancel = make_request(
-            "CANCEL",
-            invite.uri,
-            [
-                ("Via", invite.headers.getlist("Via")[0]),
-                # RFC 3261 9.1: the same Route as the INVITE (a preloaded outbound proxy).
-                *(("Route", route) for route in invite.headers.getlist("Route")),
-                ("Max-Forwards", "70"),
-                ("From", invite.headers["From"]),
-                ("To", invite.headers["To"]),
-                ("Call-ID", invite.call_id),
-                ("CSeq", f"{invite.cseq.sequence} CANCEL"),
-                ("User-Agent", self._user_agent),
-            ],
-        )
+        cancel = make_cancel(invite, self._user_agent)
         self._cancel_tx = NonInviteClientTransaction(cancel, reliable=self._reliable, t1=self._t1)
         self._cancel_deadline = now + 64 * self._t1
         self._set_state(CallState.CANCELLING)

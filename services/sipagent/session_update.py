@@ -20,7 +20,7 @@ from sipmessage import Request, Response
 from services.sipagent.dialog_context import ALLOW, DialogContext, timers_of
 from services.sipagent.events import HoldRefused, SessionChanged
 from services.sipagent.session_timer import SessionTimer, answer_timer, negotiated
-from services.sipagent.sip.message import make_request, summary, top_branch
+from services.sipagent.sip.message import make_cancel, summary, top_branch
 from services.sipagent.sip.transaction import (
     T2,
     InviteClientTransaction,
@@ -360,20 +360,7 @@ class SessionUpdates:
         """CANCEL our re-INVITE left at a provisional response, and refuse it."""
         context = self._context
         invite = outgoing.tx.request
-        cancel = make_request(
-            "CANCEL",
-            invite.uri,
-            [
-                ("Via", invite.headers.getlist("Via")[0]),
-                *(("Route", route) for route in invite.headers.getlist("Route")),
-                ("Max-Forwards", "70"),
-                ("From", invite.headers["From"]),
-                ("To", invite.headers["To"]),
-                ("Call-ID", invite.call_id),
-                ("CSeq", f"{invite.cseq.sequence} CANCEL"),
-                ("User-Agent", context.user_agent),
-            ],
-        )
+        cancel = make_cancel(invite, context.user_agent)
         tx = NonInviteClientTransaction(cancel, reliable=context.reliable, t1=context.t1)
         context.start(tx, now, lambda event, now: None)
         self._cancelled = outgoing

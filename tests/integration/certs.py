@@ -24,9 +24,12 @@ class TlsFiles:
     key: Path
 
 
-def make_tls(tmp: Path, dns_names: Sequence[str], name: str = "interop") -> TlsFiles:
+def make_tls(
+    tmp: Path, dns_names: Sequence[str], name: str = "interop", common_name: str = "localhost"
+) -> TlsFiles:
     """Generate a CA and a server certificate for 127.0.0.1 and ``dns_names`` into
-    ``tmp`` (a client may check the SIP domain or the host it dialled)."""
+    ``tmp`` (a client may check the SIP domain or the host it dialled); files are
+    named after ``name``, the certificate's subject is ``CN=<common_name>``."""
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{name} test CA")])
@@ -53,12 +56,15 @@ def make_tls(tmp: Path, dns_names: Sequence[str], name: str = "interop") -> TlsF
             ),
             critical=True,
         )
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
+        )
         .sign(ca_key, hashes.SHA256())
     )
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
         .issuer_name(ca_name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -72,6 +78,9 @@ def make_tls(tmp: Path, dns_names: Sequence[str], name: str = "interop") -> TlsF
                 ]
             ),
             critical=False,
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
         )
         .add_extension(x509.ExtendedKeyUsage([x509.OID_SERVER_AUTH]), critical=False)
         .sign(ca_key, hashes.SHA256())

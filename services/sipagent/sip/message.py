@@ -356,6 +356,25 @@ def make_request(
     return request
 
 
+def make_cancel(invite: Request, user_agent: str) -> Request:
+    """The CANCEL of ``invite`` (RFC 3261 9.1): its Via, Route set, From, To and Call-ID."""
+    return make_request(
+        "CANCEL",
+        invite.uri,
+        [
+            ("Via", invite.headers.getlist("Via")[0]),
+            # The same Route as the INVITE (a preloaded outbound proxy).
+            *(("Route", route) for route in invite.headers.getlist("Route")),
+            ("Max-Forwards", "70"),
+            ("From", invite.headers["From"]),
+            ("To", invite.headers["To"]),
+            ("Call-ID", invite.call_id),
+            ("CSeq", f"{invite.cseq.sequence} CANCEL"),
+            ("User-Agent", user_agent),
+        ],
+    )
+
+
 def make_response(
     request: Request,
     code: int,
