@@ -7,12 +7,14 @@ Each row of docs/interop.md that names this file is one test here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.integration.certs import TlsFiles
 from tests.integration.client import TONE_HZ, BridgeClient
 from tests.integration.conftest import SipagentFactory, Stack
 from tests.integration.harness import TRUNK_PASSWORD, TRUNK_USER
@@ -37,10 +39,10 @@ def phone(tmp_path: Path) -> Iterator[Baresip]:
         print(baresip.logs())
 
 
-@pytest.fixture
-def registrar(tmp_path: Path) -> Iterator[Kamailio]:
-    """kamailio knowing the bridge's trunk account and the phone's."""
-    kamailio = Kamailio(tmp_path, {TRUNK_USER: TRUNK_PASSWORD, PHONE_USER: PHONE_PASSWORD})
+@contextlib.contextmanager
+def running_registrar(tmp: Path, tls: TlsFiles | None = None) -> Iterator[Kamailio]:
+    """kamailio knowing the bridge's trunk account and the phone's (TLS listener if ``tls``)."""
+    kamailio = Kamailio(tmp, {TRUNK_USER: TRUNK_PASSWORD, PHONE_USER: PHONE_PASSWORD}, tls=tls)
     try:
         yield kamailio.start()
     finally:
@@ -48,11 +50,11 @@ def registrar(tmp_path: Path) -> Iterator[Kamailio]:
         print(kamailio.logs())
 
 
-@pytest.fixture
-def registered_phone(tmp_path: Path, registrar: Kamailio) -> Iterator[Baresip]:
+@contextlib.contextmanager
+def phone_registered_at(tmp: Path, registrar: Kamailio) -> Iterator[Baresip]:
     """baresip registered at ``registrar`` (401, digest, 200)."""
     baresip = Baresip(
-        tmp_path,
+        tmp,
         user=PHONE_USER,
         registrar=f"127.0.0.1:{registrar.port}",
         password=PHONE_PASSWORD,
@@ -64,6 +66,18 @@ def registered_phone(tmp_path: Path, registrar: Kamailio) -> Iterator[Baresip]:
     finally:
         baresip.stop()
         print(baresip.logs())
+
+
+@pytest.fixture
+def registrar(tmp_path: Path) -> Iterator[Kamailio]:
+    with running_registrar(tmp_path) as kamailio:
+        yield kamailio
+
+
+@pytest.fixture
+def registered_phone(tmp_path: Path, registrar: Kamailio) -> Iterator[Baresip]:
+    with phone_registered_at(tmp_path, registrar) as baresip:
+        yield baresip
 
 
 def via_kamailio(

@@ -20,11 +20,12 @@ from tests.integration.conftest import SipagentFactory, Stack
 from tests.integration.harness import TRUNK_PASSWORD, TRUNK_USER, service_env
 from tests.integration.sip_peers import REALM, Baresip, Kamailio
 from tests.integration.test_interop import (
-    PHONE_PASSWORD,
     PHONE_USER,
     assert_phone_tone,
     call_phone,
     hang_up_and_phone_sees_bye,
+    phone_registered_at,
+    running_registrar,
     via_kamailio,
 )
 from tests.integration.test_probe import lines, probe
@@ -40,29 +41,14 @@ def tls(tmp_path: Path) -> TlsFiles:
 @pytest.fixture
 def tls_registrar(tmp_path: Path, tls: TlsFiles) -> Iterator[Kamailio]:
     """kamailio with a TLS listener whose certificate the test's CA signed."""
-    kamailio = Kamailio(tmp_path, {TRUNK_USER: TRUNK_PASSWORD, PHONE_USER: PHONE_PASSWORD}, tls=tls)
-    try:
-        yield kamailio.start()
-    finally:
-        kamailio.stop()
-        print(kamailio.logs())
+    with running_registrar(tmp_path, tls) as kamailio:
+        yield kamailio
 
 
 @pytest.fixture
 def registered_phone(tmp_path: Path, tls_registrar: Kamailio) -> Iterator[Baresip]:
-    baresip = Baresip(
-        tmp_path,
-        user=PHONE_USER,
-        registrar=f"127.0.0.1:{tls_registrar.port}",
-        password=PHONE_PASSWORD,
-    )
-    try:
-        baresip.start()
-        tls_registrar.wait_registered(PHONE_USER)
+    with phone_registered_at(tmp_path, tls_registrar) as baresip:
         yield baresip
-    finally:
-        baresip.stop()
-        print(baresip.logs())
 
 
 @pytest.fixture
