@@ -12,6 +12,7 @@ import pytest
 from tests.integration.client import BridgeClient
 from tests.integration.conftest import SipagentFactory, Stack, TrunkFactory
 from tests.integration.harness import Sipp
+from tests.integration.peers import RtpPeer
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -197,3 +198,30 @@ async def test_session_the_trunk_does_not_refresh_ends_the_call(
         assert await sipp.wait(10) == 0, f"{sipp.messages()}\n{stack.logs()}"
     finally:
         await client.close()
+
+
+async def test_far_end_reinvite_moves_the_media(
+    stack: Stack, sipagent: SipagentFactory, trunk: TrunkFactory
+) -> None:
+    first, second = RtpPeer(), RtpPeer()
+    try:
+        sipp = trunk(
+            "reinvite_moves_media.xml", first_port=str(first.port), second_port=str(second.port)
+        )
+        sipagent(sipp.port)
+        client = await _connect(stack)
+        try:
+            voice = await first.receive()
+            assert voice.payload_type == 0
+            # The re-INVITE names another address and PCMA only: the audio follows it.
+            moved = await second.receive(timeout=15)
+            assert moved.payload_type == 8 and moved.ssrc == voice.ssrc, stack.logs()
+            await client.hangup()
+            await client.expect("ended")
+            # sipp checked that our 200 answered PCMA.
+            assert await sipp.wait(10) == 0, f"{sipp.messages()}\n{stack.logs()}"
+        finally:
+            await client.close()
+    finally:
+        first.close()
+        second.close()
