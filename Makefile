@@ -25,7 +25,7 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 SYSTEM_TOOLS := sipp:sip-tester chromium:chromium docker-compose:docker-compose \
 	baresip:baresip kamailio:kamailio dnsmasq:dnsmasq-base stunnel4:stunnel4
 system-deps:
-	@missing=""; for pair in $(SYSTEM_TOOLS); do \
+	@PATH="$$PATH:/usr/sbin:/sbin"; missing=""; for pair in $(SYSTEM_TOOLS); do \
 	  command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair#*:}"; \
 	done; \
 	if [ -z "$$(find /usr/lib -path '*kamailio/modules/tls.so' 2>/dev/null)" ]; then \

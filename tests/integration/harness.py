@@ -35,8 +35,12 @@ TRUNK_USER = "bridge"
 TRUNK_PASSWORD = "s3cr:t#p@ss"
 
 
+SBIN = ("/usr/local/sbin", "/usr/sbin", "/sbin")
+
+
 def require_tool(name: str) -> str:
-    path = shutil.which(name)
+    # kamailio and dnsmasq live in /usr/sbin, which a non-login PATH may leave out.
+    path = shutil.which(name, path=os.pathsep.join([os.environ.get("PATH", ""), *SBIN]))
     if path is None:
         pytest.fail(f"{name} is not installed: run `make test`, which installs it", pytrace=False)
     return path

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
 import socket
 import sys
@@ -17,6 +16,7 @@ from sipmessage import Message, Response
 
 from services.demo.app import serve
 from services.demo.echo import EchoPorts
+from tests.integration.harness import require_tool
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -128,8 +128,8 @@ async def test_options_over_tcp() -> None:
         await writer.wait_closed()
 
 
-@pytest.mark.skipif(shutil.which("sipp") is None, reason="sipp is not installed")
 async def test_process_answers_sipp_uac(tmp_path: Path) -> None:
+    sipp_tool = require_tool("sipp")
     port = free_port()
     env = dict(os.environ, DEMO_SIP_HOST=HOST, DEMO_SIP_PORT=str(port))
     demo = await asyncio.create_subprocess_exec(
@@ -140,7 +140,7 @@ async def test_process_answers_sipp_uac(tmp_path: Path) -> None:
         line = await asyncio.wait_for(demo.stderr.readline(), 10)
         assert b"listening" in line
         sipp = await asyncio.create_subprocess_exec(
-            *("sipp", "-sn", "uac", "-m", "1", "-nostdin", "-timeout", "15s", "-timeout_error"),
+            *(sipp_tool, "-sn", "uac", "-m", "1", "-nostdin", "-timeout", "15s", "-timeout_error"),
             *("-i", HOST, "-p", str(free_port()), f"{HOST}:{port}"),
             cwd=tmp_path,
             stdout=asyncio.subprocess.DEVNULL,
