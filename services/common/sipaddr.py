@@ -22,6 +22,11 @@ DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
 _HOSTPORT = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-_]+)(?::(?P<port>\d{1,5}))?")
 
 
+def host_literal(host: str) -> str:
+    """``host`` as it stands in a URI or host:port: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
 @dataclass(frozen=True)
 class OutboundProxy:
     """``SIP_OUTBOUND_PROXY`` / a trunk's ``outbound_proxy``: where every request goes first."""
@@ -37,7 +42,7 @@ class OutboundProxy:
     def route(self, transport: str) -> str:
         """The preloaded ``Route`` value (RFC 3261 8.1.2), loose routing."""
         scheme = "sips" if self.sips or transport == "tls" else "sip"
-        host = f"[{self.host}]" if ":" in self.host else self.host
+        host = host_literal(self.host)
         port = f":{self.port}" if self.port else ""
         params = f";transport={self.transport}" if self.transport and scheme == "sip" else ""
         return f"<{scheme}:{host}{port}{params};lr>"

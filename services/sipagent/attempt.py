@@ -14,7 +14,7 @@ from sipmessage import URI
 
 from proto import errors
 from services.common.providers import Trunk
-from services.common.sipaddr import OutboundProxy
+from services.common.sipaddr import OutboundProxy, host_literal
 from services.sipagent.call import OutboundCall
 from services.sipagent.events import Ended
 from services.sipagent.resolve import Target
@@ -42,10 +42,6 @@ def request_uri_for(destination: str, domain: str, scheme: str = "sip") -> str:
     uri = URI.parse(f"{scheme}:{sip_user(destination)}@{host_literal(domain)}")
     # As it goes on the wire, so the digest "uri" matches the Request-URI exactly.
     return str(uri)
-
-
-def host_literal(host: str) -> str:
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 @dataclass

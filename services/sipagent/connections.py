@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from services.common.providers import Trunk
 from services.common.settings import local_address_toward
-from services.common.sipaddr import OutboundProxy
+from services.common.sipaddr import OutboundProxy, host_literal
 from services.sipagent.config import AgentConfig, DialError, UnreachableError
 from services.sipagent.resolve import Target
 from services.sipagent.sipdns import ResolveError, SipResolver
@@ -138,8 +138,7 @@ class Connections:
         transport = transport or self.primary
         assert transport is not None
         local_ip = self.config.public_ip or local_address_toward(trunk[0], trunk[1])
-        host = f"[{local_ip}]" if ":" in local_ip else local_ip
-        return f"{host}:{transport.local_port}"
+        return f"{host_literal(local_ip)}:{transport.local_port}"
 
     async def close(self) -> None:
         for transport in {*self._transports.values(), self.primary}:

@@ -37,7 +37,7 @@ from services.common.settings import (
     load_settings,
     local_address_toward,
 )
-from services.common.sipaddr import OutboundProxy
+from services.common.sipaddr import OutboundProxy, host_literal
 from services.sipagent.probe_channel import (
     Channel,
     TcpChannel,
@@ -156,10 +156,6 @@ def _ms(seconds: float) -> float:
     return round(seconds * 1000, 1)
 
 
-def _host(host: str) -> str:
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host
-
-
 def _status(response: Response) -> str:
     return f"{response.code} {response.phrase}".strip()
 
@@ -272,7 +268,7 @@ class Probe:
             return Step("connect", True, "udp (no connection)")
         loop = asyncio.get_running_loop()
         started = loop.time()
-        where = f"{transport} {_host(address[0])}:{address[1]}"
+        where = f"{transport} {host_literal(address[0])}:{address[1]}"
         tls: dict[str, object] = {}
         if transport == "tls":
             # RFC 5922: the certificate must name the host that was resolved.
@@ -303,7 +299,7 @@ class Probe:
 
     @property
     def domain(self) -> str:
-        return _host(self.trunk.realm_domain)
+        return host_literal(self.trunk.realm_domain)
 
     @property
     def scheme(self) -> str:
@@ -312,7 +308,7 @@ class Probe:
     def _sent_by(self) -> str:
         assert self._channel is not None
         local_ip = self.public_ip or local_address_toward(*self._address)
-        return f"{_host(local_ip)}:{self._channel.local_port}"
+        return f"{host_literal(local_ip)}:{self._channel.local_port}"
 
     def request(
         self, method: str, uri: str, to: str, headers: Sequence[tuple[str, str]] = ()

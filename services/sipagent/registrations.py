@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from sipmessage import Response
 
 from services.common.providers import Trunk
-from services.sipagent.attempt import host_literal
+from services.common.sipaddr import host_literal
 from services.sipagent.config import AgentConfig, DialError, UnreachableError
 from services.sipagent.connections import Connections
 from services.sipagent.registration import (

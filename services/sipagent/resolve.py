@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from services.common.digits import number
-from services.common.sipaddr import DEFAULT_PORTS, is_ip
+from services.common.sipaddr import DEFAULT_PORTS, host_literal, is_ip
 
 NAPTR_SERVICES = {"SIP+D2U": "udp", "SIP+D2T": "tcp", "SIPS+D2T": "tls"}
 "RFC 3263 4.1 services, by the transport they mean."
@@ -48,8 +48,7 @@ class Target:
         return (self.host, self.port, self.transport)
 
     def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}/{self.transport}"
+        return f"{host_literal(self.host)}:{self.port}/{self.transport}"
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import socket
 import ssl
 from collections.abc import Callable
 
+from services.common.sipaddr import host_literal
 from services.sipagent.sip.message import SipParseError, StreamFramer
 from services.sipagent.sip.transaction import T1
 
@@ -284,5 +285,4 @@ def client_context(cafile: str = "", verify: bool = True) -> ssl.SSLContext:
 
 
 def _where(addr: Addr) -> str:
-    host = f"[{addr[0]}]" if ":" in addr[0] else addr[0]
-    return f"{host}:{addr[1]}"
+    return f"{host_literal(addr[0])}:{addr[1]}"

@@ -154,3 +154,12 @@ class BridgeClient:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+async def connected_client(base_url: str, codec: str = "PCMU") -> BridgeClient:
+    """A browser stand-in whose call is connected: offer sent, answer taken, ``connected`` seen."""
+    client = await BridgeClient(base_url).connect()
+    await client.offer(codec=codec)
+    await client.accept_answer()
+    await client.expect("connected")
+    return client

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from services.media.rtp import RtpPacket
-from tests.integration.client import BridgeClient
+from tests.integration.client import BridgeClient, connected_client
 from tests.integration.conftest import SipagentFactory, Stack, TrunkFactory
 from tests.integration.peers import RtpPeer, demo_peer
 
@@ -29,11 +29,7 @@ def rtp_peer() -> Iterator[RtpPeer]:
 
 
 async def connected(stack: Stack) -> BridgeClient:
-    client = await BridgeClient(stack.base_url).connect()
-    await client.offer(codec="opus")
-    await client.accept_answer()
-    await client.expect("connected")
-    return client
+    return await connected_client(stack.base_url, "opus")
 
 
 async def test_keypad_digits_come_back_from_the_echo_peer(

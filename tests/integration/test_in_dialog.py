@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.client import BridgeClient
+from tests.integration.client import BridgeClient, connected_client
 from tests.integration.conftest import SipagentFactory, Stack, TrunkFactory
 from tests.integration.harness import Sipp
 from tests.integration.peers import RtpPeer
@@ -18,11 +18,7 @@ pytestmark = pytest.mark.timeout(90)
 
 
 async def _connect(stack: Stack) -> BridgeClient:
-    client = await BridgeClient(stack.base_url).connect()
-    await client.offer(codec="PCMU")
-    await client.accept_answer()
-    await client.expect("connected")
-    return client
+    return await connected_client(stack.base_url, "PCMU")
 
 
 async def test_far_end_hold_then_resume(

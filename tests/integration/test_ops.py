@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.client import BridgeClient
+from tests.integration.client import BridgeClient, connected_client
 from tests.integration.conftest import SipagentFactory, Stack, TrunkFactory
 from tests.integration.harness import (
     Process,
@@ -125,11 +125,7 @@ async def exit_code(process: Process, timeout: float) -> int:
 
 
 async def connect_call(stack: Stack) -> BridgeClient:
-    client = await BridgeClient(stack.base_url).connect()
-    await client.offer(codec="PCMU")
-    await client.accept_answer()
-    await client.expect("connected")
-    return client
+    return await connected_client(stack.base_url, "PCMU")
 
 
 async def test_each_service_answers_probes_and_metrics(
