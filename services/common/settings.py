@@ -77,6 +77,10 @@ class Settings:
     ice_username: str = ""
     ice_credential: str = field(default="", repr=False)
     max_calls: int = 50
+    sip_codecs: tuple[str, ...] = ("PCMU", "PCMA")
+    "``SIP_CODECS``: the trunk offer's codecs in order; the browser answer takes the first it has."
+    rtp_timeout: float = 30.0
+    "``RTP_TIMEOUT``: seconds a leg may send no RTP, after the answer and off hold, before the end."
     log_level: str = "INFO"
     data_dir: str = ".data"
     instance_id: str = ""
@@ -192,6 +196,26 @@ def _keepalive(env: Mapping[str, str]) -> float:
     return _seconds(env, "SIP_KEEPALIVE_INTERVAL", Settings.sip_keepalive_interval, hi=3600)
 
 
+MEDIA_CODECS = {"pcmu": "PCMU", "pcma": "PCMA", "opus": "opus"}
+"Codecs the media tier relays or converts, by their name in SIP_CODECS (any case)."
+
+
+def _codecs(env: Mapping[str, str]) -> tuple[str, ...]:
+    """SIP_CODECS: comma-separated codec names, at least one, no repeats."""
+    raw = env.get("SIP_CODECS", "").strip()
+    if not raw:
+        return Settings.sip_codecs
+    names: list[str] = []
+    for item in raw.split(","):
+        name = MEDIA_CODECS.get(item.strip().lower())
+        if name is None:
+            known = ", ".join(MEDIA_CODECS.values())
+            raise SettingsError(f"SIP_CODECS: unknown codec {item.strip()!r} (known: {known})")
+        if name not in names:
+            names.append(name)
+    return tuple(names)
+
+
 def _bool(env: Mapping[str, str], name: str, default: bool = False) -> bool:
     raw = env.get(name, "").strip().lower()
     if not raw:
@@ -249,6 +273,7 @@ def load_settings(
     if rtp_max - rtp_min < 1:
         raise SettingsError(f"RTP_PORT_MAX ({rtp_max}) must be above RTP_PORT_MIN ({rtp_min})")
 
+    sip_codecs = _codecs(env)
     ice_servers = tuple(url.strip() for url in env.get("ICE_SERVERS", "").split(",") if url.strip())
     for url in ice_servers:
         if not url.startswith(("stun:", "turn:", "turns:")):
@@ -331,6 +356,8 @@ def load_settings(
         rtp_port_min=rtp_min,
         rtp_port_max=rtp_max,
         ice_servers=ice_servers,
+        sip_codecs=sip_codecs,
+        rtp_timeout=_seconds(env, "RTP_TIMEOUT", Settings.rtp_timeout, hi=86400),
         ice_username=env.get("ICE_USERNAME", "").strip(),
         ice_credential=env.get("ICE_CREDENTIAL", ""),
         max_calls=_int(env, "MAX_CALLS", Settings.max_calls, 1, 100000),

@@ -152,7 +152,7 @@ class MediaWorker:
             with contextlib.suppress(Exception):
                 await self._bus.publish(
                     subjects.call_events(call.call_id, "media"),
-                    HangupRequested(call_id=call.call_id, cause=errors.MEDIA_FAILED),
+                    HangupRequested(call_id=call.call_id, cause=errors.MEDIA_SHUTDOWN),
                 )
         await asyncio.gather(*(call.release("shutdown") for call in calls))
         for task in list(self._tasks):

@@ -1,4 +1,9 @@
-"""One call's media: its subscriptions, both legs, the relay, the watchdog, the release.
+"""One call's media, the asyncio side: subscriptions, sockets, timers, the release.
+
+The decisions about the call's packets are ``MediaCore``'s; this adapter
+feeds it the browser's decrypted RTP (``BrowserTransport``'s callback) and
+the trunk socket's datagrams in the callbacks' own stacks, sends what it
+returns, arms one timer at ``get_timer()`` and publishes its events.
 
 Every operation on a call runs under one lock, in the order events arrive:
 a trickled candidate waits for the answer to exist, and a ``CallEnded`` that
@@ -11,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import secrets
 import socket
@@ -42,10 +46,12 @@ from services.common.bus import Bus, Handler
 from services.common.metrics import IN, OUT, Metrics
 from services.common.settings import Settings
 from services.common.telemetry import tracer
+from services.media.addresses import is_unspecified, resolve
+from services.media.core import DigitReceived, MediaCore, MediaTimedOut
 from services.media.ports import NoPortsError, PortAllocator
-from services.media.relay import TrunkAudioTrack, pump_browser_audio
-from services.media.sdp import SdpError, build_offer, first_codec_name, parse_answer
-from services.media.trunk_leg import TrunkLeg
+from services.media.sdp import Codec, SdpError, build_offer, parse_answer, trunk_codecs
+from services.media.transcode import UnsupportedCodecError
+from services.media.trunk_socket import TrunkSocket
 from services.media.webrtc_leg import BadOfferError, WebRtcLeg
 
 log = logging.getLogger(__name__)
@@ -89,10 +95,12 @@ class MediaCall:
         self._watchdog: asyncio.TimerHandle | None = None
         self._port: int | None = None
         self._socket: socket.socket | None = None
-        self._trunk: TrunkLeg | None = None
+        self._trunk: TrunkSocket | None = None
         self._webrtc: WebRtcLeg | None = None
-        self._playout = TrunkAudioTrack()
-        self._pump: asyncio.Task[None] | None = None
+        self._core: MediaCore | None = None
+        self._offered: tuple[Codec, ...] = ()
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop = asyncio.get_running_loop()
         self._browser_codec = "?"
         self._answered = False
         self._dtmf_mode = RFC4733
@@ -159,21 +167,23 @@ class MediaCall:
     async def _prepare(self, offer_sdp: str) -> MediaPrepared | MediaFailed:
         try:
             self._port, self._socket = self._ports.allocate()
-            self._trunk = await TrunkLeg.open(self._socket, self._playout.push, self._on_digit)
+            self._trunk = await TrunkSocket.open(self._socket, self._from_trunk)
             self._webrtc = WebRtcLeg(self._settings, self._on_connected, self._on_failed)
-            answer_sdp = await self._webrtc.answer(offer_sdp, self._playout)
+            answer_sdp = await self._webrtc.answer(offer_sdp, self._from_browser, _ignore_rtcp)
+            codec, transport = self._webrtc.codec, self._webrtc.transport
+            assert codec is not None and transport is not None
         except (NoPortsError, BadOfferError) as exc:
             log.warning("call %s: %s", self.call_id, exc)
             return MediaFailed(call_id=self.call_id, code=exc.code, reason=str(exc))
         except Exception:
             log.exception("call %s: media set-up failed", self.call_id)
             return MediaFailed(call_id=self.call_id, code=errors.INTERNAL, reason="internal error")
-        self._browser_codec = first_codec_name(answer_sdp)
-        if self._webrtc.remote_audio is not None:
-            self._pump = asyncio.create_task(
-                pump_browser_audio(self._webrtc.remote_audio, self._trunk)
-            )
-        offer = build_offer(self._address, self._port, secrets.randbits(62))
+        self._browser_codec = codec.name
+        self._core = MediaCore(
+            codec, transport.ssrc, rtp_timeout=self._settings.rtp_timeout, now=self._loop.time()
+        )
+        self._offered = trunk_codecs(codec, self._settings.sip_codecs)
+        offer = build_offer(self._address, self._port, secrets.randbits(62), self._offered)
         log.debug("call %s: prepared, trunk port %d", self.call_id, self._port)
         return MediaPrepared(
             call_id=self.call_id,
@@ -213,16 +223,17 @@ class MediaCall:
     async def _handle_dtmf_requested(self, event: DtmfRequested) -> None:
         # The SIP agent sends INFO instead when the mode is ``info`` or the
         # answer has no telephone-event: the same rule, so exactly one of us sends.
-        trunk = self._trunk
-        if trunk is None or self._ending or self._dtmf_mode != RFC4733:
+        core = self._core
+        if core is None or self._ending or self._dtmf_mode != RFC4733:
             return
-        if trunk.dtmf_payload_type is None:
+        if core.dtmf_payload_type is None:
             log.debug(
                 "call %s: no telephone-event in the answer; DTMF left to SIP INFO", self.call_id
             )
-        elif trunk.send_dtmf(event.digits, event.duration_ms):
+        elif core.send_dtmf(event.digits, event.duration_ms, self._loop.time()):
             # How many, never which: digits may be a PIN.
             log.info("call %s: DTMF %d digit(s) as RFC 4733", self.call_id, len(event.digits))
+            self._arm_timer()
         else:
             log.info("call %s: DTMF %d digit(s) not sent: on hold", self.call_id, len(event.digits))
 
@@ -237,6 +248,9 @@ class MediaCall:
         self._answered = True
         self._cancel_watchdog()
         await self._apply_trunk_answer(event.answer_sdp, early=False)
+        if self._core is not None and not self._ending:
+            self._core.answered(self._loop.time())
+            self._arm_timer()
 
     async def _apply_trunk_answer(
         self, sdp: str, early: bool, update: SessionUpdated | None = None
@@ -251,12 +265,12 @@ class MediaCall:
         self, sdp: str, early: bool, span: trace.Span, update: SessionUpdated | None
     ) -> None:
         async with self._lock:
-            trunk = self._trunk
-            if trunk is None or self._ending:
+            core = self._core
+            if core is None or self._ending:
                 return
             try:
-                media = parse_answer(sdp)
-                host = await _resolve(media.address, media.port)
+                media = parse_answer(sdp, self._offered)
+                host = await resolve(media.address, media.port)
             except (SdpError, OSError) as exc:
                 if update is not None:
                     # The SIP agent accepted it; keep the media as it was.
@@ -265,14 +279,16 @@ class MediaCall:
                 log.warning("call %s: unusable trunk SDP: %s", self.call_id, exc)
                 await self._fail_media()
                 return
-            first = trunk.codec is None
+            first = core.trunk_codec is None
             remote = (host, media.port)
+            now = self._loop.time()
             if update is not None:
-                if trunk.remote is not None and _is_unspecified(host):
+                answered = core.answered_remote
+                if answered is not None and is_unspecified(host):
                     # RFC 2543 hold (c=0.0.0.0): no new address, keep the old one.
-                    remote = trunk.remote
+                    remote = answered
                 held = update.local_hold or update.remote_hold
-                if held != trunk.held:
+                if held != core.held:
                     log.info(
                         "call %s media %s (local hold %s, remote hold %s)",
                         self.call_id,
@@ -280,13 +296,22 @@ class MediaCall:
                         update.local_hold,
                         update.remote_hold,
                     )
-                trunk.set_hold(held)
-            moved = trunk.start(remote, media.codec, media.dtmf_pt) and not first
+                core.set_hold(held, now)
+            try:
+                moved = core.apply_trunk_answer(remote, media.codec, media.dtmf_pt, now)
+            except UnsupportedCodecError as exc:
+                log.warning("call %s: %s", self.call_id, exc)
+                if update is None:
+                    await self._fail_media()
+                return
+            moved = moved and not first
+            self._arm_timer()
         span.set_attribute("bridge.codec", media.codec.name)
         span.set_attribute("bridge.browser_codec", self._browser_codec)
+        span.set_attribute("bridge.passthrough", bool(core.passthrough))
         if first:
             log.info(
-                "call %s media started: trunk %s/%d at %s:%d%s, browser %s",
+                "call %s media started: trunk %s/%d at %s:%d%s, browser %s, %s",
                 self.call_id,
                 media.codec.name,
                 media.codec.payload_type,
@@ -294,6 +319,7 @@ class MediaCall:
                 media.port,
                 " (early)" if early else "",
                 self._browser_codec,
+                "passthrough" if core.passthrough else "transcoding",
             )
         elif moved:
             log.info(
@@ -305,10 +331,70 @@ class MediaCall:
                 media.port,
             )
 
-    # -- browser leg callbacks ---------------------------------------------------
+    # -- packets: one synchronous call each, no task, no queue -----------------------
 
-    def _on_digit(self, digit: str) -> None:
-        self._spawn(self._publish(DtmfReceived(call_id=self.call_id, digit=digit, method=RFC4733)))
+    def _from_browser(self, packet: memoryview) -> None:
+        core, trunk = self._core, self._trunk
+        if core is None or trunk is None:
+            return
+        out = core.receive_browser(packet, self._loop.time())
+        if out:
+            remote = core.trunk_remote
+            for data in out:
+                trunk.sendto(data, remote)
+
+    def _from_trunk(self, data: bytes, addr: tuple[str, int]) -> None:
+        core, webrtc = self._core, self._webrtc
+        if core is None or webrtc is None or webrtc.transport is None:
+            return
+        send = webrtc.transport.send_rtp
+        for packet in core.receive_trunk(data, addr, self._loop.time()):
+            send(packet)
+        if core.has_events:
+            self._take_events()
+
+    # -- the core's timer and events ---------------------------------------------------
+
+    def _arm_timer(self) -> None:
+        core = self._core
+        when = core.get_timer() if core is not None and not self._ending else None
+        if self._timer is not None and (when is None or self._timer.when() != when):
+            self._timer.cancel()
+            self._timer = None
+        if when is not None and self._timer is None:
+            self._timer = self._loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        core, trunk = self._core, self._trunk
+        if core is None or trunk is None or self._ending:
+            return
+        packets = core.handle_timer(self._loop.time())
+        remote = core.trunk_remote
+        for packet in packets:
+            trunk.sendto(packet, remote)
+        self._take_events()
+        self._arm_timer()
+
+    def _take_events(self) -> None:
+        core = self._core
+        while core is not None and (event := core.next_event()) is not None:
+            if isinstance(event, DigitReceived):
+                self._spawn(
+                    self._publish(
+                        DtmfReceived(call_id=self.call_id, digit=event.digit, method=RFC4733)
+                    )
+                )
+            elif isinstance(event, MediaTimedOut):
+                log.warning(
+                    "call %s: no RTP from the %s for %.1f s: ending the call",
+                    self.call_id,
+                    event.leg,
+                    event.seconds,
+                )
+                self._spawn(self._fail_media(errors.MEDIA_TIMEOUT))
+
+    # -- browser leg callbacks ---------------------------------------------------
 
     def _on_connected(self) -> None:
         self._spawn(self._publish(MediaConnected(call_id=self.call_id)))
@@ -317,11 +403,11 @@ class MediaCall:
         log.warning("call %s: WebRTC connection failed", self.call_id)
         self._spawn(self._fail_media())
 
-    async def _fail_media(self) -> None:
+    async def _fail_media(self, cause: str = errors.MEDIA_FAILED) -> None:
         """Ask for the call to end; release anyway if nobody ends it soon."""
         if self._ending:
             return
-        await self._publish(HangupRequested(call_id=self.call_id, cause=errors.MEDIA_FAILED))
+        await self._publish(HangupRequested(call_id=self.call_id, cause=cause))
         self._arm_watchdog(self._settings.setup_timeout)
 
     async def _subscribe(self, subject: str, handler: Handler) -> None:
@@ -381,13 +467,9 @@ class MediaCall:
             with contextlib.suppress(Exception):  # closed or draining bus: nothing to undo
                 await subscription.unsubscribe()
         self._subscriptions.clear()
-        if self._pump is not None:
-            self._pump.cancel()
-            # A pump that already died must not stop the rest of the release.
-            (outcome,) = await asyncio.gather(self._pump, return_exceptions=True)
-            if isinstance(outcome, Exception):
-                log.warning("call %s: audio pump failed: %r", self.call_id, outcome)
-        self._playout.stop()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._webrtc is not None:
             try:
                 await asyncio.wait_for(self._webrtc.close(), CLOSE_TIMEOUT)
@@ -402,11 +484,14 @@ class MediaCall:
         self._on_released(self)
         self._log_end(reason)
         self.report_rtp(final=True)
+        if self._core is not None:
+            self._core.close()
 
     def report_rtp(self, final: bool = False) -> None:
         """Add the RTP counted since the last report to the metrics (never per packet)."""
-        stats = self._trunk.stats if self._trunk else None
-        if self._metrics is None or stats is None:
+        core = self._core
+        stats = core.trunk_stats if core is not None else None
+        if self._metrics is None or stats is None or core is None:
             return
         before = self._reported
         # Loss is credited back when a late packet fills a gap: never count down.
@@ -420,50 +505,35 @@ class MediaCall:
         metrics.rtp_bytes.labels(IN).inc(delta[2])
         metrics.rtp_bytes.labels(OUT).inc(delta[3])
         metrics.rtp_lost.inc(delta[4])
-        if final and stats.packets_in > 1 and self._trunk and self._trunk.codec:
-            metrics.rtp_jitter_seconds.observe(stats.jitter / self._trunk.codec.clock_rate)
+        if final and stats.packets_in > 1 and core.trunk_codec is not None:
+            metrics.rtp_jitter_seconds.observe(stats.jitter / core.trunk_codec.clock_rate)
 
     def _log_end(self, reason: str) -> None:
-        trunk = self._trunk
-        stats = trunk.stats if trunk else None
-        codec = trunk.codec.name if trunk and trunk.codec else "-"
-        if stats is None:
+        core = self._core
+        stats = core.trunk_stats if core is not None else None
+        codec = core.trunk_codec.name if core is not None and core.trunk_codec else "-"
+        if core is None or stats is None:
             log.info("call %s media ended: %s (trunk %s, no RTP)", self.call_id, reason, codec)
             return
+        browser = core.stats()["browser"]
         log.info(
-            "call %s media ended: %s (trunk %s, browser %s, rtp in %d out %d lost %d dropped %d, "
-            "playout underruns %d overflow %d)",
+            "call %s media ended: %s (trunk %s, browser %s, %s; trunk rtp in %d out %d lost %d "
+            "dropped %d; browser rtp in %d out %d lost %d; conversion errors %d)",
             self.call_id,
             reason,
             codec,
             self._browser_codec,
+            "passthrough" if core.passthrough else "transcoding",
             stats.packets_in,
             stats.packets_out,
             stats.lost,
             stats.dropped,
-            self._playout.underruns,
-            self._playout.overflow,
+            browser.packets_in,
+            browser.packets_out,
+            browser.lost,
+            core.transcode_errors,
         )
 
 
-def _is_unspecified(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_unspecified
-    except ValueError:
-        return False
-
-
-async def _resolve(host: str, port: int) -> str:
-    """An IP address for the trunk's ``c=`` (RFC 4566 allows a host name there)."""
-    try:
-        ipaddress.ip_address(host)
-        return host
-    except ValueError:
-        pass
-    loop = asyncio.get_running_loop()
-    infos = await asyncio.wait_for(
-        loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM), timeout=5.0
-    )
-    if not infos:
-        raise OSError(f"cannot resolve {host!r}")
-    return str(infos[0][4][0])
+def _ignore_rtcp(_packet: memoryview) -> None:
+    """Browser RTCP: reports about our stream to it, not forwarded to the trunk."""

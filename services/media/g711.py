@@ -106,3 +106,6 @@ CODECS: dict[str, tuple[Encoder, Decoder]] = {
     "PCMA": (alaw_encode, alaw_decode),
 }
 "Encoder and decoder by SDP encoding name (upper case)."
+
+ENCODE_TABLES: dict[str, NDArray[np.uint8]] = {"PCMU": _ULAW_ENCODE, "PCMA": _ALAW_ENCODE}
+"Code byte of each 16-bit sample (indexed by its uint16 view), by SDP encoding name."

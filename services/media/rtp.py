@@ -17,12 +17,16 @@ HEADER_SIZE = 12
 MAX_PAYLOAD = 1500 - HEADER_SIZE
 STALE_GRACE = 2.0
 "Seconds after a retarget during which the previous address cannot latch the stream again."
+MAX_FORWARD_GAP = 3000
+"A jump of more sequence numbers than this in a relayed stream is a new stream, not loss."
+MAX_FORWARD_JUMP = 10.0
+"Likewise a timestamp jump of more seconds than this."
 
 _HEADER = struct.Struct("!BBHII")
 _EXTENSION = struct.Struct("!HH")
 
 Address = tuple[str, int]
-EventSink = Callable[[int, bytes], None]
+EventSink = Callable[[int, bytes | memoryview], None]
 "Takes the RTP timestamp and payload of one telephone-event packet."
 
 
@@ -30,7 +34,7 @@ class RtpError(ValueError):
     """A datagram is not a valid RTP packet."""
 
 
-def _parse_header(data: bytes) -> tuple[int, int, int, int, int, int, int]:
+def parse_header(data: bytes | memoryview) -> tuple[int, int, int, int, int, int, int]:
     """``(first byte, second byte, sequence, timestamp, ssrc, payload start, payload end)``."""
     if len(data) < HEADER_SIZE:
         raise RtpError(f"packet too short ({len(data)} bytes)")
@@ -68,7 +72,7 @@ class RtpPacket:
 
     @classmethod
     def parse(cls, data: bytes) -> RtpPacket:
-        first, second, sequence, timestamp, ssrc, start, end = _parse_header(data)
+        first, second, sequence, timestamp, ssrc, start, end = parse_header(data)
         count = first & 0x0F
         csrc = list(struct.unpack_from(f"!{count}I", data, HEADER_SIZE)) if count else []
         return cls(
@@ -147,6 +151,23 @@ class RtpSession:
         self._transit: float | None = None
         self._stale: Address | None = None
         self._stale_until = 0.0
+        self.in_ssrc = 0
+        self.in_sequence = 0
+        self.in_timestamp = 0
+        self.in_marker = False
+        "Header fields of the packet ``receive`` accepted last (read them to relay it)."
+        # Relaying (``forward``): where the relayed source's numbering meets ours.
+        self._fwd_ssrc: int | None = None
+        self._fwd_seq_in = 0
+        self._fwd_seq_out = 0
+        self._fwd_ts_in = 0
+        self._fwd_ts_out = 0
+        self._fwd_highest = 0
+        "Sequence offset from the resync point of the newest relayed packet."
+        self._fwd_step = clock_rate // 50
+        "Timestamp units one relayed packet covers (20 ms until packets say otherwise)."
+        self._last_out_ts: int | None = None
+        self._last_out_time = 0.0
 
     def retarget(self, remote: Address, payload_type: int, now: float) -> None:
         """Follow a new SDP answer (e.g. 200 OK after 183): new address, latch again.
@@ -162,8 +183,14 @@ class RtpSession:
         self.latched = False
         self._remote_ssrc = None
 
-    def receive(self, data: bytes, addr: Address, now: float) -> bytes | None:
-        """The audio payload of a datagram from ``addr``, or None if it is dropped."""
+    def receive(
+        self, data: bytes | memoryview, addr: Address, now: float
+    ) -> bytes | memoryview | None:
+        """The audio payload of a datagram from ``addr``, or None if it is dropped.
+
+        The payload is a slice of ``data`` (a view when ``data`` is a memoryview);
+        ``in_ssrc``, ``in_sequence``, ``in_timestamp`` and ``in_marker`` hold its header.
+        """
         stats = self.stats
         if self.latched and addr != self.remote:
             stats.dropped += 1
@@ -172,7 +199,7 @@ class RtpSession:
             stats.dropped += 1
             return None
         try:
-            _first, second, sequence, timestamp, ssrc, start, end = _parse_header(data)
+            _first, second, sequence, timestamp, ssrc, start, end = parse_header(data)
         except RtpError:
             stats.dropped += 1
             return None
@@ -191,11 +218,15 @@ class RtpSession:
         stats.last_in = now
         self._count_loss(ssrc, sequence)
         self._count_jitter(timestamp, now)
+        self.in_ssrc = ssrc
+        self.in_sequence = sequence
+        self.in_timestamp = timestamp
+        self.in_marker = bool(second & 0x80)
         return data[start:end]
 
     def _receive_event(
         self,
-        data: bytes,
+        data: bytes | memoryview,
         addr: Address,
         now: float,
         ssrc: int,
@@ -254,6 +285,93 @@ class RtpSession:
     def new_talkspurt(self) -> None:
         """Mark the next voice packet as the start of a talkspurt (after hold, say)."""
         self._first_out = True
+        self._fwd_ssrc = None
+
+    def forward(
+        self,
+        payload: bytes | memoryview,
+        ssrc: int,
+        sequence: int,
+        timestamp: int,
+        marker: bool,
+        now: float,
+        scale: tuple[int, int] = (1, 1),
+    ) -> memoryview | None:
+        """The next outgoing packet relaying ``payload`` of another stream, or None to drop it.
+
+        Sequence numbers and timestamps follow the relayed stream's, offset so
+        that ours stay continuous whatever happens upstream: a new source (a
+        re-INVITE, a transfer, the switch from early to final media), our own
+        packets in between (DTMF events, hold), or a jump too large to be loss
+        start a new mapping from where our stream stands. Gaps and reordering
+        inside a mapping pass through, so the far end's loss and jitter
+        figures stay true. ``scale`` converts the relayed clock into ours
+        (``(1, 6)``: 8 kHz in, 48 kHz out).
+        """
+        num, den = scale
+        if ssrc != self._fwd_ssrc:
+            self._resync(ssrc, sequence, timestamp, now)
+            marker = True
+        d_seq = (sequence - self._fwd_seq_in) & 0xFFFF
+        if d_seq >= 0x8000:
+            d_seq -= 0x10000
+        d_ts = (timestamp - self._fwd_ts_in) & 0xFFFFFFFF
+        if d_ts >= 0x80000000:
+            d_ts -= 0x100000000
+        if d_seq < 0:
+            return None  # older than the mapping: a straggler from before it
+        if (
+            d_seq - self._fwd_highest > MAX_FORWARD_GAP
+            or abs(d_ts) * den > MAX_FORWARD_JUMP * self._clock_rate * num
+        ):
+            self._resync(ssrc, sequence, timestamp, now)
+            d_seq = d_ts = 0
+            marker = True
+        size = HEADER_SIZE + len(payload)
+        if size > len(self._buffer):
+            return None
+        out_seq = (self._fwd_seq_out + d_seq) & 0xFFFF
+        out_ts = (self._fwd_ts_out + d_ts * den // num) & 0xFFFFFFFF
+        second = self.payload_type | (0x80 if marker or self._first_out else 0)
+        self._first_out = False
+        _HEADER.pack_into(self._buffer, 0, 0x80, second, out_seq, out_ts, self.ssrc)
+        self._buffer[HEADER_SIZE:size] = payload
+        if d_seq > self._fwd_highest or self._last_out_ts is None:
+            if d_seq == self._fwd_highest + 1 and self._last_out_ts is not None:
+                step = (out_ts - self._last_out_ts) & 0xFFFFFFFF
+                if 0 < step < self._clock_rate:
+                    self._fwd_step = step
+            self._fwd_highest = d_seq
+            self._sequence = (out_seq + 1) & 0xFFFF
+            self._timestamp = (out_ts + self._fwd_step) & 0xFFFFFFFF
+            self._last_out_ts = out_ts
+            self._last_out_time = now
+        stats = self.stats
+        stats.packets_out += 1
+        stats.bytes_out += size
+        stats.last_out = now
+        return self._view[:size]
+
+    def _resync(self, ssrc: int, sequence: int, timestamp: int, now: float) -> None:
+        """Map ``sequence``/``timestamp`` of ``ssrc`` onto where our stream stands at ``now``.
+
+        The media clock runs while nothing is sent (RFC 3550 5.1): after a hold
+        or a pause the timestamp moves on by the time elapsed, never back.
+        """
+        self._fwd_ssrc = ssrc
+        self._fwd_seq_in, self._fwd_ts_in = sequence, timestamp
+        self._fwd_seq_out = self._sequence
+        out_ts = self._timestamp
+        if self._last_out_ts is not None:
+            by_clock = (
+                self._last_out_ts + round((now - self._last_out_time) * self._clock_rate)
+            ) & 0xFFFFFFFF
+            if 0 < (by_clock - out_ts) & 0xFFFFFFFF < 0x80000000:
+                out_ts = by_clock
+        self._fwd_ts_out = out_ts
+        self._fwd_highest = 0
+        # From here the mapping's first packet is the newest relayed one.
+        self._last_out_ts = None
 
     def event_packet(
         self, payload_type: int, payload: bytes, timestamp: int, marker: bool, now: float
@@ -265,6 +383,7 @@ class RtpSession:
         _HEADER.pack_into(self._buffer, 0, 0x80, second, self._sequence, timestamp, self.ssrc)
         self._buffer[HEADER_SIZE:size] = payload
         self._sequence = (self._sequence + 1) & 0xFFFF
+        self._fwd_ssrc = None  # relaying resumes after our own packets
         stats = self.stats
         stats.packets_out += 1
         stats.bytes_out += size
@@ -286,6 +405,8 @@ class RtpSession:
             self._first_out = False
         _HEADER.pack_into(self._buffer, 0, 0x80, second, self._sequence, self._timestamp, self.ssrc)
         self._buffer[HEADER_SIZE:size] = payload
+        self._last_out_ts, self._last_out_time = self._timestamp, now
+        self._fwd_ssrc = None  # relaying resumes after our own packets
         self._sequence = (self._sequence + 1) & 0xFFFF
         self._timestamp = (self._timestamp + timestamp_step) & 0xFFFFFFFF
         stats = self.stats

@@ -10,6 +10,7 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from proto import errors
+from services.common.digits import number
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,11 +19,22 @@ class Codec:
     "Encoding name as in ``a=rtpmap`` (``PCMU``, ``PCMA``)."
     payload_type: int
     clock_rate: int
+    channels: int = 1
+    "As in ``a=rtpmap``: Opus is always ``opus/48000/2`` (RFC 7587), even for mono."
+
+    @property
+    def rtpmap(self) -> str:
+        suffix = f"/{self.channels}" if self.channels != 1 else ""
+        return f"{self.name}/{self.clock_rate}{suffix}"
 
 
 PCMU = Codec("PCMU", 0, 8000)
 PCMA = Codec("PCMA", 8, 8000)
+OPUS = Codec("opus", 111, 48000, 2)
 DEFAULT_CODECS = (PCMU, PCMA)
+BY_NAME = {codec.name.upper(): codec for codec in (PCMU, PCMA, OPUS)}
+"Our codecs by upper-case encoding name (the names of SIP_CODECS)."
+OPUS_FMTP = "minptime=10;useinbandfec=1"
 TELEPHONE_EVENT_PT = 101
 PTIME_MS = 20
 
@@ -77,7 +89,8 @@ def build_offer(
         f"c=IN {addrtype} {address}",
         "t=0 0",
         f"m=audio {port} RTP/AVP {formats} {dtmf_pt}",
-        *(f"a=rtpmap:{c.payload_type} {c.name}/{c.clock_rate}" for c in codecs),
+        *(f"a=rtpmap:{c.payload_type} {c.rtpmap}" for c in codecs),
+        *(f"a=fmtp:{c.payload_type} {OPUS_FMTP}" for c in codecs if c.name == OPUS.name),
         f"a=rtpmap:{dtmf_pt} telephone-event/8000",
         f"a=fmtp:{dtmf_pt} 0-16",
         f"a=ptime:{PTIME_MS}",
@@ -176,11 +189,34 @@ def parse_answer(sdp: str, offered: tuple[Codec, ...] = DEFAULT_CODECS) -> Trunk
             for codec in offered:
                 if codec.name.lower() == name.lower() and codec.clock_rate == rate:
                     # Keep the answer's number: it is what the trunk will send.
-                    chosen = Codec(codec.name, pt, rate)
+                    chosen = Codec(codec.name, pt, rate, codec.channels)
                     break
     if chosen is None:
         raise NoCommonCodecError(f"no common codec in the answer (formats {audio.formats})")
     return TrunkMedia(address=address, port=audio.port, codec=chosen, dtmf_pt=dtmf_pt)
+
+
+def first_codec(sdp: str) -> Codec | None:
+    """The first audio format of an SDP (the one its sender sends), if it is one we know."""
+    in_audio = False
+    first_pt: int | None = None
+    for raw in sdp.splitlines():
+        line = raw.strip()
+        if line.startswith("m="):
+            parts = line[2:].split()
+            in_audio = parts[:1] == ["audio"]
+            first_pt = number(parts[3]) if in_audio and len(parts) > 3 else None
+            if first_pt is not None and first_pt in _STATIC:
+                name, rate = _STATIC[first_pt]
+                return Codec(name, first_pt, rate)
+        elif in_audio and first_pt is not None and line.startswith(f"a=rtpmap:{first_pt} "):
+            name, _, rest = line.split(None, 1)[1].partition("/")
+            known = BY_NAME.get(name.upper())
+            clock = number(rest.split("/", 1)[0])
+            if known is None or clock != known.clock_rate:
+                return None
+            return Codec(known.name, first_pt, known.clock_rate, known.channels)
+    return None
 
 
 def first_codec_name(sdp: str) -> str:
@@ -196,3 +232,11 @@ def first_codec_name(sdp: str) -> str:
         elif in_audio and first_pt is not None and line.startswith(f"a=rtpmap:{first_pt} "):
             return line.split(None, 1)[1].split("/", 1)[0]
     return "?"
+
+
+def trunk_codecs(browser: Codec, names: tuple[str, ...]) -> tuple[Codec, ...]:
+    """The trunk offer's codecs: SIP_CODECS in order, the browser's first when it is one of
+    them, so the trunk can pick the codec that passes through."""
+    codecs = [BY_NAME[name.upper()] for name in names if name.upper() in BY_NAME]
+    same = [c for c in codecs if c.name.upper() == browser.name.upper()]
+    return tuple(same + [c for c in codecs if c not in same]) or (BY_NAME["PCMU"],)

@@ -12,26 +12,34 @@ rewriting keeps browsers on the same host or LAN working through the private
 candidates, while a browser outside reaches the NAT's public address, which
 forwards to the same port. ICE then learns the browser as a peer-reflexive
 candidate from its checks.
+
+Audio never goes through aiortc's tracks: ``BrowserTransport`` takes the
+SRTP datagrams off the ICE connection (see its module). The answer's codec
+is the first of the trunk codecs (SIP_CODECS) the browser offered, so the
+payload can be relayed untouched; Opus otherwise.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from aiortc import (
     RTCConfiguration,
     RTCIceServer,
     RTCPeerConnection,
+    RTCRtpCodecCapability,
+    RTCRtpSender,
     RTCSessionDescription,
 )
-from aiortc.mediastreams import MediaStreamTrack
 from aiortc.sdp import candidate_from_sdp
 
 from proto import errors
 from services.common.digits import number
 from services.common.settings import Settings
+from services.media.browser_transport import BrowserTransport, PacketSink
+from services.media.sdp import Codec, first_codec
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +116,21 @@ def add_public_candidates(sdp: str, public_ip: str) -> str:
     return "\r\n".join(out)
 
 
+BROWSER_CODECS = ("PCMU", "PCMA", "opus")
+"What the browser leg may answer: what the media core relays or converts."
+
+
+def codec_preferences(trunk_codecs: Sequence[str]) -> list[RTCRtpCodecCapability]:
+    """aiortc's audio codecs, the trunk's first (in SIP_CODECS order), then Opus, then G.711."""
+    order = [name.upper() for name in (*trunk_codecs, "opus", "PCMU", "PCMA")]
+    capabilities = [
+        c
+        for c in RTCRtpSender.getCapabilities("audio").codecs
+        if c.mimeType.split("/", 1)[-1].upper() in order
+    ]
+    return sorted(capabilities, key=lambda c: order.index(c.mimeType.split("/", 1)[-1].upper()))
+
+
 class WebRtcLeg:
     """The browser's peer connection; reports ``connected`` once and ``failed``."""
 
@@ -120,19 +143,17 @@ class WebRtcLeg:
         self._public_ip = settings.public_ip
         self._on_connected = on_connected
         self._on_failed = on_failed
+        self._trunk_codecs = settings.sip_codecs
         self._connected = False
-        self.remote_audio: MediaStreamTrack | None = None
+        self.transport: BrowserTransport | None = None
+        self.codec: Codec | None = None
+        "The codec of the answer: what the browser sends and expects."
         self._pc = RTCPeerConnection(ice_configuration(settings))
-        self._pc.on("track", self._on_track)
         self._pc.on("connectionstatechange", self._on_state_change)
 
     @property
     def state(self) -> str:
         return str(self._pc.connectionState)
-
-    def _on_track(self, track: MediaStreamTrack) -> None:
-        if track.kind == "audio" and self.remote_audio is None:
-            self.remote_audio = track
 
     async def _on_state_change(self) -> None:
         state = self._pc.connectionState
@@ -142,19 +163,26 @@ class WebRtcLeg:
         elif state == "failed":
             self._on_failed()
 
-    async def answer(self, offer_sdp: str, outgoing: MediaStreamTrack) -> str:
-        """Our SDP answer, with every candidate gathered; ``BadOfferError`` if unusable."""
+    async def answer(self, offer_sdp: str, on_rtp: PacketSink, on_rtcp: PacketSink) -> str:
+        """Our SDP answer, with every candidate gathered; ``BadOfferError`` if unusable.
+
+        From then on the browser's decrypted RTP and RTCP go to ``on_rtp`` and
+        ``on_rtcp``, and ``transport`` sends to it.
+        """
         if not offer_sdp.lstrip().startswith("v=0"):
             # aiortc's parser skips unknown lines, so garbage would pass as "no media".
             raise BadOfferError("invalid WebRTC offer: not SDP")
+        # Our transceiver, made first, takes the offer's audio with our codec order.
+        audio = self._pc.addTransceiver("audio", direction="sendrecv")
+        audio.setCodecPreferences(codec_preferences(self._trunk_codecs))
         try:
             offer = RTCSessionDescription(sdp=offer_sdp, type="offer")
             await self._pc.setRemoteDescription(offer)
         except Exception as exc:  # aiortc raises many kinds on a bad offer
             raise BadOfferError(f"invalid WebRTC offer: {exc or type(exc).__name__}") from exc
-        if not any(t.kind == "audio" for t in self._pc.getTransceivers()):
+        if audio.mid is None:
             raise BadOfferError("the WebRTC offer has no audio")
-        self._pc.addTrack(outgoing)
+        self.transport = BrowserTransport(audio, on_rtp, on_rtcp)
         try:
             answer = await self._pc.createAnswer()
         except Exception as exc:
@@ -162,6 +190,9 @@ class WebRtcLeg:
         # Gathers all candidates before returning: the answer needs no trickle.
         await self._pc.setLocalDescription(answer)
         sdp = str(self._pc.localDescription.sdp)
+        self.codec = first_codec(sdp)
+        if self.codec is None:
+            raise BadOfferError("the WebRTC offer has no codec in common (Opus, PCMU, PCMA)")
         if self._public_ip:
             sdp = add_public_candidates(sdp, self._public_ip)
         return sdp
@@ -185,4 +216,6 @@ class WebRtcLeg:
             log.debug("ignored ICE candidate %r: %s", line, exc)
 
     async def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
         await self._pc.close()

@@ -70,6 +70,8 @@ _REASONS = {
     errors.BROWSER_GONE: "Browser disconnected",
     errors.TIMEOUT: "No answer",
     errors.MEDIA_FAILED: "Media failed",
+    errors.MEDIA_TIMEOUT: "No audio",
+    errors.MEDIA_SHUTDOWN: "Media server stopped",
     errors.SETUP_FAILED: "Call set-up failed",
     errors.INTERNAL: "Internal error",
 }

@@ -51,7 +51,14 @@ MAX_AUTH_ATTEMPTS = 3
 
 # Causes a hang-up request may carry through to CallEnded as they are.
 _SPECIFIC_CAUSES = frozenset(
-    {errors.BROWSER_GONE, errors.MEDIA_FAILED, errors.SETUP_FAILED, errors.INTERNAL}
+    {
+        errors.BROWSER_GONE,
+        errors.MEDIA_FAILED,
+        errors.MEDIA_TIMEOUT,
+        errors.MEDIA_SHUTDOWN,
+        errors.SETUP_FAILED,
+        errors.INTERNAL,
+    }
 )
 
 

@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.integration.client import BridgeClient, connected_client
-from tests.integration.conftest import SipagentFactory, Stack, TrunkFactory
+from tests.integration.conftest import SipagentFactory, Stack, TrunkFactory, start_stack
 from tests.integration.harness import Sipp
 from tests.integration.peers import RtpPeer
 
 pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    # A trunk that goes silent here must be found by SIP keep-alives, before
+    # its missing RTP (RTP_TIMEOUT, tests/integration/test_media_timeout.py).
+    yield from start_stack(tmp_path_factory.mktemp("stack"), RTP_TIMEOUT="300")
 
 
 async def _connect(stack: Stack) -> BridgeClient:

@@ -38,7 +38,8 @@
   const CAUSES = {
     normal: "Call ended", remote_hangup: "Call ended", browser_gone: "Call ended",
     cancelled: "Call cancelled", timeout: "No answer", rejected: "Call rejected",
-    media_failed: "Media failed", setup_failed: "Call could not be set up",
+    media_failed: "Media failed", media_timeout: "No audio",
+    media_shutdown: "Media server stopped", setup_failed: "Call could not be set up",
     internal: "Internal error",
   };
   const DIGIT_KEYS = new Set("0123456789*#");
