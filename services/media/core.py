@@ -30,6 +30,8 @@ BROWSER = "browser"
 TRUNK = "trunk"
 _BROWSER_ADDRESS: Address = ("browser", 0)
 "The browser leg has one peer (the ICE pair): a fixed address for latching."
+MAX_CONCEALED = 3
+"Lost browser packets (in a row) stood in for when transcoding; a longer gap stays a gap."
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,8 +106,8 @@ class MediaCore:
         "Since when both legs must send (the answer, or the end of a hold); None: not watched."
         self._timed_out = False
         self._events: deque[CoreEvent] = deque()
-        self._to_trunk: list[memoryview] = []
-        self._to_browser: list[memoryview] = []
+        self._to_trunk: list[bytes | memoryview] = []
+        self._to_browser: list[bytes | memoryview] = []
         self._created = now
 
     # -- what the adapter reads ------------------------------------------------------
@@ -227,7 +229,7 @@ class MediaCore:
 
     # -- packets ---------------------------------------------------------------------
 
-    def receive_browser(self, data: bytes | memoryview, now: float) -> list[memoryview]:
+    def receive_browser(self, data: bytes | memoryview, now: float) -> list[bytes | memoryview]:
         """Packets for ``trunk_remote`` from one decrypted browser RTP packet.
 
         The list and its packets are reused by the next call: send them at once.
@@ -235,16 +237,46 @@ class MediaCore:
         out = self._to_trunk
         out.clear()
         browser = self._browser
+        lost = browser.stats.lost
         payload = browser.receive(data, _BROWSER_ADDRESS, now)
         trunk = self._trunk
         if payload is None or trunk is None or self._quiet:
             return out
+        gap = browser.stats.lost - lost
+        if 0 < gap <= MAX_CONCEALED and self._transcoder is not None:
+            self._conceal(gap, payload, now, out)
         self._relay(browser, trunk, payload, now, out, to_trunk=True)
         return out
 
+    def _conceal(
+        self, gap: int, payload: bytes | memoryview, now: float, out: list[bytes | memoryview]
+    ) -> None:
+        """Stand-ins for the ``gap`` browser packets lost before this one (Opus FEC/PLC)."""
+        transcoder, browser, trunk = self._transcoder, self._browser, self._trunk
+        assert transcoder is not None and trunk is not None
+        if not transcoder.conceals:
+            return
+        step = browser.clock_rate // 50  # 20 ms, the browsers' packet time
+        samples = trunk.clock_rate // 50
+        for back in range(gap, 0, -1):
+            stand_in = transcoder.conceal_to_trunk(samples, payload, just_before=back == 1)
+            if stand_in is None:
+                return
+            packet = trunk.forward(
+                stand_in,
+                browser.in_ssrc,
+                (browser.in_sequence - back) & 0xFFFF,
+                (browser.in_timestamp - back * step) & 0xFFFFFFFF,
+                False,
+                now,
+                transcoder.scale_to_trunk,
+            )
+            if packet is not None:
+                out.append(bytes(packet))  # the next forward reuses the buffer
+
     def receive_trunk(
         self, data: bytes | memoryview, addr: Address, now: float
-    ) -> list[memoryview]:
+    ) -> list[bytes | memoryview]:
         """Plain RTP packets for the browser (to protect and send) from one trunk datagram.
 
         The list and its packets are reused by the next call: send them at once.
@@ -267,7 +299,7 @@ class MediaCore:
         target: RtpSession,
         payload: bytes | memoryview,
         now: float,
-        out: list[memoryview],
+        out: list[bytes | memoryview],
         *,
         to_trunk: bool,
     ) -> None:

@@ -169,6 +169,11 @@ class RtpSession:
         self._last_out_ts: int | None = None
         self._last_out_time = 0.0
 
+    @property
+    def clock_rate(self) -> int:
+        """Timestamp units per second of both directions."""
+        return self._clock_rate
+
     def retarget(self, remote: Address, payload_type: int, now: float) -> None:
         """Follow a new SDP answer (e.g. 200 OK after 183): new address, latch again.
 

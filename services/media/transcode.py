@@ -11,6 +11,8 @@ encoded from 8 kHz at a complexity set for density, in-band FEC on).
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from services.media import g711
@@ -85,13 +87,27 @@ class Transcoder:
         samples = np.frombuffer(pcm, dtype=np.uint16)
         return bytes(self._g711_encode[samples].tobytes())
 
-    def conceal_to_trunk(self, samples: int, next_payload: bytes | memoryview) -> bytes | None:
-        """A trunk payload standing in for ``samples`` lost before ``next_payload`` (FEC/PLC)."""
+    @property
+    def conceals(self) -> bool:
+        """True when lost browser packets can be stood in for (Opus: FEC, else PLC)."""
+        return self._decoder is not None
+
+    def conceal_to_trunk(
+        self, samples: int, next_payload: bytes | memoryview, *, just_before: bool
+    ) -> bytes | None:
+        """A trunk payload standing in for ``samples`` lost before ``next_payload``.
+
+        The frame ``just_before`` it comes from the in-band FEC copy that
+        ``next_payload`` carries, when it has one; older ones from libopus's
+        loss concealment. Call oldest first, then ``to_trunk(next_payload)``.
+        """
         if self._decoder is None:
             return None
-        try:
-            pcm = self._decoder.decode(next_payload, fec=True, samples=samples)
-        except OpusError:
+        pcm: memoryview | None = None
+        if just_before:
+            with contextlib.suppress(OpusError):
+                pcm = self._decoder.decode(next_payload, fec=True, samples=samples)
+        if pcm is None:
             try:
                 pcm = self._decoder.conceal(samples)
             except OpusError:
