@@ -19,6 +19,7 @@ import contextlib
 import logging
 import secrets
 import socket
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -47,7 +48,14 @@ from services.common.metrics import IN, OUT, Metrics
 from services.common.settings import Settings
 from services.common.telemetry import tracer
 from services.media.addresses import is_unspecified, resolve
-from services.media.core import DigitReceived, MediaCore, MediaTimedOut
+from services.media.core import (
+    BROWSER_RTCP,
+    TRUNK,
+    TRUNK_RTCP,
+    DigitReceived,
+    MediaCore,
+    MediaTimedOut,
+)
 from services.media.ports import NoPortsError, PortAllocator
 from services.media.sdp import Codec, SdpError, build_offer, parse_answer, trunk_codecs
 from services.media.transcode import UnsupportedCodecError
@@ -94,8 +102,10 @@ class MediaCall:
         self._subscriptions: list[Subscription] = []
         self._watchdog: asyncio.TimerHandle | None = None
         self._port: int | None = None
-        self._socket: socket.socket | None = None
+        self._sockets: tuple[socket.socket, ...] = ()
+        "RTP and RTCP, bound by the allocator; closed here unless a TrunkSocket took them."
         self._trunk: TrunkSocket | None = None
+        self._trunk_rtcp: TrunkSocket | None = None
         self._webrtc: WebRtcLeg | None = None
         self._core: MediaCore | None = None
         self._offered: tuple[Codec, ...] = ()
@@ -166,10 +176,14 @@ class MediaCall:
 
     async def _prepare(self, offer_sdp: str) -> MediaPrepared | MediaFailed:
         try:
-            self._port, self._socket = self._ports.allocate()
-            self._trunk = await TrunkSocket.open(self._socket, self._from_trunk)
+            self._port, rtp, rtcp = self._ports.allocate()
+            self._sockets = (rtp, rtcp)
+            self._trunk = await TrunkSocket.open(rtp, self._from_trunk)
+            self._trunk_rtcp = await TrunkSocket.open(rtcp, self._from_trunk_rtcp)
             self._webrtc = WebRtcLeg(self._settings, self._on_connected, self._on_failed)
-            answer_sdp = await self._webrtc.answer(offer_sdp, self._from_browser, _ignore_rtcp)
+            answer_sdp = await self._webrtc.answer(
+                offer_sdp, self._from_browser, self._from_browser_rtcp
+            )
             codec, transport = self._webrtc.codec, self._webrtc.transport
             assert codec is not None and transport is not None
         except (NoPortsError, BadOfferError) as exc:
@@ -179,8 +193,14 @@ class MediaCall:
             log.exception("call %s: media set-up failed", self.call_id)
             return MediaFailed(call_id=self.call_id, code=errors.INTERNAL, reason="internal error")
         self._browser_codec = codec.name
+        now = self._loop.time()
         self._core = MediaCore(
-            codec, transport.ssrc, rtp_timeout=self._settings.rtp_timeout, now=self._loop.time()
+            codec,
+            transport.ssrc,
+            rtp_timeout=self._settings.rtp_timeout,
+            now=now,
+            wall_offset=time.time() - now,
+            cname=f"bridge-{self.call_id[:16]}".encode(),
         )
         self._offered = trunk_codecs(codec, self._settings.sip_codecs)
         offer = build_offer(self._address, self._port, secrets.randbits(62), self._offered)
@@ -343,6 +363,14 @@ class MediaCall:
             for data in out:
                 trunk.sendto(data, remote)
 
+    def _from_browser_rtcp(self, packet: memoryview) -> None:
+        if self._core is not None:
+            self._core.receive_browser_rtcp(packet, self._loop.time())
+
+    def _from_trunk_rtcp(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self._core is not None:
+            self._core.receive_trunk_rtcp(data, addr, self._loop.time())
+
     def _from_trunk(self, data: bytes, addr: tuple[str, int]) -> None:
         core, webrtc = self._core, self._webrtc
         if core is None or webrtc is None or webrtc.transport is None:
@@ -366,13 +394,16 @@ class MediaCall:
 
     def _on_timer(self) -> None:
         self._timer = None
-        core, trunk = self._core, self._trunk
-        if core is None or trunk is None or self._ending:
+        core, trunk, webrtc = self._core, self._trunk, self._webrtc
+        if core is None or trunk is None or webrtc is None or self._ending:
             return
-        packets = core.handle_timer(self._loop.time())
-        remote = core.trunk_remote
-        for packet in packets:
-            trunk.sendto(packet, remote)
+        for where, packet in core.handle_timer(self._loop.time()):
+            if where == TRUNK:
+                trunk.sendto(packet, core.trunk_remote)
+            elif where == TRUNK_RTCP and self._trunk_rtcp is not None:
+                self._trunk_rtcp.sendto(packet, core.trunk_rtcp_remote)
+            elif where == BROWSER_RTCP and webrtc.transport is not None:
+                webrtc.transport.send_rtcp(packet)
         self._take_events()
         self._arm_timer()
 
@@ -475,10 +506,11 @@ class MediaCall:
                 await asyncio.wait_for(self._webrtc.close(), CLOSE_TIMEOUT)
             except Exception as exc:
                 log.warning("call %s: closing the peer connection: %s", self.call_id, exc)
-        if self._trunk is not None:
-            self._trunk.close()  # closes the socket too
-        elif self._socket is not None:
-            self._socket.close()
+        for leg in (self._trunk, self._trunk_rtcp):
+            if leg is not None:
+                leg.close()  # closes its socket too
+        for sock in self._sockets:
+            sock.close()  # a no-op for those a TrunkSocket closed
         if self._port is not None:
             self._ports.release(self._port)
         self._on_released(self)
@@ -533,7 +565,3 @@ class MediaCall:
             browser.lost,
             core.transcode_errors,
         )
-
-
-def _ignore_rtcp(_packet: memoryview) -> None:
-    """Browser RTCP: reports about our stream to it, not forwarded to the trunk."""

@@ -22,12 +22,15 @@ from collections import deque
 from dataclasses import dataclass
 
 from services.media.dtmf import DtmfReceiver, DtmfSender
+from services.media.rtcp import RtcpLeg
 from services.media.rtp import Address, RtpSession, RtpStats
 from services.media.sdp import Codec
 from services.media.transcode import Transcoder, is_passthrough
 
 BROWSER = "browser"
 TRUNK = "trunk"
+BROWSER_RTCP = "browser_rtcp"
+TRUNK_RTCP = "trunk_rtcp"
 _BROWSER_ADDRESS: Address = ("browser", 0)
 "The browser leg has one peer (the ICE pair): a fixed address for latching."
 MAX_CONCEALED = 3
@@ -80,7 +83,15 @@ class MediaCore:
     """The media of one call between the browser leg and the trunk leg."""
 
     def __init__(
-        self, browser_codec: Codec, browser_ssrc: int, *, rtp_timeout: float, now: float
+        self,
+        browser_codec: Codec,
+        browser_ssrc: int,
+        *,
+        rtp_timeout: float,
+        now: float,
+        rtcp: bool = True,
+        wall_offset: float = 0.0,
+        cname: bytes = b"bridge",
     ) -> None:
         self.browser_codec = browser_codec
         self._browser = RtpSession(
@@ -89,6 +100,14 @@ class MediaCore:
             ssrc=browser_ssrc,
             clock_rate=browser_codec.clock_rate,
         )
+        self._rtcp = rtcp
+        self._wall_offset = wall_offset
+        "Unix time minus ``now``: RTCP's NTP timestamps are wall-clock time."
+        self._cname = cname
+        self.browser_rtcp = RtcpLeg(self._browser, cname, now, wall_offset) if rtcp else None
+        self.trunk_rtcp: RtcpLeg | None = None
+        self._trunk_rtcp_remote: Address | None = None
+        self._trunk_rtcp_latched = False
         self._trunk: RtpSession | None = None
         self.trunk_codec: Codec | None = None
         self._answer: tuple[Address, Codec, int | None] | None = None
@@ -169,8 +188,14 @@ class MediaCore:
                 remote, codec.payload_type, clock_rate=codec.clock_rate
             )
             trunk.on_event = self._on_trunk_event
+            if self._rtcp:
+                self.trunk_rtcp = RtcpLeg(trunk, self._cname, now, self._wall_offset)
         elif self._answer is None or self._answer[0] != remote:
             trunk.retarget(remote, codec.payload_type, now)
+        if self._answer is None or self._answer[0] != remote:
+            # RTCP on the next port (RFC 3550 11), until the trunk's own reports latch it.
+            self._trunk_rtcp_remote = (remote[0], remote[1] + 1)
+            self._trunk_rtcp_latched = False
         else:
             # Same address, new codec: keep the latch (a trunk behind NAT sends
             # from elsewhere than its SDP says, and must not be cut off).
@@ -324,6 +349,29 @@ class MediaCore:
         if packet is not None:
             out.append(packet)
 
+    # -- RTCP: terminated per leg ------------------------------------------------------
+
+    @property
+    def trunk_rtcp_remote(self) -> Address | None:
+        """Where our RTCP to the trunk goes: its RTP port + 1, then where its reports come from."""
+        return self._trunk_rtcp_remote
+
+    def receive_trunk_rtcp(self, data: bytes | memoryview, addr: Address, now: float) -> None:
+        """Read a datagram that reached our RTCP port (symmetric: the first one latches)."""
+        if self.trunk_rtcp is None:
+            return
+        if self._trunk_rtcp_latched and addr != self._trunk_rtcp_remote:
+            return
+        before = self.trunk_rtcp.reports_in
+        self.trunk_rtcp.receive(data, now)
+        if self.trunk_rtcp.reports_in > before and not self._trunk_rtcp_latched:
+            self._trunk_rtcp_remote, self._trunk_rtcp_latched = addr, True
+
+    def receive_browser_rtcp(self, data: bytes | memoryview, now: float) -> None:
+        """Read one decrypted RTCP compound packet from the browser."""
+        if self.browser_rtcp is not None:
+            self.browser_rtcp.receive(data, now)
+
     # -- timers ----------------------------------------------------------------------
 
     def get_timer(self) -> float | None:
@@ -331,6 +379,9 @@ class MediaCore:
         timers = []
         if self._dtmf is not None and (when := self._dtmf.get_timer()) is not None:
             timers.append(when)
+        for rtcp in (self.browser_rtcp, self.trunk_rtcp):
+            if rtcp is not None:
+                timers.append(rtcp.due)
         if self._watch_from is not None and not self.held and not self._timed_out:
             timers.append(self._silent_since() + self._rtp_timeout)
         return min(timers) if timers else None
@@ -346,18 +397,24 @@ class MediaCore:
         ]
         return max(since, min(latest)) if latest else since
 
-    def handle_timer(self, now: float) -> list[bytes]:
-        """Run what is due at ``now``; the packets returned go to ``trunk_remote``."""
-        packets: list[bytes] = []
+    def handle_timer(self, now: float) -> list[tuple[str, bytes]]:
+        """Run what is due at ``now``: (where, datagram) pairs to send. ``TRUNK`` goes to
+        ``trunk_remote``, ``TRUNK_RTCP`` to ``trunk_rtcp_remote``, ``BROWSER_RTCP`` to the
+        browser (SRTCP)."""
+        out: list[tuple[str, bytes]] = []
         dtmf = self._dtmf
         if dtmf is not None:
             packets = dtmf.handle_timer(now)
-            if self.held:
-                packets = []
+            if not self.held:
+                out += [(TRUNK, packet) for packet in packets]
             self._quiet = self.held or dtmf.active
+        if self.browser_rtcp is not None and now >= self.browser_rtcp.due:
+            out.append((BROWSER_RTCP, self.browser_rtcp.report(now)))
+        if self.trunk_rtcp is not None and now >= self.trunk_rtcp.due:
+            out.append((TRUNK_RTCP, self.trunk_rtcp.report(now)))
         if self._watch_from is not None and not self.held and not self._timed_out:
             self._check_silence(now)
-        return packets
+        return out
 
     def _check_silence(self, now: float) -> None:
         assert self._watch_from is not None

@@ -50,8 +50,8 @@ class PortAllocator:
     def in_use(self) -> int:
         return len(self._in_use)
 
-    def allocate(self) -> tuple[int, socket.socket]:
-        """A free even port and a non-blocking UDP socket bound to it."""
+    def allocate(self) -> tuple[int, socket.socket, socket.socket]:
+        """A free even port, and non-blocking UDP sockets bound to it (RTP) and the next (RTCP)."""
         now = self._clock()
         count = len(self._ports)
         for step in range(count):
@@ -67,9 +67,13 @@ class PortAllocator:
             sock = self._bind(port)
             if sock is None:
                 continue
+            rtcp = self._bind(port + 1)
+            if rtcp is None:
+                sock.close()
+                continue
             self._in_use.add(port)
             self._next = (index + 1) % count
-            return port, sock
+            return port, sock, rtcp
         raise NoPortsError(
             f"no free RTP port in {self._ports.start}-{self._ports.stop} "
             f"({len(self._in_use)} in use, {len(self._resting)} quarantined)"

@@ -147,6 +147,10 @@ class RtpSession:
         # Incoming stream state.
         self._remote_ssrc: int | None = None
         self._last_sequence = 0
+        self._base_sequence = 0
+        self._cycles = 0
+        self._received = 0
+        "Packets of the current remote SSRC (RTCP's expected/received, RFC 3550 A.3)."
         self._clock_rate = clock_rate
         self._transit: float | None = None
         self._stale: Address | None = None
@@ -168,6 +172,21 @@ class RtpSession:
         "Timestamp units one relayed packet covers (20 ms until packets say otherwise)."
         self._last_out_ts: int | None = None
         self._last_out_time = 0.0
+
+    def reception(self) -> tuple[int, int, int, int] | None:
+        """What we received of the remote source, for an RTCP report block:
+        (its SSRC, extended highest sequence, packets expected, packets received)."""
+        if self._remote_ssrc is None:
+            return None
+        highest = self._cycles + self._last_sequence
+        return self._remote_ssrc, highest, highest - self._base_sequence + 1, self._received
+
+    def timestamp_at(self, now: float) -> int:
+        """Our stream's RTP timestamp for the instant ``now`` (an SR's sender info)."""
+        if self._last_out_ts is None:
+            return self._timestamp
+        elapsed = round((now - self._last_out_time) * self._clock_rate)
+        return (self._last_out_ts + elapsed) & 0xFFFFFFFF
 
     @property
     def clock_rate(self) -> int:
@@ -262,10 +281,13 @@ class RtpSession:
         self._transit = transit
 
     def _count_loss(self, ssrc: int, sequence: int) -> None:
+        self._received += 1
         if ssrc != self._remote_ssrc:
             # A new source restarts its sequence: no gap to count.
             self._remote_ssrc = ssrc
-            self._last_sequence = sequence
+            self._last_sequence = self._base_sequence = sequence
+            self._cycles = 0
+            self._received = 1
             self._transit = None
             return
         delta = (sequence - self._last_sequence) & 0xFFFF
@@ -273,6 +295,8 @@ class RtpSession:
             return
         if delta < 0x8000:
             self.stats.lost += delta - 1
+            if sequence < self._last_sequence:
+                self._cycles += 0x10000
             self._last_sequence = sequence
         elif self.stats.lost > 0:
             # A late packet filled a gap counted earlier.

@@ -21,11 +21,20 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from proto import subjects
 from proto.events import CallAnswered, MediaConnected, MediaPrepared
 from services.media import core as core_module
+from services.media import rtcp
 from services.media.g711 import ulaw_decode, ulaw_encode
 from services.media.rtp import RtpPacket, RtpSession
 from services.media.sdp import build_offer
 
 from .test_app import make_worker, request, until
+from .test_ports import free_range
+
+
+def parsed(reports: list[bytes]) -> list[rtcp.Report]:
+    found: list[rtcp.Report] = []
+    for data in reports:
+        found += rtcp.parse(data)
+    return found
 
 
 class ToneTrack(MediaStreamTrack):
@@ -73,8 +82,17 @@ async def test_tone_both_ways(codec: str, passthrough: bool, monkeypatch: Any) -
         def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
             received.append(data)
 
-    trunk, _ = await loop.create_datagram_endpoint(Trunk, local_addr=("127.0.0.1", 0))
-    trunk_port = trunk.get_extra_info("sockname")[1]
+    reports: list[bytes] = []
+
+    class TrunkRtcp(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+            reports.append(data)
+
+    trunk_port, _ = free_range(1)
+    trunk, _ = await loop.create_datagram_endpoint(Trunk, local_addr=("127.0.0.1", trunk_port))
+    trunk_rtcp, _ = await loop.create_datagram_endpoint(
+        TrunkRtcp, local_addr=("127.0.0.1", trunk_port + 1)
+    )
     worker, bus, _ports = make_worker()
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     transceiver = pc.addTransceiver(ToneTrack(), direction="sendrecv")
@@ -131,9 +149,27 @@ async def test_tone_both_ways(codec: str, passthrough: bool, monkeypatch: Any) -
         (rate,) = rates
         assert abs(peak_hz(np.concatenate(loud[5:25]), rate) - 1000) < 30
         assert (made == []) is passthrough
+
+        # RTCP is ours on each leg: a sender report reached the trunk's RTCP port,
+        # about the stream we sent it and with a block about the stream it sent us.
+        await until(lambda: any(r.ntp is not None and r.blocks for r in parsed(reports)))
+        report = next(r for r in parsed(reports) if r.ntp is not None and r.blocks)
+        assert report.ssrc == packets[0].ssrc
+        assert report.blocks[0].ssrc == session.ssrc
+        # The browser got our sender reports (aiortc shows them as remote-outbound-rtp).
+        receiver = pc.getReceivers()[0]
+
+        async def browser_saw_a_report() -> bool:
+            stats = await receiver.getStats()
+            return any(s.type == "remote-outbound-rtp" for s in stats.values())
+
+        async with asyncio.timeout(15):
+            while not await browser_saw_a_report():
+                await asyncio.sleep(0.2)
     finally:
         for task in listeners:
             task.cancel()
         await pc.close()
         await worker.close()
         trunk.close()
+        trunk_rtcp.close()

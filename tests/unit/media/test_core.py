@@ -40,7 +40,8 @@ def make_core(
     dtmf_pt: int | None = EVENT_PT,
     rtp_timeout: float = 5.0,
 ) -> MediaCore:
-    core = MediaCore(browser, BROWSER_SSRC, rtp_timeout=rtp_timeout, now=0.0)
+    # RTCP has tests of its own (test_rtcp.py): its timers stay out of these.
+    core = MediaCore(browser, BROWSER_SSRC, rtp_timeout=rtp_timeout, now=0.0, rtcp=False)
     if trunk is not None:
         assert core.apply_trunk_answer(TRUNK, trunk, dtmf_pt, 0.0)
     return core

@@ -3,6 +3,7 @@ re-codec or hold the trunk's media. Ported from the tests of the old ``TrunkLeg`
 
 import numpy as np
 
+from services.media.core import TRUNK as TO_TRUNK
 from services.media.core import DigitReceived, MediaCore
 from services.media.dtmf import event_payload
 from services.media.g711 import ulaw_decode
@@ -30,7 +31,7 @@ def play(core: MediaCore, until: float) -> list[RtpPacket]:
     """Run the core's timers due until ``until``: the packets for the trunk."""
     out: list[RtpPacket] = []
     while (when := core.get_timer()) is not None and when <= until + 1e-9:
-        out += parsed(core.handle_timer(when))
+        out += parsed(packet for where, packet in core.handle_timer(when) if where == TO_TRUNK)
     return out
 
 
