@@ -167,6 +167,41 @@ class DtmfReceived(Event, frozen=True, tag="dtmf.received"):
     "``rfc4733`` or ``info``."
 
 
+class LegQuality(msgspec.Struct, frozen=True, kw_only=True):
+    """One leg of a call as its media worker measured it (``CallStatsReported``)."""
+
+    codec: str
+    "The leg's codec (``PCMU``, ``PCMA``, ``opus``)."
+    packets_in: int
+    "RTP packets received from this leg's peer."
+    packets_out: int
+    "RTP packets sent to it."
+    lost: int
+    "Packets of the peer's stream that never arrived (RFC 3550 expected minus received)."
+    loss: float
+    "``lost`` as a fraction (0-1) of the packets expected."
+    jitter_ms: float
+    "Interarrival jitter of the peer's stream (RFC 3550 6.4.1)."
+    rtt_ms: float | None = None
+    "Round trip to the peer, from its RTCP report blocks (LSR/DLSR); None before one."
+    remote_loss: float | None = None
+    "The fraction of our stream the peer says it lost (its last RTCP report); None before one."
+    mos: float
+    "Estimated listening quality for audio from this peer, 1-4.5 (ITU-T G.107 E-model)."
+
+
+class CallStatsReported(Event, frozen=True, tag="call.stats"):
+    """The media of a call, measured: every few seconds while it lasts, and once at the end."""
+
+    passthrough: bool
+    "True when payloads are relayed untouched (both legs share the codec)."
+    browser: LegQuality
+    trunk: LegQuality | None = None
+    "None until the trunk's SDP is known."
+    final: bool = False
+    "The last report of the call, sent when its media is released."
+
+
 # --- signaling → call subject (browser actions during a call) ------------------
 
 
@@ -227,4 +262,5 @@ AnyEvent = (
     | DtmfReceived
     | HoldRequested
     | DtmfRequested
+    | CallStatsReported
 )

@@ -20,6 +20,7 @@ from prometheus_client.process_collector import ProcessCollector
 SETUP_BUCKETS = (0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 34.0, 60.0)
 "Seconds from the browser's offer to ``connected`` (ringing included)."
 JITTER_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2)
+MOS_BUCKETS = (1.0, 2.0, 2.5, 3.0, 3.5, 3.8, 4.0, 4.2, 4.4)
 "Seconds of RFC 3550 interarrival jitter at the end of a call."
 
 IN = "in"
@@ -79,6 +80,31 @@ class Metrics:
             buckets=JITTER_BUCKETS,
             registry=registry,
         )
+        self.media_packets = Counter(
+            "bridge_media_packets",
+            "RTP packets of each call leg (browser, trunk) from its peer (in) and to it (out).",
+            ["leg", "direction"],
+            registry=registry,
+        )
+        self.media_lost = Counter(
+            "bridge_media_lost",
+            "RTP packets of each leg's peer that never arrived (RFC 3550 expected - received).",
+            ["leg"],
+            registry=registry,
+        )
+        self.media_mos = Histogram(
+            "bridge_media_mos",
+            "Estimated listening quality (E-model MOS) of audio from each leg, once per call.",
+            ["leg"],
+            buckets=MOS_BUCKETS,
+            registry=registry,
+        )
+        self.media_calls = Counter(
+            "bridge_media_calls",
+            "Calls whose media was relayed untouched (passthrough) or converted (transcode).",
+            ["path"],
+            registry=registry,
+        )
         self.registration_registered = Gauge(
             "bridge_registration_registered",
             "1 while a SIP agent's registration at the trunk is 'registered', else 0.",
@@ -93,6 +119,10 @@ class Metrics:
         # Label sets that exist before their first increment, so dashboards see zeros.
         for direction in (IN, OUT):
             self.rtp_packets.labels(direction)
+            for leg in ("browser", "trunk"):
+                self.media_packets.labels(leg, direction)
+        for path in ("passthrough", "transcode"):
+            self.media_calls.labels(path)
             self.rtp_bytes.labels(direction)
 
     def track_active_calls(self, count: Callable[[], int]) -> None:

@@ -88,7 +88,7 @@ class MediaWorker:
         while True:
             await asyncio.sleep(interval)
             for call in list(self._calls.values()):
-                call.report_rtp()
+                call.report()
 
     @property
     def active_calls(self) -> int:

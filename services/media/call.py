@@ -44,10 +44,11 @@ from proto.events import (
     SessionUpdated,
 )
 from services.common.bus import Bus, Handler
-from services.common.metrics import IN, OUT, Metrics
+from services.common.metrics import Metrics
 from services.common.settings import Settings
 from services.common.telemetry import tracer
 from services.media.addresses import is_unspecified, resolve
+from services.media.call_report import CallReporter
 from services.media.core import (
     BROWSER_RTCP,
     TRUNK,
@@ -115,9 +116,7 @@ class MediaCall:
         self._answered = False
         self._dtmf_mode = RFC4733
         "How the SIP agent told us DTMF goes to this trunk (``InviteSent.dtmf``)."
-        self._metrics = metrics
-        self._reported = (0, 0, 0, 0, 0)
-        "RTP counters already added to the metrics: packets in/out, bytes in/out, lost."
+        self._reporter = CallReporter(call_id, metrics)
         self._signaling_handlers: dict[type, Callable[[Any], Coroutine[Any, Any, None]]] = {
             IceCandidateReceived: self._handle_ice_candidate,
             HangupRequested: self._handle_hangup,
@@ -514,54 +513,14 @@ class MediaCall:
         if self._port is not None:
             self._ports.release(self._port)
         self._on_released(self)
-        self._log_end(reason)
-        self.report_rtp(final=True)
         if self._core is not None:
+            self._reporter.log_end(self._core, reason, self._browser_codec)
+            await self._publish(self._reporter.report(self._core, final=True))
             self._core.close()
+        else:
+            log.info("call %s media ended: %s (no media)", self.call_id, reason)
 
-    def report_rtp(self, final: bool = False) -> None:
-        """Add the RTP counted since the last report to the metrics (never per packet)."""
-        core = self._core
-        stats = core.trunk_stats if core is not None else None
-        if self._metrics is None or stats is None or core is None:
-            return
-        before = self._reported
-        # Loss is credited back when a late packet fills a gap: never count down.
-        lost = max(stats.lost, before[4])
-        now = (stats.packets_in, stats.packets_out, stats.bytes_in, stats.bytes_out, lost)
-        self._reported = now
-        delta = [max(0, a - b) for a, b in zip(now, before, strict=True)]
-        metrics = self._metrics
-        metrics.rtp_packets.labels(IN).inc(delta[0])
-        metrics.rtp_packets.labels(OUT).inc(delta[1])
-        metrics.rtp_bytes.labels(IN).inc(delta[2])
-        metrics.rtp_bytes.labels(OUT).inc(delta[3])
-        metrics.rtp_lost.inc(delta[4])
-        if final and stats.packets_in > 1 and core.trunk_codec is not None:
-            metrics.rtp_jitter_seconds.observe(stats.jitter / core.trunk_codec.clock_rate)
-
-    def _log_end(self, reason: str) -> None:
-        core = self._core
-        stats = core.trunk_stats if core is not None else None
-        codec = core.trunk_codec.name if core is not None and core.trunk_codec else "-"
-        if core is None or stats is None:
-            log.info("call %s media ended: %s (trunk %s, no RTP)", self.call_id, reason, codec)
-            return
-        browser = core.stats()["browser"]
-        log.info(
-            "call %s media ended: %s (trunk %s, browser %s, %s; trunk rtp in %d out %d lost %d "
-            "dropped %d; browser rtp in %d out %d lost %d; conversion errors %d)",
-            self.call_id,
-            reason,
-            codec,
-            self._browser_codec,
-            "passthrough" if core.passthrough else "transcoding",
-            stats.packets_in,
-            stats.packets_out,
-            stats.lost,
-            stats.dropped,
-            browser.packets_in,
-            browser.packets_out,
-            browser.lost,
-            core.transcode_errors,
-        )
+    def report(self) -> None:
+        """Publish the call's figures and add them to the metrics (every few seconds)."""
+        if self._core is not None and not self._ending:
+            self._spawn(self._publish(self._reporter.report(self._core, final=False)))

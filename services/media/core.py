@@ -21,7 +21,9 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
+from proto.events import LegQuality
 from services.media.dtmf import DtmfReceiver, DtmfSender
+from services.media.quality import leg_quality
 from services.media.rtcp import RtcpLeg
 from services.media.rtp import Address, RtpSession, RtpStats
 from services.media.sdp import Codec
@@ -54,29 +56,6 @@ class MediaTimedOut:
 
 
 CoreEvent = DigitReceived | MediaTimedOut
-
-
-@dataclass(frozen=True, slots=True)
-class LegStats:
-    """What one leg's RTP did, for logs, metrics and call stats."""
-
-    packets_in: int
-    packets_out: int
-    bytes_in: int
-    bytes_out: int
-    lost: int
-    jitter_ms: float
-
-
-def _leg_stats(stats: RtpStats, clock_rate: int) -> LegStats:
-    return LegStats(
-        stats.packets_in,
-        stats.packets_out,
-        stats.bytes_in,
-        stats.bytes_out,
-        stats.lost,
-        round(stats.jitter * 1000 / clock_rate, 2),
-    )
 
 
 class MediaCore:
@@ -155,11 +134,13 @@ class MediaCore:
     def next_event(self) -> CoreEvent | None:
         return self._events.popleft() if self._events else None
 
-    def stats(self) -> dict[str, LegStats]:
-        legs = {BROWSER: _leg_stats(self._browser.stats, self.browser_codec.clock_rate)}
-        if self._trunk is not None and self.trunk_codec is not None:
-            legs[TRUNK] = _leg_stats(self._trunk.stats, self.trunk_codec.clock_rate)
-        return legs
+    def quality(self) -> tuple[LegQuality, LegQuality | None]:
+        """The browser leg's figures, and the trunk leg's once its SDP is known."""
+        browser = leg_quality(self._browser, self.browser_rtcp, self.browser_codec.name)
+        trunk = self._trunk
+        if trunk is None or self.trunk_codec is None:
+            return browser, None
+        return browser, leg_quality(trunk, self.trunk_rtcp, self.trunk_codec.name)
 
     @property
     def trunk_stats(self) -> RtpStats | None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from proto import errors
+from proto.events import CallStatsReported
 from services.common.providers import HeaderError, parse_headers
 
 MAX_MESSAGE_BYTES = 64 * 1024
@@ -213,6 +214,21 @@ def transferred(target: str) -> Outgoing:
 
 def dtmf(digit: str, method: str) -> Outgoing:
     return {"type": "dtmf", "digit": digit, "method": method}
+
+
+def stats(event: CallStatsReported) -> Outgoing:
+    """The call's quality as the media worker measured it (its ``CallStatsReported``)."""
+    legs: dict[str, object] = {}
+    for name, leg in (("browser", event.browser), ("trunk", event.trunk)):
+        if leg is not None:
+            legs[name] = {
+                "codec": leg.codec,
+                "mos": leg.mos,
+                "loss": leg.loss,
+                "jitter_ms": leg.jitter_ms,
+                "rtt_ms": leg.rtt_ms,
+            }
+    return {"type": "stats", "passthrough": event.passthrough, **legs}
 
 
 def error(code: str, message: str) -> Outgoing:

@@ -24,6 +24,7 @@ from proto.events import (
     CallDeclined,
     CallEnded,
     CallRequested,
+    CallStatsReported,
     DialRequested,
     DtmfReceived,
     DtmfRequested,
@@ -178,6 +179,9 @@ class BrowserSession:
                 self._on_hangup_requested(event, now)
             case SessionUpdated() | HoldFailed() | DtmfReceived():
                 self._on_in_call_event(event)
+            case CallStatsReported():
+                if self._state == State.CONNECTED:
+                    self._send(messages.stats(event))
             case CallEnded():
                 if event.code:
                     # The SIP agent refused the call (e.g. unknown_destination).

@@ -241,6 +241,9 @@
       case "dtmf":
         if (typeof msg.digit === "string") receivedDigits.textContent += msg.digit;
         break;
+      case "stats":
+        bridge.stats = msg; // the call's quality, for whoever shows it
+        break;
       case "transferred":
         transferNote.textContent = `Transferred to ${msg.target}`;
         transferNote.hidden = false;

@@ -19,7 +19,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSession
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from proto import subjects
-from proto.events import CallAnswered, MediaConnected, MediaPrepared
+from proto.events import CallAnswered, CallStatsReported, MediaConnected, MediaPrepared
 from services.media import core as core_module
 from services.media import rtcp
 from services.media.g711 import ulaw_decode, ulaw_encode
@@ -173,3 +173,12 @@ async def test_tone_both_ways(codec: str, passthrough: bool, monkeypatch: Any) -
         await worker.close()
         trunk.close()
         trunk_rtcp.close()
+    # The call's figures, published at its end: both legs counted.
+    final = [e for _, e in bus.published if isinstance(e, CallStatsReported) and e.final]
+    assert len(final) == 1
+    (stats,) = final
+    assert stats.passthrough is passthrough
+    assert stats.trunk is not None and stats.trunk.packets_in == 75
+    assert stats.trunk.codec == "PCMU" and stats.browser.codec.upper() == codec.upper()
+    assert stats.browser.packets_in > 50 and stats.browser.packets_out > 50
+    assert stats.browser.mos > 4.0

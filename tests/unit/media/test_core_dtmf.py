@@ -23,6 +23,7 @@ from .test_core import (
     steps,
     to_browser,
     to_trunk,
+    trunk_quality,
     trunk_voice,
 )
 
@@ -142,8 +143,8 @@ def test_trunk_events_become_one_digit_each() -> None:
     assert core.has_events
     assert [core.next_event() for _ in range(3)] == [DigitReceived("5"), DigitReceived("#"), None]
     # The events count as the trunk's packets: they are neither loss nor silence.
-    assert core.stats()["trunk"].packets_in == 15
-    assert core.stats()["trunk"].lost == 0
+    assert trunk_quality(core).packets_in == 15
+    assert trunk_quality(core).lost == 0
 
 
 def test_a_codec_change_in_an_update_is_followed() -> None:

@@ -4,7 +4,7 @@ import struct
 
 import pytest
 
-from services.media import rtcp
+from services.media import quality, rtcp
 from services.media.core import BROWSER_RTCP, TRUNK_RTCP, MediaCore
 from services.media.rtp import RtpSession
 from services.media.sdp import PCMU
@@ -105,3 +105,26 @@ def test_parse_skips_packets_it_does_not_read() -> None:
     bye = struct.pack("!BBHI", 0x81, rtcp.BYE, 1, 9)
     reports = rtcp.parse(rtcp.build(3, None, (), b"c") + bye)
     assert [r.ssrc for r in reports] == [3]
+
+
+def test_mos_falls_with_loss_and_delay() -> None:
+    clean = quality.mos(0.0, 40, "PCMU")
+    assert 4.3 <= clean <= 4.5
+    assert 3.0 < quality.mos(0.05, 40, "PCMU") < clean
+    assert quality.mos(0.05, 40, "opus") < quality.mos(0.01, 40, "opus")
+    assert quality.mos(0.0, 400, "PCMU") < 3.6
+    assert quality.mos(1.0, 1000, "PCMU") == 1.0
+
+
+def test_leg_quality_reads_loss_jitter_and_rtt() -> None:
+    session = RtpSession(PEER, 0, ssrc=0xAAAA)
+    leg = rtcp.RtcpLeg(session, b"bridge", 0.0, WALL)
+    peer = RtpSession(("198.51.100.1", 1), 0, ssrc=0x5555)
+    for n in range(100):
+        data = voice(peer, n * 0.02)
+        if n % 10 != 5:
+            session.receive(data, PEER, n * 0.02)
+    figures = quality.leg_quality(session, leg, "PCMU")
+    assert figures.lost == 10 and figures.loss == 0.1
+    assert figures.rtt_ms is None and figures.remote_loss is None
+    assert figures.mos < quality.mos(0.0, 20, "PCMU")

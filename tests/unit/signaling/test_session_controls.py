@@ -10,10 +10,12 @@ from proto import errors
 from proto.events import (
     CallAnswered,
     CallEnded,
+    CallStatsReported,
     DtmfReceived,
     DtmfRequested,
     HoldFailed,
     HoldRequested,
+    LegQuality,
     ProgressReceived,
     SessionUpdated,
 )
@@ -159,3 +161,41 @@ def test_a_new_call_starts_unheld() -> None:
     h.event(CallAnswered(call_id="call2", answer_sdp="v=0"))
     actions = h.text({"type": "hold"})
     assert [e for _, e in published(actions)] == [HoldRequested(call_id="call2", held=True)]
+
+
+def _leg(codec: str) -> LegQuality:
+    return LegQuality(
+        codec=codec,
+        packets_in=250,
+        packets_out=250,
+        lost=3,
+        loss=0.012,
+        jitter_ms=2.5,
+        rtt_ms=41.0,
+        remote_loss=0.0,
+        mos=4.31,
+    )
+
+
+def test_call_quality_reaches_the_page_while_connected() -> None:
+    h = connected()
+    report = CallStatsReported(
+        call_id="call1", passthrough=True, browser=_leg("PCMU"), trunk=_leg("PCMU")
+    )
+    (message,) = sent(h.event(report))
+    assert message["type"] == "stats" and message["passthrough"] is True
+    assert message["trunk"] == {
+        "codec": "PCMU",
+        "mos": 4.31,
+        "loss": 0.012,
+        "jitter_ms": 2.5,
+        "rtt_ms": 41.0,
+    }
+    # Before the trunk's SDP, no trunk leg; before connected, nothing at all.
+    early = CallStatsReported(call_id="call1", passthrough=False, browser=_leg("opus"))
+    assert "trunk" not in sent(h.event(early))[0]
+    ringing = Harness()
+    ringing.offer()
+    ringing.prepared()
+    ringing.invite_sent()
+    assert sent(ringing.event(early)) == []
