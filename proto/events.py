@@ -31,6 +31,9 @@ class CallRequested(Event, frozen=True, tag="call.requested"):
     "Instance id of the signaling process holding the browser socket."
     headers: dict[str, str] = {}
     "Custom SIP headers for the INVITE from the browser, already checked (names to values)."
+    trunk: str = ""
+    """The trunk the destination routes to (``PROVIDERS_FILE`` name, ``default`` for ``.env``);
+    media shapes the trunk offer to it (codecs, SRTP). Empty: the media worker's defaults."""
 
 
 # --- media → call subject ------------------------------------------------------

@@ -27,11 +27,12 @@ from services.common.sipaddr import DEFAULT_PORTS, OutboundProxy, parse_outbound
 DEFAULT_TRUNK = "default"
 "Name of the trunk made of the ``SIP_TRUNK_*`` settings."
 
-CODECS = ("PCMU", "PCMA")
+CODECS = ("PCMU", "PCMA", "OPUS")
 "Codecs a trunk may be offered, by their SDP encoding names."
 TRANSPORTS = ("udp", "tcp", "tls")
 DTMF_MODES = ("rfc4733", "info")
 TRANSFER_MODES = ("follow", "decline")
+SRTP_MODES = ("off", "optional", "required")
 "What a REFER from the trunk gets: a new call to its target, or 603 Decline."
 
 DEFAULT_REGISTER_EXPIRES = 600
@@ -122,6 +123,9 @@ class Trunk:
     "How DTMF goes to this trunk: RTP events (``rfc4733``) or SIP INFO (``info``)."
     transfer: str = "follow"
     "What a REFER from this trunk gets: ``follow`` (call the target) or ``decline`` (603)."
+    srtp: str = "off"
+    """SRTP toward this trunk (SDES): ``off``, ``optional`` (offered, plain RTP if refused)
+    or ``required`` (``RTP/SAVP``; an answer without keys ends the call)."""
     allow_headers: tuple[str, ...] | None = None
     "Header names a browser may set (case-insensitive); None: any ``X-`` name."
     register: bool = False
@@ -369,6 +373,7 @@ _TRUNK_KEYS = frozenset(
         "codecs",
         "headers",
         "dtmf",
+        "srtp",
         "transfer",
         "allow_headers",
         "register",
@@ -435,6 +440,9 @@ def _trunk(name: str, raw: object, env: Mapping[str, str], fail: _Fail) -> Trunk
     transfer = (_text(raw, "transfer", fail) or "follow").lower()
     if transfer not in TRANSFER_MODES:
         raise fail(f"transfer must be follow or decline, got {transfer!r}")
+    srtp = (_text(raw, "srtp", fail) or "off").lower()
+    if srtp not in SRTP_MODES:
+        raise fail(f"srtp must be off, optional or required, got {srtp!r}")
     raw_headers = raw.get("headers", {})
     if not isinstance(raw_headers, dict):
         raise fail("headers must be a table of names to values")
@@ -466,6 +474,7 @@ def _trunk(name: str, raw: object, env: Mapping[str, str], fail: _Fail) -> Trunk
         codecs=tuple(c.upper() for c in codecs or ()),
         headers=tuple(headers),
         dtmf=dtmf,
+        srtp=srtp,
         transfer=transfer,
         allow_headers=allow,
         register=register,

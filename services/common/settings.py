@@ -19,6 +19,7 @@ from services.common.providers import (
     DEFAULT_REGISTER_EXPIRES,
     DEFAULT_TRUNK,
     REGISTER_EXPIRES_RANGE,
+    SRTP_MODES,
     TRANSFER_MODES,
     Providers,
     ProvidersError,
@@ -35,6 +36,10 @@ from services.common.sipaddr import (
 
 class SettingsError(ValueError):
     """A setting is missing or invalid; the message names it."""
+
+
+MAX_MEDIA_WORKERS = 1024
+"The most media worker processes one ``bridge media`` runs."
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,8 @@ class Settings:
     sip_keepalive_interval: float = 30.0
     "Seconds between in-dialog OPTIONS keep-alives toward the trunk; 0: none."
     sip_transfer: str = "follow"
+    sip_srtp: str = "off"
+    "``SIP_SRTP``: SRTP toward the ``.env`` trunk (SDES): ``off``, ``optional``, ``required``."
     "What a REFER from the default trunk gets: ``follow`` or ``decline``."
     setup_timeout: float = 10.0
     rtp_bind_host: str = "0.0.0.0"
@@ -77,6 +84,9 @@ class Settings:
     ice_username: str = ""
     ice_credential: str = field(default="", repr=False)
     max_calls: int = 50
+    "Calls one media worker (process) takes."
+    media_workers: int = 1
+    "``MEDIA_WORKERS``: processes of ``bridge media`` and ``bridge up``; unset: one per core."
     sip_codecs: tuple[str, ...] = ("PCMU", "PCMA")
     "``SIP_CODECS``: the trunk offer's codecs in order; the browser answer takes the first it has."
     rtp_timeout: float = 30.0
@@ -116,6 +126,7 @@ class Settings:
             tls_ca=self.sip_tls_ca,
             outbound_proxy=self.sip_outbound_proxy,
             transfer=self.sip_transfer,
+            srtp=self.sip_srtp,
         )
 
     @property
@@ -123,7 +134,7 @@ class Settings:
         """The routing in force: the providers file, else every destination to ``default``."""
         if self.providers_config is not None:
             return self.providers_config
-        trunk = self.default_trunk or Trunk(name=DEFAULT_TRUNK, host="")
+        trunk = self.default_trunk or Trunk(name=DEFAULT_TRUNK, host="", srtp=self.sip_srtp)
         return Providers.single(trunk)
 
     @property
@@ -309,6 +320,9 @@ def load_settings(
             f"HEARTBEAT_INTERVAL ({heartbeat_interval:g})"
         )
 
+    sip_srtp = env.get("SIP_SRTP", "").strip().lower() or Settings.sip_srtp
+    if sip_srtp not in SRTP_MODES:
+        raise SettingsError(f"SIP_SRTP must be off, optional or required, got {sip_srtp!r}")
     sip_transfer = env.get("SIP_TRANSFER", "").strip().lower() or Settings.sip_transfer
     if sip_transfer not in TRANSFER_MODES:
         raise SettingsError(f"SIP_TRANSFER must be follow or decline, got {sip_transfer!r}")
@@ -351,6 +365,7 @@ def load_settings(
         invite_timeout=_seconds(env, "INVITE_TIMEOUT", Settings.invite_timeout),
         sip_keepalive_interval=_keepalive(env),
         sip_transfer=sip_transfer,
+        sip_srtp=sip_srtp,
         setup_timeout=_seconds(env, "SETUP_TIMEOUT", Settings.setup_timeout),
         rtp_bind_host=_host(env, "RTP_BIND_HOST", Settings.rtp_bind_host),
         rtp_port_min=rtp_min,
@@ -361,6 +376,9 @@ def load_settings(
         ice_username=env.get("ICE_USERNAME", "").strip(),
         ice_credential=env.get("ICE_CREDENTIAL", ""),
         max_calls=_int(env, "MAX_CALLS", Settings.max_calls, 1, 100000),
+        media_workers=_int(
+            env, "MEDIA_WORKERS", min(cores(), MAX_MEDIA_WORKERS), 1, MAX_MEDIA_WORKERS
+        ),
         log_level=level,
         data_dir=env.get("DATA_DIR", "").strip() or Settings.data_dir,
         instance_id=env.get("INSTANCE_ID", "").strip()
@@ -383,6 +401,18 @@ def load_settings(
     except ProvidersError as exc:
         raise SettingsError(str(exc)) from None
     return replace(settings, providers_config=providers)
+
+
+def cores() -> int:
+    """The cores this process may run on: its CPU affinity, else ``os.cpu_count()``.
+
+    In a container this is the node's cores unless a cpuset pins it: a CPU
+    limit (a quota) does not show here, so Kubernetes sets MEDIA_WORKERS.
+    """
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
 
 
 def nats_urls(nats_url: str) -> list[str]:

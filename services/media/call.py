@@ -47,6 +47,7 @@ from services.common.bus import Bus, Handler
 from services.common.metrics import Metrics
 from services.common.settings import Settings
 from services.common.telemetry import tracer
+from services.media import sdes
 from services.media.addresses import is_unspecified, resolve
 from services.media.call_report import CallReporter
 from services.media.core import (
@@ -58,7 +59,14 @@ from services.media.core import (
     MediaTimedOut,
 )
 from services.media.ports import NoPortsError, PortAllocator
-from services.media.sdp import Codec, SdpError, build_offer, parse_answer, trunk_codecs
+from services.media.sdp import (
+    Codec,
+    SdpError,
+    TrunkMedia,
+    build_offer,
+    parse_answer,
+    trunk_codecs,
+)
 from services.media.transcode import UnsupportedCodecError
 from services.media.trunk_socket import TrunkSocket
 from services.media.webrtc_leg import BadOfferError, WebRtcLeg
@@ -110,6 +118,11 @@ class MediaCall:
         self._webrtc: WebRtcLeg | None = None
         self._core: MediaCore | None = None
         self._offered: tuple[Codec, ...] = ()
+        self._srtp = sdes.OFF
+        self._crypto: tuple[sdes.Crypto, ...] = ()
+        "Our SDES offer (keys); empty without SRTP toward the trunk."
+        self._keyed: sdes.Crypto | None = None
+        "The trunk's key in force."
         self._timer: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
         self._browser_codec = "?"
@@ -160,7 +173,7 @@ class MediaCall:
             async with self._lock:
                 if self._ending:
                     return
-                outcome = await self._prepare(request.offer_sdp)
+                outcome = await self._prepare(request.offer_sdp, request.trunk)
             if isinstance(outcome, MediaFailed):
                 span.set_status(trace.StatusCode.ERROR, outcome.code)
                 span.set_attribute("bridge.error", outcome.code)
@@ -173,15 +186,19 @@ class MediaCall:
         if isinstance(outcome, MediaFailed):
             await self.release(f"set-up failed: {outcome.code}")
 
-    async def _prepare(self, offer_sdp: str) -> MediaPrepared | MediaFailed:
+    async def _prepare(self, offer_sdp: str, trunk_name: str) -> MediaPrepared | MediaFailed:
+        settings = self._settings
+        trunk = settings.providers.trunks.get(trunk_name) if trunk_name else None
+        codecs = (trunk.codecs if trunk is not None else ()) or settings.sip_codecs
+        srtp = trunk.srtp if trunk is not None else settings.sip_srtp
         try:
             self._port, rtp, rtcp = self._ports.allocate()
             self._sockets = (rtp, rtcp)
             self._trunk = await TrunkSocket.open(rtp, self._from_trunk)
-            self._trunk_rtcp = await TrunkSocket.open(rtcp, self._from_trunk_rtcp)
-            self._webrtc = WebRtcLeg(self._settings, self._on_connected, self._on_failed)
+            self._trunk_rtcp = await TrunkSocket.open(rtcp, self._from_trunk_rtcp, rtcp=True)
+            self._webrtc = WebRtcLeg(settings, self._on_connected, self._on_failed)
             answer_sdp = await self._webrtc.answer(
-                offer_sdp, self._from_browser, self._from_browser_rtcp
+                offer_sdp, self._from_browser, self._from_browser_rtcp, codecs
             )
             codec, transport = self._webrtc.codec, self._webrtc.transport
             assert codec is not None and transport is not None
@@ -201,9 +218,18 @@ class MediaCall:
             wall_offset=time.time() - now,
             cname=f"bridge-{self.call_id[:16]}".encode(),
         )
-        self._offered = trunk_codecs(codec, self._settings.sip_codecs)
-        offer = build_offer(self._address, self._port, secrets.randbits(62), self._offered)
-        log.debug("call %s: prepared, trunk port %d", self.call_id, self._port)
+        self._offered = trunk_codecs(codec, codecs)
+        self._srtp = srtp
+        self._crypto = sdes.offer() if srtp != sdes.OFF else ()
+        offer = build_offer(
+            self._address,
+            self._port,
+            secrets.randbits(62),
+            self._offered,
+            crypto=self._crypto,
+            secure=srtp == sdes.REQUIRED,
+        )
+        log.debug("call %s: prepared, trunk port %d, SRTP %s", self.call_id, self._port, srtp)
         return MediaPrepared(
             call_id=self.call_id,
             media_id=self._settings.instance_id,
@@ -298,6 +324,10 @@ class MediaCall:
                 log.warning("call %s: unusable trunk SDP: %s", self.call_id, exc)
                 await self._fail_media()
                 return
+            if not self._key_trunk(media, update is not None):
+                if update is None:
+                    await self._fail_media()
+                return
             first = core.trunk_codec is None
             remote = (host, media.port)
             now = self._loop.time()
@@ -350,6 +380,32 @@ class MediaCall:
                 media.port,
             )
 
+    def _key_trunk(self, media: TrunkMedia, update: bool) -> bool:
+        """Apply the SDES keys of the trunk's SDP; False when the call cannot go on."""
+        if not self._crypto:
+            return True
+        if not media.crypto:
+            if self._srtp == sdes.REQUIRED or self._keyed is not None:
+                log.warning("call %s: the trunk's SDP has no usable SRTP key", self.call_id)
+                return update and self._keyed is not None  # keep the keys we have
+            log.info("call %s: the trunk answered plain RTP (SRTP optional)", self.call_id)
+            return True
+        if media.crypto[0] == self._keyed:
+            return True
+        try:
+            protect, unprotect = sdes.transforms(self._crypto, media.crypto)
+            protect_rtcp, unprotect_rtcp = sdes.transforms(self._crypto, media.crypto)
+        except sdes.SdesError as exc:
+            log.warning("call %s: %s", self.call_id, exc)
+            return update and self._keyed is not None
+        assert self._trunk is not None and self._trunk_rtcp is not None
+        self._trunk.secure(protect, unprotect)
+        self._trunk_rtcp.secure(protect_rtcp, unprotect_rtcp)
+        self._keyed = media.crypto[0]
+        # The suite, never the key.
+        log.info("call %s: SRTP to the trunk keyed (%s)", self.call_id, self._keyed.suite)
+        return True
+
     # -- packets: one synchronous call each, no task, no queue -----------------------
 
     def _from_browser(self, packet: memoryview) -> None:
@@ -366,11 +422,11 @@ class MediaCall:
         if self._core is not None:
             self._core.receive_browser_rtcp(packet, self._loop.time())
 
-    def _from_trunk_rtcp(self, data: bytes, addr: tuple[str, int]) -> None:
+    def _from_trunk_rtcp(self, data: bytes | memoryview, addr: tuple[str, int]) -> None:
         if self._core is not None:
             self._core.receive_trunk_rtcp(data, addr, self._loop.time())
 
-    def _from_trunk(self, data: bytes, addr: tuple[str, int]) -> None:
+    def _from_trunk(self, data: bytes | memoryview, addr: tuple[str, int]) -> None:
         core, webrtc = self._core, self._webrtc
         if core is None or webrtc is None or webrtc.transport is None:
             return

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from proto import errors
 from services.common.digits import number
+from services.media.sdes import Crypto, parse_crypto
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +64,10 @@ class TrunkMedia:
     codec: Codec
     dtmf_pt: int | None
     "Payload type of telephone-event in the answer, if the trunk kept it."
+    crypto: tuple[Crypto, ...] = ()
+    "The answer's usable ``a=crypto`` attributes (SDES), in its order."
+    secure: bool = False
+    "The answer's transport is ``RTP/SAVP`` (or ``SAVPF``)."
 
 
 def _addrtype(address: str) -> str:
@@ -78,8 +83,11 @@ def build_offer(
     session_id: int,
     codecs: tuple[Codec, ...] = DEFAULT_CODECS,
     dtmf_pt: int = TELEPHONE_EVENT_PT,
+    crypto: tuple[Crypto, ...] = (),
+    secure: bool = False,
 ) -> str:
-    """An offer of ``codecs`` plus telephone-event, receiving at ``address:port``."""
+    """An offer of ``codecs`` plus telephone-event, receiving at ``address:port``; with
+    ``crypto`` lines (SDES), over ``RTP/SAVP`` when ``secure``."""
     addrtype = _addrtype(address)
     formats = " ".join(str(c.payload_type) for c in codecs)
     lines = [
@@ -88,13 +96,14 @@ def build_offer(
         "s=-",
         f"c=IN {addrtype} {address}",
         "t=0 0",
-        f"m=audio {port} RTP/AVP {formats} {dtmf_pt}",
+        f"m=audio {port} {'RTP/SAVP' if secure else 'RTP/AVP'} {formats} {dtmf_pt}",
         *(f"a=rtpmap:{c.payload_type} {c.rtpmap}" for c in codecs),
         *(f"a=fmtp:{c.payload_type} {OPUS_FMTP}" for c in codecs if c.name == OPUS.name),
         f"a=rtpmap:{dtmf_pt} telephone-event/8000",
         f"a=fmtp:{dtmf_pt} 0-16",
         f"a=ptime:{PTIME_MS}",
         "a=sendrecv",
+        *(c.line for c in crypto),
     ]
     return "\r\n".join(lines) + "\r\n"
 
@@ -106,6 +115,8 @@ class _Media:
     formats: list[int]
     address: str | None = None
     rtpmap: dict[int, tuple[str, int]] = field(default_factory=dict)
+    profile: str = ""
+    crypto: list[Crypto] = field(default_factory=list)
 
 
 def _connection_address(value: str) -> str:
@@ -127,7 +138,7 @@ def _media_line(value: str) -> _Media:
         raise SdpError(f"malformed m= line: {value!r}") from None
     if not 0 <= port <= 65535:
         raise SdpError(f"port out of range in m= line: {value!r}")
-    return _Media(kind=parts[0], port=port, formats=formats)
+    return _Media(kind=parts[0], port=port, formats=formats, profile=parts[2])
 
 
 def _rtpmap(value: str) -> tuple[int, str, int]:
@@ -161,6 +172,10 @@ def _parse(sdp: str) -> tuple[str | None, list[_Media]]:
         elif kind == "a" and media and value.startswith("rtpmap:"):
             pt, name, rate = _rtpmap(value)
             media[-1].rtpmap[pt] = (name, rate)
+        elif kind == "a" and media and value.startswith("crypto:"):
+            crypto = parse_crypto(value)
+            if crypto is not None:
+                media[-1].crypto.append(crypto)
     return session_address, media
 
 
@@ -193,7 +208,14 @@ def parse_answer(sdp: str, offered: tuple[Codec, ...] = DEFAULT_CODECS) -> Trunk
                     break
     if chosen is None:
         raise NoCommonCodecError(f"no common codec in the answer (formats {audio.formats})")
-    return TrunkMedia(address=address, port=audio.port, codec=chosen, dtmf_pt=dtmf_pt)
+    return TrunkMedia(
+        address=address,
+        port=audio.port,
+        codec=chosen,
+        dtmf_pt=dtmf_pt,
+        crypto=tuple(audio.crypto),
+        secure=audio.profile.upper().startswith("RTP/SAVP"),
+    )
 
 
 def first_codec(sdp: str) -> Codec | None:

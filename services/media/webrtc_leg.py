@@ -163,7 +163,13 @@ class WebRtcLeg:
         elif state == "failed":
             self._on_failed()
 
-    async def answer(self, offer_sdp: str, on_rtp: PacketSink, on_rtcp: PacketSink) -> str:
+    async def answer(
+        self,
+        offer_sdp: str,
+        on_rtp: PacketSink,
+        on_rtcp: PacketSink,
+        trunk_codecs: Sequence[str] | None = None,
+    ) -> str:
         """Our SDP answer, with every candidate gathered; ``BadOfferError`` if unusable.
 
         From then on the browser's decrypted RTP and RTCP go to ``on_rtp`` and
@@ -174,7 +180,7 @@ class WebRtcLeg:
             raise BadOfferError("invalid WebRTC offer: not SDP")
         # Our transceiver, made first, takes the offer's audio with our codec order.
         audio = self._pc.addTransceiver("audio", direction="sendrecv")
-        audio.setCodecPreferences(codec_preferences(self._trunk_codecs))
+        audio.setCodecPreferences(codec_preferences(trunk_codecs or self._trunk_codecs))
         try:
             offer = RTCSessionDescription(sdp=offer_sdp, type="offer")
             await self._pc.setRemoteDescription(offer)

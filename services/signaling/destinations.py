@@ -31,6 +31,15 @@ def pick_destination(settings: Settings, requested: str) -> str:
     return destination
 
 
+def route_trunk(settings: Settings, destination: str) -> str:
+    """The name of the trunk ``destination`` goes to (empty in demo mode or without a route);
+    the media worker shapes the trunk offer to it (codecs, SRTP)."""
+    if settings.demo:
+        return ""
+    target = settings.providers.route(destination)
+    return target.trunk.name if target is not None else ""
+
+
 def check_route(settings: Settings, destination: str, headers: dict[str, str]) -> dict[str, str]:
     """The offer's headers if ``destination`` has a route that allows them.
 

@@ -43,7 +43,7 @@ from services.common.settings import Settings
 from services.signaling import messages
 from services.signaling.actions import Action, Close, Publish, SendMessage, Subscribe, Unsubscribe
 from services.signaling.controls import CallControls
-from services.signaling.destinations import check_route, pick_destination
+from services.signaling.destinations import check_route, pick_destination, route_trunk
 from services.signaling.messages import (
     BrowserMessage,
     Dtmf,
@@ -262,6 +262,7 @@ class BrowserSession:
             destination=destination,
             signaling_id=self._settings.instance_id,
             headers=headers,
+            trunk=route_trunk(self._settings, destination),
         )
         if self._placement is None:
             subject = subjects.media_work()

@@ -510,6 +510,15 @@ async def main(lc: Lifecycle) -> None:
     missing = providers.missing_secrets()
     if missing:
         raise SettingsError(missing[0])
+    for trunk in providers.trunks.values():
+        if trunk.srtp != "off" and trunk.transport != "tls":
+            log.warning(
+                "trunk %s: SRTP %s over %s: the SRTP keys travel in the SDP in clear;"
+                " use TLS (SIP_TRANSPORT=tls / transport = \"tls\") to keep them secret",
+                trunk.name,
+                trunk.srtp,
+                trunk.transport,
+            )
     agent = SipAgent(AgentConfig.from_settings(settings))
     await agent.start()
     bus: Bus | None = None

@@ -6,7 +6,7 @@ from services.common.digits import number
 
 # RFC 3551 static payload types of the codecs a trunk may be offered.
 _STATIC = {0: "PCMU", 8: "PCMA"}
-_CODECS = frozenset(_STATIC.values())
+_CODECS = frozenset((*_STATIC.values(), "OPUS"))
 
 
 def restrict_codecs(sdp: str, codecs: tuple[str, ...]) -> str:

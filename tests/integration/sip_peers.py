@@ -131,6 +131,8 @@ class Baresip:
     tls: TlsFiles | None = None
     "With a certificate it also listens for TLS, on ``port + 1`` (baresip's choice)."
     ctrl_port: int = 0
+    mediaenc: str = ""
+    "baresip's media encryption for its account (``srtp-mand``: SDES SRTP or nothing)."
     process: Process | None = None
     control: BaresipControl | None = None
     home: Path = field(init=False)
@@ -186,6 +188,7 @@ class Baresip:
                 "jitter_buffer_delay 1-10",
                 f"module_path {BARESIP_MODULES}",
                 "module g711.so",
+                *(["module srtp.so"] if self.mediaenc else []),
                 "module ausine.so",
                 "module aubridge.so",
                 # An audio filter that writes what the phone heard to a WAV file.
@@ -203,6 +206,8 @@ class Baresip:
 
     def _account(self) -> str:
         params = ";answermode=auto;audio_codecs=pcmu,pcma"
+        if self.mediaenc:
+            params += f";mediaenc={self.mediaenc}"
         if self.registrar is None:
             return f"<sip:{self.user}@127.0.0.1>;regint=0{params}\n"
         return (

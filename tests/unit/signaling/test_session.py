@@ -52,6 +52,7 @@ def test_happy_path() -> None:
                 offer_sdp=OFFER_SDP,
                 destination="+15551234567",
                 signaling_id="sig-1",
+                trunk="default",  # the route's trunk: media shapes its offer to it
             ),
         ),
     ]
