@@ -153,7 +153,9 @@ class BrowserTransport:
         if transport is None or transport.is_closing():
             return
         try:
-            transport.sendto(data, pair.remote_addr)
+            # bytes: a loop that must queue the datagram (uvloop on EAGAIN) keeps the
+            # object it was given, and ``data`` is a view of a buffer the next packet reuses.
+            transport.sendto(bytes(data), pair.remote_addr)
         except OSError:
             self.send_errors += 1
 

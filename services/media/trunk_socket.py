@@ -80,7 +80,9 @@ class TrunkSocket(asyncio.DatagramProtocol):
             except SrtpError:
                 self.send_errors += 1
                 return
-        transport.sendto(data, addr)
+        # bytes: a loop that must queue the datagram (uvloop on EAGAIN) keeps the object
+        # it was given, and ``data`` is a view of a buffer the next packet reuses.
+        transport.sendto(bytes(data), addr)
 
     def close(self) -> None:
         if self._transport is not None:
