@@ -6,13 +6,22 @@ import argparse
 import importlib
 import sys
 
-from services.common.lifecycle import run_service
+from services.common.settings import MAX_MEDIA_WORKERS
 
 _SERVICES = {
     "signaling": "serve the page and the browser WebSocket",
     "sipagent": "the SIP user agent toward the trunk",
-    "media": "WebRTC and RTP media workers",
 }
+
+
+def _workers(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= count <= MAX_MEDIA_WORKERS:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_MEDIA_WORKERS}")
+    return count
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,6 +33,16 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("up", help="run NATS and every service on this machine")
     for name, text in _SERVICES.items():
         commands.add_parser(name, help=f"run one {name} instance ({text}); needs NATS_URL")
+    media_parser = commands.add_parser(
+        "media", help="run media workers (WebRTC and RTP), one process each; needs NATS_URL"
+    )
+    media_parser.add_argument(
+        "--workers",
+        type=_workers,
+        metavar="N",
+        help="worker processes, each its own fleet member with a slice of the RTP ports and "
+        "ops port OPS_PORT+i (default: MEDIA_WORKERS, else one per core; 1: this process)",
+    )
     probe_parser = commands.add_parser(
         "probe", help="check the SIP trunk: DNS, connect, OPTIONS, credentials (no call placed)"
     )
@@ -51,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
         from services.supervisor import up
 
         return up()
+    if args.command == "media":
+        from services.media.workers import main as run_media
+
+        return run_media(args.workers)
     if args.command == "probe":
         from services.sipagent.probe import main as run_probe
 
@@ -59,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
         from services.sipagent.registrations_cli import main as show_registrations
 
         return show_registrations(args.json, args.timeout)
+    # Imported here: the parent of media workers needs neither NATS nor aiohttp.
+    from services.common.lifecycle import run_service
+
     module = importlib.import_module(f"services.{args.command}.app")
     return run_service(args.command, module.main)
 

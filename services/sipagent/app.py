@@ -514,7 +514,7 @@ async def main(lc: Lifecycle) -> None:
         if trunk.srtp != "off" and trunk.transport != "tls":
             log.warning(
                 "trunk %s: SRTP %s over %s: the SRTP keys travel in the SDP in clear;"
-                " use TLS (SIP_TRANSPORT=tls / transport = \"tls\") to keep them secret",
+                ' use TLS (SIP_TRANSPORT=tls / transport = "tls") to keep them secret',
                 trunk.name,
                 trunk.srtp,
                 trunk.transport,

@@ -125,15 +125,50 @@ def test_every_workload_has_probes_and_resources(docs: list[Doc]) -> None:
 @pytest.mark.parametrize("service", BRIDGE_SERVICES)
 def test_bridge_probes_use_the_ops_endpoints(docs: list[Doc], service: str) -> None:
     item = container(docs, service)
-    assert item["args"] == [service]
+    assert item["args"][0] == service
     ops_port = int(env_value(item, "OPS_PORT")["value"])
     ports = {p["name"]: p["containerPort"] for p in item["ports"]}
     assert ports["ops"] == ops_port
     assert item["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "ops"}
     assert item["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "ops"}
     annotations = find(docs, "Deployment", service)["spec"]["template"]["metadata"]["annotations"]
+    if service == "media":
+        # One ops port per worker: scraped by a job of its own (docs/operations.md).
+        assert annotations["prometheus.io/scrape"] == "false"
+        return
+    assert item["args"] == [service]
+    assert annotations["prometheus.io/scrape"] == "true"
     assert annotations["prometheus.io/port"] == str(ops_port)
     assert annotations["prometheus.io/path"] == "/metrics"
+
+
+def cpu_cores(quantity: str) -> float:
+    """A Kubernetes CPU quantity (``"4"``, ``"3500m"``) in cores."""
+    return int(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
+
+
+def media_workers(docs: list[Doc]) -> int:
+    args = container(docs, "media")["args"]
+    assert args[:2] == ["media", "--workers"], args
+    return int(args[2])
+
+
+def test_media_workers_match_the_cpu_and_the_ops_ports(docs: list[Doc]) -> None:
+    item = container(docs, "media")
+    workers = media_workers(docs)
+    assert workers > 1
+    # One event loop per core: every worker its core, no more, no less.
+    resources = item["resources"]
+    assert cpu_cores(resources["requests"]["cpu"]) == workers
+    assert cpu_cores(resources["limits"]["cpu"]) == workers
+    # Worker i serves on OPS_PORT + i, a node port each; worker 0 is "ops".
+    ops_port = int(env_value(item, "OPS_PORT")["value"])
+    names = ["ops"] + [f"ops-w{i}" for i in range(1, workers)]
+    expected = [
+        {"name": name, "containerPort": ops_port + i, "hostPort": ops_port + i}
+        for i, name in enumerate(names)
+    ]
+    assert [p for p in item["ports"] if p["name"].startswith("ops")] == expected
 
 
 @pytest.mark.parametrize("service", BRIDGE_SERVICES)
@@ -157,7 +192,8 @@ def test_media_hpa_targets_media_on_active_calls_then_cpu(docs: list[Doc]) -> No
     assert pods["pods"]["target"]["type"] == "AverageValue"
     assert resource["type"] == "Resource" and resource["resource"]["name"] == "cpu"
     # Average calls per pod must stay under what one media pod accepts.
-    assert float(pods["pods"]["target"]["averageValue"]) < float(settings_data(docs)["MAX_CALLS"])
+    pod_calls = int(settings_data(docs)["MAX_CALLS"]) * media_workers(docs)
+    assert float(pods["pods"]["target"]["averageValue"]) < pod_calls
 
 
 def test_signaling_hpa_scales_signaling_on_cpu(docs: list[Doc]) -> None:
@@ -195,7 +231,7 @@ def test_host_network_pods_take_the_node_address(docs: list[Doc], service: str) 
 
 
 def test_host_network_ops_ports_differ(docs: list[Doc]) -> None:
-    ports = [int(env_value(container(docs, s), "OPS_PORT")["value"]) for s in HOST_NETWORK]
+    ports = [p["hostPort"] for s in HOST_NETWORK for p in container(docs, s)["ports"]]
     assert len(set(ports)) == len(ports)
     (pod,) = pod_specs(find(docs, "Deployment", "signaling"))
     assert not pod.get("hostNetwork", False)

@@ -86,6 +86,17 @@ def free_rtp_range(size: int = 40) -> tuple[int, int]:
     raise RuntimeError("no free RTP port range")
 
 
+def free_port_block(count: int) -> int:
+    """The first of ``count`` consecutive free TCP ports (ops ports of media workers)."""
+    for _ in range(200):
+        first = free_port()
+        if first + count <= 65536 and not any(
+            port_taken(port, socket.SOCK_STREAM) for port in range(first + 1, first + count)
+        ):
+            return first
+    raise RuntimeError(f"no {count} consecutive free ports")
+
+
 def port_taken(port: int, kind: int = socket.SOCK_DGRAM) -> bool:
     with socket.socket(socket.AF_INET, kind) as sock:
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -33,6 +34,9 @@ def up_env(tmp: Path, **extra: str) -> dict[str, str]:
         DATA_DIR=str(tmp / "data"),
         RTP_PORT_MIN=str(rtp_min),
         RTP_PORT_MAX=str(rtp_max),
+        # Two media workers, whatever the cores: 10 RTP port pairs each, room for 5 calls.
+        MEDIA_WORKERS="2",
+        MAX_CALLS="5",
         PYTHONUNBUFFERED="1",
     )
     env.update(extra)
@@ -65,6 +69,7 @@ async def test_demo_call_hears_itself_and_ctrl_c_stops_everything(tmp_path: Path
         finally:
             await client.close()
         assert "demo" in up.log()
+        assert re.search(r"media worker \S+-w1 ready", up.log()), up.log()
     finally:
         code = up.stop(signal.SIGINT, timeout=20)
     assert code == 0, up.log()

@@ -294,3 +294,21 @@ def test_reserved_headers_are_never_allowed() -> None:
     assert target.allows("X-A")
     for name in ("Via", "contact", "i", "Call-ID", "Content-Length"):
         assert not target.allows(name)
+
+
+def test_srtp_and_opus_per_trunk() -> None:
+    providers = parse_providers(
+        {
+            "trunks": {
+                "secure": {"host": "sip.example.com", "srtp": "Required", "codecs": ["opus"]},
+                "plain": {"host": "pbx.example.com"},
+            },
+            "fallback": "secure",
+        },
+        {},
+    )
+    assert providers.trunks["secure"].srtp == "required"
+    assert providers.trunks["secure"].codecs == ("OPUS",)
+    assert providers.trunks["plain"].srtp == "off"
+    with pytest.raises(ProvidersError, match="srtp must be off, optional or required"):
+        parse_providers({"trunks": {"t": {"host": "h", "srtp": "maybe"}}, "fallback": "t"}, {})
