@@ -30,6 +30,7 @@ from services.common.fleet.member import FleetMember
 from services.common.lifecycle import Lifecycle
 from services.common.metrics import Metrics
 from services.common.settings import Settings, local_address_toward
+from services.media.browser_transport import gather_on
 from services.media.call import MediaCall
 from services.media.ports import PortAllocator
 
@@ -165,6 +166,7 @@ async def main(lc: Lifecycle) -> None:
     settings = lc.settings
     address = await advertised_address(settings)
     ports = PortAllocator(settings.rtp_port_min, settings.rtp_port_max, host=settings.rtp_bind_host)
+    gather_on(settings.rtp_bind_host)
     bus = await lc.connect_bus()
     worker = MediaWorker(settings, bus, ports, address, metrics=lc.metrics)
     lc.serve_load(lambda: worker.active_calls, settings.max_calls)

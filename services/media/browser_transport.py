@@ -20,10 +20,12 @@ changes them. The versions are pinned in ``pyproject.toml``.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Callable
 from typing import Any
 
+import aioice.ice
 from aioice.ice import CandidatePair, Connection, StunProtocol
 from aiortc import RTCRtpTransceiver
 from aiortc.rtcdtlstransport import RTCDtlsTransport
@@ -47,6 +49,7 @@ PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
     ("aioice.ice.CandidatePair", "protocol"),
     ("aioice.ice.CandidatePair", "remote_addr"),
     ("aioice.ice.StunProtocol", "transport"),
+    ("aioice.ice", "get_host_addresses"),
     ("pylibsrtp.Session", "_srtp"),
     ("pylibsrtp._binding", "lib.srtp_protect"),
 )
@@ -58,6 +61,7 @@ def check_private_names() -> None:
     missing = [
         f"{owner}.{name}"
         for owner, name, cls in (
+            ("aioice.ice", "get_host_addresses", aioice.ice),
             ("aioice.ice.Connection", "data_received", Connection),
             ("aioice.ice.CandidatePair", "remote_addr", CandidatePair),
             ("aioice.ice.StunProtocol", "datagram_received", StunProtocol),
@@ -66,6 +70,28 @@ def check_private_names() -> None:
     ]
     if missing:
         raise AttributeError(f"aiortc/aioice changed: missing {', '.join(missing)}")
+
+
+_gather_all = aioice.ice.get_host_addresses
+
+
+def gather_on(bind_host: str) -> None:
+    """ICE host candidates on ``bind_host`` alone when it is one address (loopback included:
+    aioice skips 127.0.0.1, so a bridge on loopback could reach no browser); on every
+    interface, as aioice does, when it is ``0.0.0.0`` or ``::``."""
+    try:
+        address = ipaddress.ip_address(bind_host)
+    except ValueError:
+        address = None
+    if address is None or address.is_unspecified:
+        aioice.ice.get_host_addresses = _gather_all
+        return
+
+    def addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        wanted = use_ipv4 if address.version == 4 else use_ipv6
+        return [str(address)] if wanted else []
+
+    aioice.ice.get_host_addresses = addresses
 
 
 async def _never(*_args: Any) -> None:
