@@ -27,7 +27,7 @@ from services.common.sipaddr import DEFAULT_PORTS, OutboundProxy, parse_outbound
 DEFAULT_TRUNK = "default"
 "Name of the trunk made of the ``SIP_TRUNK_*`` settings."
 
-CODECS = ("PCMU", "PCMA", "OPUS")
+CODECS = ("PCMU", "PCMA", "OPUS", "G722")
 "Codecs a trunk may be offered, by their SDP encoding names."
 TRANSPORTS = ("udp", "tcp", "tls")
 DTMF_MODES = ("rfc4733", "info")

@@ -207,7 +207,7 @@ def _keepalive(env: Mapping[str, str]) -> float:
     return _seconds(env, "SIP_KEEPALIVE_INTERVAL", Settings.sip_keepalive_interval, hi=3600)
 
 
-MEDIA_CODECS = {"pcmu": "PCMU", "pcma": "PCMA", "opus": "opus"}
+MEDIA_CODECS = {"pcmu": "PCMU", "pcma": "PCMA", "opus": "opus", "g722": "G722"}
 "Codecs the media tier relays or converts, by their name in SIP_CODECS (any case)."
 
 

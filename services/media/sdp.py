@@ -32,15 +32,17 @@ class Codec:
 PCMU = Codec("PCMU", 0, 8000)
 PCMA = Codec("PCMA", 8, 8000)
 OPUS = Codec("opus", 111, 48000, 2)
+G722 = Codec("G722", 9, 8000)
+"16 kHz audio on an 8000 Hz RTP clock (RFC 3551 4.5.2)."
 DEFAULT_CODECS = (PCMU, PCMA)
-BY_NAME = {codec.name.upper(): codec for codec in (PCMU, PCMA, OPUS)}
+BY_NAME = {codec.name.upper(): codec for codec in (PCMU, PCMA, OPUS, G722)}
 "Our codecs by upper-case encoding name (the names of SIP_CODECS)."
 OPUS_FMTP = "minptime=10;useinbandfec=1"
 TELEPHONE_EVENT_PT = 101
 PTIME_MS = 20
 
 # RFC 3551 static payload types an answer may use without an rtpmap.
-_STATIC = {0: ("PCMU", 8000), 8: ("PCMA", 8000)}
+_STATIC = {0: ("PCMU", 8000), 8: ("PCMA", 8000), 9: ("G722", 8000)}
 
 
 class SdpError(ValueError):

@@ -2,31 +2,31 @@
 
 When both legs share a codec nothing here runs: the payload is relayed as
 it is. Otherwise one ``Transcoder`` per call converts each packet's payload
-in one step, reusing its buffers: G.711 µ-law ↔ A-law by a 256-byte table,
-Opus ↔ G.711 through libopus driven directly (decoded straight to 8 kHz,
-encoded from 8 kHz at a complexity set for density, in-band FEC on).
-``scale_*`` give the timestamp clock ratio of each direction for
-``RtpSession.forward``.
+in one step: G.711 µ-law ↔ A-law by a 256-byte table; anything else through
+16-bit PCM (``pcm_codecs``): decoded at its codec's rate, resampled when the
+other codec's differs (8 ↔ 16 kHz), encoded. Opus runs at the other leg's
+rate, so Opus ↔ G.711 never resamples. ``scale_*`` give the timestamp clock
+ratio of each direction for ``RtpSession.forward``.
 """
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 
 from services.media import g711
-from services.media.opus import OpusDecoder, OpusEncoder, OpusError
+from services.media.pcm_codecs import (
+    CodecError,
+    G711Codec,
+    G722Codec,
+    OpusCodec,
+    PcmCodec,
+    resample,
+)
 from services.media.sdp import Codec
 
 G711 = ("PCMU", "PCMA")
-OPUS_COMPLEXITY = 5
-"libopus encoder complexity: about 60 µs per 20 ms frame here, still wide-band speech quality."
-OPUS_BITRATE = 24000
-_OPUS_FRAMES = frozenset((80, 160, 320, 480))
-"8 kHz frame lengths Opus can encode as one frame: 10, 20, 40 and 60 ms."
-_MAX_SAMPLES = 2880
-"The longest G.711 payload we convert (360 ms), far beyond any ptime."
+CONVERTED = (*G711, "OPUS", "G722")
+"Codecs a Transcoder converts between (any two of them)."
 
 
 class UnsupportedCodecError(ValueError):
@@ -44,6 +44,14 @@ def _law_table(source: str, target: str) -> bytes:
     return encode(decoded.astype(np.int16))
 
 
+def _pcm_codec(name: str, other: str) -> PcmCodec:
+    if name in G711:
+        return G711Codec(name)
+    if name == "G722":
+        return G722Codec()
+    return OpusCodec(16000 if other == "G722" else 8000)
+
+
 class Transcoder:
     """Converts payloads both ways between two different codecs of a call."""
 
@@ -51,88 +59,74 @@ class Transcoder:
         self.browser = browser
         self.trunk = trunk
         b, t = browser.name.upper(), trunk.name.upper()
+        if b not in CONVERTED or t not in CONVERTED or b == t:
+            raise UnsupportedCodecError(f"cannot convert {browser.name} to {trunk.name}")
         self._table_to_trunk: bytes | None = None
         self._table_to_browser: bytes | None = None
-        self._decoder: OpusDecoder | None = None
-        self._encoder: OpusEncoder | None = None
-        self._pcm = np.zeros(_MAX_SAMPLES, dtype=np.int16)
+        self._codecs: tuple[PcmCodec, PcmCodec] | None = None
         if b in G711 and t in G711:
             self._table_to_trunk = _law_table(b, t)
             self._table_to_browser = _law_table(t, b)
-        elif b == "OPUS" and t in G711:
-            self._decoder = OpusDecoder(8000, 1)
-            self._encoder = OpusEncoder(
-                8000, 1, bitrate=OPUS_BITRATE, complexity=OPUS_COMPLEXITY, fec=True
-            )
-            self._g711_encode = g711.ENCODE_TABLES[t]
-            self._g711_decode = g711.DECODE_TABLES[t]
         else:
-            raise UnsupportedCodecError(f"cannot convert {browser.name} to {trunk.name}")
+            self._codecs = (_pcm_codec(b, t), _pcm_codec(t, b))
         self.scale_to_trunk = (browser.clock_rate, trunk.clock_rate)
-        "Timestamp units of the browser's clock per units of the trunk's, reduced below."
+        "Timestamp units of the browser's clock per units of the trunk's."
         self.scale_to_browser = (trunk.clock_rate, browser.clock_rate)
         self.errors = 0
-        "Payloads that could not be converted (corrupt Opus, odd frame lengths)."
+        "Payloads that could not be converted (corrupt, odd frame lengths)."
+
+    def _convert(
+        self, payload: bytes | memoryview, source: PcmCodec, target: PcmCodec
+    ) -> bytes | None:
+        try:
+            pcm = resample(source.decode(payload), source.rate, target.rate)
+            return target.encode(pcm)
+        except CodecError:
+            self.errors += 1
+            return None
 
     def to_trunk(self, payload: bytes | memoryview) -> bytes | None:
         """The trunk's payload for one browser payload; None to drop it."""
         if self._table_to_trunk is not None:
             return bytes(payload).translate(self._table_to_trunk)
-        assert self._decoder is not None
-        try:
-            pcm = self._decoder.decode(payload)
-        except OpusError:
-            self.errors += 1
-            return None
-        samples = np.frombuffer(pcm, dtype=np.uint16)
-        return bytes(self._g711_encode[samples].tobytes())
-
-    @property
-    def conceals(self) -> bool:
-        """True when lost browser packets can be stood in for (Opus: FEC, else PLC)."""
-        return self._decoder is not None
-
-    def conceal_to_trunk(
-        self, samples: int, next_payload: bytes | memoryview, *, just_before: bool
-    ) -> bytes | None:
-        """A trunk payload standing in for ``samples`` lost before ``next_payload``.
-
-        The frame ``just_before`` it comes from the in-band FEC copy that
-        ``next_payload`` carries, when it has one; older ones from libopus's
-        loss concealment. Call oldest first, then ``to_trunk(next_payload)``.
-        """
-        if self._decoder is None:
-            return None
-        pcm: memoryview | None = None
-        if just_before:
-            with contextlib.suppress(OpusError):
-                pcm = self._decoder.decode(next_payload, fec=True, samples=samples)
-        if pcm is None:
-            try:
-                pcm = self._decoder.conceal(samples)
-            except OpusError:
-                return None
-        return bytes(self._g711_encode[np.frombuffer(pcm, dtype=np.uint16)].tobytes())
+        assert self._codecs is not None
+        return self._convert(payload, self._codecs[0], self._codecs[1])
 
     def to_browser(self, payload: bytes | memoryview) -> bytes | None:
         """The browser's payload for one trunk payload; None to drop it."""
         if self._table_to_browser is not None:
             return bytes(payload).translate(self._table_to_browser)
-        assert self._encoder is not None
-        count = len(payload)
-        if count not in _OPUS_FRAMES:
-            self.errors += 1
+        assert self._codecs is not None
+        return self._convert(payload, self._codecs[1], self._codecs[0])
+
+    @property
+    def conceals(self) -> bool:
+        """True when lost browser packets can be stood in for (an Opus browser: FEC, PLC)."""
+        return self._codecs is not None and isinstance(self._codecs[0], OpusCodec)
+
+    def conceal_to_trunk(
+        self, samples: int, next_payload: bytes | memoryview, *, just_before: bool
+    ) -> bytes | None:
+        """A trunk payload standing in for ``samples`` (trunk clock) lost before ``next_payload``.
+
+        The frame ``just_before`` it comes from the in-band FEC copy that
+        ``next_payload`` carries, when it has one; older ones from libopus's
+        loss concealment. Call oldest first, then ``to_trunk(next_payload)``.
+        """
+        if self._codecs is None:
             return None
-        pcm = self._pcm[:count]
-        np.take(self._g711_decode, np.frombuffer(payload, dtype=np.uint8), out=pcm)
+        source, target = self._codecs
+        if not isinstance(source, OpusCodec):
+            return None
         try:
-            return self._encoder.encode(pcm.data.cast("B"))
-        except OpusError:
-            self.errors += 1
+            # The trunk clock counts 8 kHz samples (G.722's too): at Opus's rate, scale.
+            count = samples * source.rate // 8000
+            pcm = source.conceal(count, next_payload, fec=just_before)
+            return target.encode(resample(pcm, source.rate, target.rate))
+        except CodecError:
             return None
 
     def close(self) -> None:
-        if self._decoder is not None:
-            self._decoder.close()
-        if self._encoder is not None:
-            self._encoder.close()
+        if self._codecs is not None:
+            for codec in self._codecs:
+                codec.close()

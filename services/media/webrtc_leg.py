@@ -116,7 +116,7 @@ def add_public_candidates(sdp: str, public_ip: str) -> str:
     return "\r\n".join(out)
 
 
-BROWSER_CODECS = ("PCMU", "PCMA", "opus")
+BROWSER_CODECS = ("PCMU", "PCMA", "opus", "G722")
 "What the browser leg may answer: what the media core relays or converts."
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from services.common.digits import number
 
 # RFC 3551 static payload types of the codecs a trunk may be offered.
-_STATIC = {0: "PCMU", 8: "PCMA"}
+_STATIC = {0: "PCMU", 8: "PCMA", 9: "G722"}
 _CODECS = frozenset((*_STATIC.values(), "OPUS"))
 
 
