@@ -1,9 +1,10 @@
-"""One call's media, the asyncio side: subscriptions, sockets, timers, the release.
+"""One call's media on the bus: set-up, the trunk's SDP, its events, the watchdog, the release.
 
-The decisions about the call's packets are ``MediaCore``'s; this adapter
-feeds it the browser's decrypted RTP (``BrowserTransport``'s callback) and
-the trunk socket's datagrams in the callbacks' own stacks, sends what it
-returns, arms one timer at ``get_timer()`` and publishes its events.
+The decisions about the call's packets are ``MediaCore``'s and moving them
+is ``MediaPath``'s; this class answers the browser (``WebRtcLeg``), opens
+the trunk port, applies each SDP the SIP agent reports (address, codec,
+hold, SDES keys) and publishes what the core reports (digits, a media
+timeout, the call's figures).
 
 Every operation on a call runs under one lock, in the order events arrive:
 a trickled candidate waits for the answer to exist, and a ``CallEnded`` that
@@ -50,25 +51,17 @@ from services.common.telemetry import tracer
 from services.media import sdes
 from services.media.addresses import is_unspecified, resolve
 from services.media.call_report import CallReporter
-from services.media.core import (
-    BROWSER_RTCP,
-    TRUNK,
-    TRUNK_RTCP,
-    DigitReceived,
-    MediaCore,
-    MediaTimedOut,
-)
+from services.media.core import CoreEvent, DigitReceived, MediaCore, MediaTimedOut
+from services.media.path import MediaPath
 from services.media.ports import NoPortsError, PortAllocator
 from services.media.sdp import (
     Codec,
     SdpError,
-    TrunkMedia,
     build_offer,
     parse_answer,
     trunk_codecs,
 )
 from services.media.transcode import UnsupportedCodecError
-from services.media.trunk_socket import TrunkSocket
 from services.media.webrtc_leg import BadOfferError, WebRtcLeg
 
 log = logging.getLogger(__name__)
@@ -112,18 +105,10 @@ class MediaCall:
         self._watchdog: asyncio.TimerHandle | None = None
         self._port: int | None = None
         self._sockets: tuple[socket.socket, ...] = ()
-        "RTP and RTCP, bound by the allocator; closed here unless a TrunkSocket took them."
-        self._trunk: TrunkSocket | None = None
-        self._trunk_rtcp: TrunkSocket | None = None
+        "RTP and RTCP, bound by the allocator; closed here too, in case the path never took them."
         self._webrtc: WebRtcLeg | None = None
-        self._core: MediaCore | None = None
+        self._path = MediaPath(call_id, self._on_core_event)
         self._offered: tuple[Codec, ...] = ()
-        self._srtp = sdes.OFF
-        self._crypto: tuple[sdes.Crypto, ...] = ()
-        "Our SDES offer (keys); empty without SRTP toward the trunk."
-        self._keyed: sdes.Crypto | None = None
-        "The trunk's key in force."
-        self._timer: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
         self._browser_codec = "?"
         self._answered = False
@@ -194,11 +179,10 @@ class MediaCall:
         try:
             self._port, rtp, rtcp = self._ports.allocate()
             self._sockets = (rtp, rtcp)
-            self._trunk = await TrunkSocket.open(rtp, self._from_trunk)
-            self._trunk_rtcp = await TrunkSocket.open(rtcp, self._from_trunk_rtcp, rtcp=True)
+            await self._path.open(rtp, rtcp)
             self._webrtc = WebRtcLeg(settings, self._on_connected, self._on_failed)
             answer_sdp = await self._webrtc.answer(
-                offer_sdp, self._from_browser, self._from_browser_rtcp, codecs
+                offer_sdp, self._path.from_browser, self._path.from_browser_rtcp, codecs
             )
             codec, transport = self._webrtc.codec, self._webrtc.transport
             assert codec is not None and transport is not None
@@ -210,7 +194,7 @@ class MediaCall:
             return MediaFailed(call_id=self.call_id, code=errors.INTERNAL, reason="internal error")
         self._browser_codec = codec.name
         now = self._loop.time()
-        self._core = MediaCore(
+        core = MediaCore(
             codec,
             transport.ssrc,
             rtp_timeout=self._settings.rtp_timeout,
@@ -218,15 +202,14 @@ class MediaCall:
             wall_offset=time.time() - now,
             cname=f"bridge-{self.call_id[:16]}".encode(),
         )
+        self._path.start(core, transport, srtp)
         self._offered = trunk_codecs(codec, codecs)
-        self._srtp = srtp
-        self._crypto = sdes.offer() if srtp != sdes.OFF else ()
         offer = build_offer(
             self._address,
             self._port,
             secrets.randbits(62),
             self._offered,
-            crypto=self._crypto,
+            crypto=self._path.crypto,
             secure=srtp == sdes.REQUIRED,
         )
         log.debug("call %s: prepared, trunk port %d, SRTP %s", self.call_id, self._port, srtp)
@@ -268,7 +251,7 @@ class MediaCall:
     async def _handle_dtmf_requested(self, event: DtmfRequested) -> None:
         # The SIP agent sends INFO instead when the mode is ``info`` or the
         # answer has no telephone-event: the same rule, so exactly one of us sends.
-        core = self._core
+        core = self._path.core
         if core is None or self._ending or self._dtmf_mode != RFC4733:
             return
         if core.dtmf_payload_type is None:
@@ -278,7 +261,7 @@ class MediaCall:
         elif core.send_dtmf(event.digits, event.duration_ms, self._loop.time()):
             # How many, never which: digits may be a PIN.
             log.info("call %s: DTMF %d digit(s) as RFC 4733", self.call_id, len(event.digits))
-            self._arm_timer()
+            self._path.arm_timer()
         else:
             log.info("call %s: DTMF %d digit(s) not sent: on hold", self.call_id, len(event.digits))
 
@@ -293,9 +276,10 @@ class MediaCall:
         self._answered = True
         self._cancel_watchdog()
         await self._apply_trunk_answer(event.answer_sdp, early=False)
-        if self._core is not None and not self._ending:
-            self._core.answered(self._loop.time())
-            self._arm_timer()
+        core = self._path.core
+        if core is not None and not self._ending:
+            core.answered(self._loop.time())
+            self._path.arm_timer()
 
     async def _apply_trunk_answer(
         self, sdp: str, early: bool, update: SessionUpdated | None = None
@@ -310,7 +294,7 @@ class MediaCall:
         self, sdp: str, early: bool, span: trace.Span, update: SessionUpdated | None
     ) -> None:
         async with self._lock:
-            core = self._core
+            core = self._path.core
             if core is None or self._ending:
                 return
             try:
@@ -324,7 +308,7 @@ class MediaCall:
                 log.warning("call %s: unusable trunk SDP: %s", self.call_id, exc)
                 await self._fail_media()
                 return
-            if not self._key_trunk(media, update is not None):
+            if not self._path.key(media, update is not None):
                 if update is None:
                     await self._fail_media()
                 return
@@ -354,7 +338,7 @@ class MediaCall:
                     await self._fail_media()
                 return
             moved = moved and not first
-            self._arm_timer()
+            self._path.arm_timer()
         span.set_attribute("bridge.codec", media.codec.name)
         span.set_attribute("bridge.browser_codec", self._browser_codec)
         span.set_attribute("bridge.passthrough", bool(core.passthrough))
@@ -380,105 +364,19 @@ class MediaCall:
                 media.port,
             )
 
-    def _key_trunk(self, media: TrunkMedia, update: bool) -> bool:
-        """Apply the SDES keys of the trunk's SDP; False when the call cannot go on."""
-        if not self._crypto:
-            return True
-        if not media.crypto:
-            if self._srtp == sdes.REQUIRED or self._keyed is not None:
-                log.warning("call %s: the trunk's SDP has no usable SRTP key", self.call_id)
-                return update and self._keyed is not None  # keep the keys we have
-            log.info("call %s: the trunk answered plain RTP (SRTP optional)", self.call_id)
-            return True
-        if media.crypto[0] == self._keyed:
-            return True
-        try:
-            protect, unprotect = sdes.transforms(self._crypto, media.crypto)
-            protect_rtcp, unprotect_rtcp = sdes.transforms(self._crypto, media.crypto)
-        except sdes.SdesError as exc:
-            log.warning("call %s: %s", self.call_id, exc)
-            return update and self._keyed is not None
-        assert self._trunk is not None and self._trunk_rtcp is not None
-        self._trunk.secure(protect, unprotect)
-        self._trunk_rtcp.secure(protect_rtcp, unprotect_rtcp)
-        self._keyed = media.crypto[0]
-        # The suite, never the key.
-        log.info("call %s: SRTP to the trunk keyed (%s)", self.call_id, self._keyed.suite)
-        return True
-
-    # -- packets: one synchronous call each, no task, no queue -----------------------
-
-    def _from_browser(self, packet: memoryview) -> None:
-        core, trunk = self._core, self._trunk
-        if core is None or trunk is None:
-            return
-        out = core.receive_browser(packet, self._loop.time())
-        if out:
-            remote = core.trunk_remote
-            for data in out:
-                trunk.sendto(data, remote)
-
-    def _from_browser_rtcp(self, packet: memoryview) -> None:
-        if self._core is not None:
-            self._core.receive_browser_rtcp(packet, self._loop.time())
-
-    def _from_trunk_rtcp(self, data: bytes | memoryview, addr: tuple[str, int]) -> None:
-        if self._core is not None:
-            self._core.receive_trunk_rtcp(data, addr, self._loop.time())
-
-    def _from_trunk(self, data: bytes | memoryview, addr: tuple[str, int]) -> None:
-        core, webrtc = self._core, self._webrtc
-        if core is None or webrtc is None or webrtc.transport is None:
-            return
-        send = webrtc.transport.send_rtp
-        for packet in core.receive_trunk(data, addr, self._loop.time()):
-            send(packet)
-        if core.has_events:
-            self._take_events()
-
-    # -- the core's timer and events ---------------------------------------------------
-
-    def _arm_timer(self) -> None:
-        core = self._core
-        when = core.get_timer() if core is not None and not self._ending else None
-        if self._timer is not None and (when is None or self._timer.when() != when):
-            self._timer.cancel()
-            self._timer = None
-        if when is not None and self._timer is None:
-            self._timer = self._loop.call_at(when, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        core, trunk, webrtc = self._core, self._trunk, self._webrtc
-        if core is None or trunk is None or webrtc is None or self._ending:
-            return
-        for where, packet in core.handle_timer(self._loop.time()):
-            if where == TRUNK:
-                trunk.sendto(packet, core.trunk_remote)
-            elif where == TRUNK_RTCP and self._trunk_rtcp is not None:
-                self._trunk_rtcp.sendto(packet, core.trunk_rtcp_remote)
-            elif where == BROWSER_RTCP and webrtc.transport is not None:
-                webrtc.transport.send_rtcp(packet)
-        self._take_events()
-        self._arm_timer()
-
-    def _take_events(self) -> None:
-        core = self._core
-        while core is not None and (event := core.next_event()) is not None:
-            if isinstance(event, DigitReceived):
-                self._spawn(
-                    self._publish(
-                        DtmfReceived(call_id=self.call_id, digit=event.digit, method=RFC4733)
-                    )
-                )
-            elif isinstance(event, MediaTimedOut):
-                log.warning(
-                    "call %s: no RTP from the %s for %.1f s: ending the call",
-                    self.call_id,
-                    event.leg,
-                    event.seconds,
-                )
-                self._spawn(self._fail_media(errors.MEDIA_TIMEOUT))
+    def _on_core_event(self, event: CoreEvent) -> None:
+        if isinstance(event, DigitReceived):
+            self._spawn(
+                self._publish(DtmfReceived(call_id=self.call_id, digit=event.digit, method=RFC4733))
+            )
+        elif isinstance(event, MediaTimedOut):
+            log.warning(
+                "call %s: no RTP from the %s for %.1f s: ending the call",
+                self.call_id,
+                event.leg,
+                event.seconds,
+            )
+            self._spawn(self._fail_media(errors.MEDIA_TIMEOUT))
 
     # -- browser leg callbacks ---------------------------------------------------
 
@@ -553,30 +451,27 @@ class MediaCall:
             with contextlib.suppress(Exception):  # closed or draining bus: nothing to undo
                 await subscription.unsubscribe()
         self._subscriptions.clear()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._path.close()  # its timer, and the trunk sockets it served
         if self._webrtc is not None:
             try:
                 await asyncio.wait_for(self._webrtc.close(), CLOSE_TIMEOUT)
             except Exception as exc:
                 log.warning("call %s: closing the peer connection: %s", self.call_id, exc)
-        for leg in (self._trunk, self._trunk_rtcp):
-            if leg is not None:
-                leg.close()  # closes its socket too
         for sock in self._sockets:
-            sock.close()  # a no-op for those a TrunkSocket closed
+            sock.close()  # a no-op for those the path's sockets closed
         if self._port is not None:
             self._ports.release(self._port)
         self._on_released(self)
-        if self._core is not None:
-            self._reporter.log_end(self._core, reason, self._browser_codec)
-            await self._publish(self._reporter.report(self._core, final=True))
-            self._core.close()
+        core = self._path.core
+        if core is not None:
+            self._reporter.log_end(core, reason, self._browser_codec)
+            await self._publish(self._reporter.report(core, final=True))
+            core.close()
         else:
             log.info("call %s media ended: %s (no media)", self.call_id, reason)
 
     def report(self) -> None:
         """Publish the call's figures and add them to the metrics (every few seconds)."""
-        if self._core is not None and not self._ending:
-            self._spawn(self._publish(self._reporter.report(self._core, final=False)))
+        core = self._path.core
+        if core is not None and not self._ending:
+            self._spawn(self._publish(self._reporter.report(core, final=False)))

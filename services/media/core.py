@@ -106,7 +106,6 @@ class MediaCore:
         self._events: deque[CoreEvent] = deque()
         self._to_trunk: list[bytes | memoryview] = []
         self._to_browser: list[bytes | memoryview] = []
-        self._created = now
 
     # -- what the adapter reads ------------------------------------------------------
 
@@ -173,14 +172,14 @@ class MediaCore:
                 self.trunk_rtcp = RtcpLeg(trunk, self._cname, now, self._wall_offset)
         elif self._answer is None or self._answer[0] != remote:
             trunk.retarget(remote, codec.payload_type, now)
-        if self._answer is None or self._answer[0] != remote:
-            # RTCP on the next port (RFC 3550 11), until the trunk's own reports latch it.
-            self._trunk_rtcp_remote = (remote[0], remote[1] + 1)
-            self._trunk_rtcp_latched = False
         else:
             # Same address, new codec: keep the latch (a trunk behind NAT sends
             # from elsewhere than its SDP says, and must not be cut off).
             trunk.payload_type = codec.payload_type
+        if self._answer is None or self._answer[0] != remote:
+            # RTCP on the next port (RFC 3550 11), until the trunk's own reports latch it.
+            self._trunk_rtcp_remote = (remote[0], remote[1] + 1)
+            self._trunk_rtcp_latched = False
         trunk.event_payload_type = dtmf_pt
         self.dtmf_payload_type = dtmf_pt
         if self._dtmf is not None and dtmf_pt is not None:
