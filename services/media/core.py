@@ -294,6 +294,9 @@ class MediaCore:
         # Telephone-events went to ``_on_trunk_event`` and left None here.
         payload = trunk.receive(data, addr, now)
         if payload is None:
+            # An event or comfort noise used a sequence number the browser never sees:
+            # continue its numbering from our last packet, not as if it had been lost.
+            self._browser.new_talkspurt()
             return out
         self._relay(trunk, self._browser, payload, now, out, to_trunk=False)
         return out

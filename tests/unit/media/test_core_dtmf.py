@@ -1,6 +1,8 @@
 """``MediaCore``: RFC 4733 digits both ways, and SDP updates (re-INVITEs) that move,
 re-codec or hold the trunk's media. Ported from the tests of the old ``TrunkLeg``."""
 
+import itertools
+
 import numpy as np
 
 from services.media.core import TRUNK as TO_TRUNK
@@ -192,3 +194,17 @@ def test_a_new_address_in_an_update_latches_again() -> None:
     assert len(out) == 3 and out[0].marker
     assert steps([before.sequence_number, *seqs(out)], 1 << 16) == [1] * 3
     assert core.answered_remote == OTHER
+
+
+def test_trunk_events_leave_no_gap_in_the_browsers_stream() -> None:
+    # The trunk's digit uses five sequence numbers the browser never sees; its
+    # loss figures must not count them.
+    core = make_core()
+    heard = trunk_voice(core, 100, 16000, 0x77, 0.0, 10)
+    for n in range(5):
+        event = rtp(EVENT_PT, 110 + n, 17600, 0x77, event_payload(1, n == 4, 160 * (n + 1)))
+        assert to_browser(core, event, 0.2 + 0.02 * n) == []
+    heard += trunk_voice(core, 115, 16000 + 160 * 15, 0x77, 0.3, 10)
+    assert steps(seqs(heard), 1 << 16) == [1] * 19
+    stamps = [p.timestamp for p in heard]
+    assert all(0 < (b - a) % (1 << 32) < 160 * 10 for a, b in itertools.pairwise(stamps))
