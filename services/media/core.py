@@ -387,9 +387,9 @@ class MediaCore:
         out: list[tuple[str, bytes]] = []
         dtmf = self._dtmf
         if dtmf is not None:
-            packets = dtmf.handle_timer(now)
-            if not self.held:
-                out += [(TRUNK, packet) for packet in packets]
+            # A hold drops the queued digits; the one under way still ends properly (its
+            # end packets), or the far end would hear it until its own timeout.
+            out += [(TRUNK, packet) for packet in dtmf.handle_timer(now)]
             self._quiet = self.held or dtmf.active
         if self.browser_rtcp is not None and now >= self.browser_rtcp.due:
             out.append((BROWSER_RTCP, self.browser_rtcp.report(now)))
