@@ -182,8 +182,11 @@ class MediaCore:
             self._trunk_rtcp_latched = False
         trunk.event_payload_type = dtmf_pt
         self.dtmf_payload_type = dtmf_pt
-        if self._dtmf is not None and dtmf_pt is not None:
-            self._dtmf.payload_type = dtmf_pt
+        if self._dtmf is not None:
+            if dtmf_pt is None:
+                self._dtmf.clear()  # no telephone-event any more: queued digits cannot go
+            else:
+                self._dtmf.payload_type = dtmf_pt
         if self.trunk_codec is None or self.trunk_codec.name != codec.name:
             if self._transcoder is not None:
                 self._transcoder.close()
