@@ -83,9 +83,11 @@ class BridgeClient:
         codec: str = "opus",
         destination: str | None = "+15551234567",
         headers: dict[str, Any] | None = None,
+        microphone: MediaStreamTrack | None = None,
     ) -> None:
+        """Send an offer; the microphone plays ``TONE_HZ`` unless another track is given."""
         pc = self.pc = RTCPeerConnection()
-        transceiver = pc.addTransceiver(ToneTrack(), direction="sendrecv")
+        transceiver = pc.addTransceiver(microphone or ToneTrack(), direction="sendrecv")
         wanted = f"audio/{codec}".lower()
         codecs = [
             c for c in RTCRtpSender.getCapabilities("audio").codecs if c.mimeType.lower() == wanted
