@@ -13,7 +13,7 @@ from typing import Any
 
 import aiohttp
 import numpy as np
-from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, MediaStreamTrack
 
 TONE_HZ = 1000.0
@@ -86,7 +86,8 @@ class BridgeClient:
         microphone: MediaStreamTrack | None = None,
     ) -> None:
         """Send an offer; the microphone plays ``TONE_HZ`` unless another track is given."""
-        pc = self.pc = RTCPeerConnection()
+        # No ICE servers: aiortc's default would ask a public STUN server.
+        pc = self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         transceiver = pc.addTransceiver(microphone or ToneTrack(), direction="sendrecv")
         wanted = f"audio/{codec}".lower()
         codecs = [

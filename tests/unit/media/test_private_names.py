@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pylibsrtp
 from aioice.ice import CandidatePair, Connection, StunProtocol
-from aiortc import RTCPeerConnection
+from aiortc import RTCConfiguration, RTCPeerConnection
 from pylibsrtp import _binding
 
 from services.media.browser_transport import PRIVATE_NAMES, check_private_names
@@ -38,7 +38,7 @@ def test_the_versions_we_read_are_the_pinned_ones() -> None:
 
 async def test_the_private_names_exist_on_live_objects() -> None:
     check_private_names()
-    pc = RTCPeerConnection()
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     try:
         transceiver = pc.addTransceiver("audio")
         dtls = transceiver.receiver.transport
