@@ -40,6 +40,8 @@ async def launch(pw: Any, tmp_path: Path) -> Browser:
             "--use-fake-ui-for-media-stream",
             f"--use-file-for-fake-audio-capture={microphone}",
             "--autoplay-policy=no-user-gesture-required",
+            # ICE on 127.0.0.1 too: the bridge under test offers only loopback candidates.
+            "--allow-loopback-in-peer-connection",
         ],
     )
     return browser

@@ -16,7 +16,15 @@ import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, MediaStreamTrack
 
+from services.media.browser_transport import gather_on
+
 TONE_HZ = 1000.0
+
+# The stand-in's ICE candidates on 127.0.0.1 alone (aioice skips loopback by
+# default and would gather on every other interface): test traffic stays on
+# loopback, like the bridge under test (RTP_BIND_HOST=127.0.0.1). The bench
+# uses this client outside pytest, so it says so itself (tests/conftest.py too).
+gather_on("127.0.0.1")
 
 
 class ToneTrack(AudioStreamTrack):
