@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint unit integration browser bench system-deps clean image
+.PHONY: run test lint unit integration browser bench bench-deps system-deps clean image
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,10 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[test,bench]'
 	touch $@
 
 # sipp plays the SIP trunk, Chromium the person at the page; docker-compose
@@ -60,7 +64,21 @@ browser: $(VENV)/.installed-test system-deps
 clean:
 	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache
 
-bench: $(VENV)/.installed-test
+# The systems the benchmark measures beside ours, in the same run: rtpengine
+# (userspace) and the Janus SIP plugin; espeak-ng speaks for PESQ; gcc builds
+# pesq and the loopback shim bench/janus.py preloads into Janus.
+BENCH_TOOLS := rtpengine:rtpengine-daemon janus:janus espeak-ng:espeak-ng cc:gcc
+bench-deps: system-deps
+	@PATH="$$PATH:/usr/sbin:/sbin"; missing=""; for pair in $(BENCH_TOOLS); do \
+	  command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair#*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+bench: bench-deps $(VENV)/.installed-bench
 	$(BIN)/python -m bench.calls
 
 # The one image of the three services (Dockerfile); compose.yaml and k8s/ use it.
