@@ -13,6 +13,7 @@ import ctypes.util
 import functools
 import importlib.util
 from pathlib import Path
+from typing import Any
 
 __all__ = ["OpusDecoder", "OpusEncoder", "OpusError", "OpusUnavailableError"]
 
@@ -109,10 +110,23 @@ def _packet(payload: bytes | bytearray | memoryview) -> bytes | ctypes.Array[cty
     return (ctypes.c_char * view.nbytes).from_buffer(view)
 
 
-class OpusEncoder:
-    """One libopus encoder (VOIP application, voice signal) for native-endian int16 PCM."""
+class _OpusState:
+    """A libopus encoder or decoder state, destroyed once: by ``close`` or when collected."""
 
     _st: ctypes.c_void_p | None = None
+    _destroy: Any = None
+
+    def close(self) -> None:
+        st, self._st = self._st, None
+        if st is not None:
+            self._destroy(st)
+
+    def __del__(self) -> None:
+        self.close()  # needs no module globals, which may be gone at interpreter shutdown
+
+
+class OpusEncoder(_OpusState):
+    """One libopus encoder (VOIP application, voice signal) for native-endian int16 PCM."""
 
     def __init__(
         self,
@@ -173,19 +187,9 @@ class OpusEncoder:
             raise _error(n)
         return self._out_view[:n].tobytes()
 
-    def close(self) -> None:
-        st, self._st = self._st, None
-        if st is not None:
-            self._destroy(st)
 
-    def __del__(self) -> None:
-        self.close()  # needs no module globals, which may be gone at interpreter shutdown
-
-
-class OpusDecoder:
+class OpusDecoder(_OpusState):
     """One libopus decoder producing native-endian int16 PCM at the given sample rate."""
-
-    _st: ctypes.c_void_p | None = None
 
     def __init__(self, sample_rate: int = 8000, channels: int = 1) -> None:
         lib = _lib()
@@ -257,11 +261,3 @@ class OpusDecoder:
         if n < 0:
             raise _error(n)
         return n
-
-    def close(self) -> None:
-        st, self._st = self._st, None
-        if st is not None:
-            self._destroy(st)
-
-    def __del__(self) -> None:
-        self.close()  # needs no module globals, which may be gone at interpreter shutdown
