@@ -251,8 +251,13 @@ class MediaCore:
         if payload is None or trunk is None or self._quiet:
             return out
         gap = browser.stats.lost - lost
-        if 0 < gap <= MAX_CONCEALED and self._transcoder is not None:
-            self._conceal(gap, payload, now, out)
+        if self._transcoder is not None:
+            if gap < 0:
+                # A late packet: its place was concealed already and the decoder has moved
+                # on; converting it now would garble the audio and repeat a number.
+                return out
+            if 0 < gap <= MAX_CONCEALED:
+                self._conceal(gap, payload, now, out)
         self._relay(browser, trunk, payload, now, out, to_trunk=True)
         return out
 

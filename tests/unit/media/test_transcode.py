@@ -7,10 +7,15 @@ import pytest
 
 from services.media.core import MediaCore
 from services.media.g711 import ulaw_decode, ulaw_encode
+from services.media.opus import OpusEncoder
 from services.media.pcm_codecs import G722Codec, OpusCodec, resample
 from services.media.rtp import RtpPacket, RtpSession
 from services.media.sdp import G722, OPUS, PCMU, Codec
 from services.media.transcode import Transcoder, UnsupportedCodecError
+
+from .test_core import FROM_BROWSER, make_core, seqs, steps, to_trunk
+from .test_core import rtp as rtp_packet
+from .test_core import tone as tone16
 
 TRUNK = ("192.0.2.10", 40000)
 
@@ -90,3 +95,55 @@ def test_g722_passes_through_untouched_on_its_8000_clock() -> None:
     assert {p.payload_type for p in out} == {9}
     stamps = [p.timestamp for p in out]
     assert [b - a for a, b in itertools.pairwise(stamps)] == [160] * 4
+
+
+# --- lost and late packets from an Opus browser ---------------------------------
+
+
+@pytest.mark.parametrize("lost", [1, 3])
+def test_lost_opus_packets_are_stood_in_for_toward_the_trunk(lost: int) -> None:
+    core = make_core(OPUS, PCMU)
+    encoder = OpusEncoder(8000)
+    pcm = tone16(440, 8000)
+    out: list[RtpPacket] = []
+    for i in range(50):
+        payload = encoder.encode(pcm[160 * i : 160 * (i + 1)].tobytes())
+        if 20 <= i < 20 + lost:
+            continue  # lost on the way from the browser
+        out += to_trunk(
+            core, rtp_packet(111, 300 + i, 4800 + 960 * i, FROM_BROWSER, payload), 0.02 * i
+        )
+    encoder.close()
+    # Every 20 ms of the browser's stream reaches the trunk, numbered without a gap.
+    assert len(out) == 50
+    assert steps(seqs(out), 1 << 16) == [1] * 49
+    assert steps([p.timestamp for p in out], 1 << 32) == [160] * 49
+    heard = ulaw_decode(b"".join(p.payload for p in out[10:]))
+    assert abs(peak(heard, 8000) - 440) <= 15
+
+
+def test_a_long_browser_gap_stays_a_gap() -> None:
+    core = make_core(OPUS, PCMU)
+    encoder = OpusEncoder(8000)
+    out: list[RtpPacket] = []
+    for i in [*range(10), *range(20, 30)]:
+        payload = encoder.encode(tone16(440, 160).tobytes())
+        out += to_trunk(core, rtp_packet(111, i, 960 * i, FROM_BROWSER, payload), 0.02 * i)
+    encoder.close()
+    assert len(out) == 20
+    assert steps(seqs(out), 1 << 16) == [1] * 9 + [11] + [1] * 9
+
+
+def test_a_late_opus_packet_after_its_stand_in_is_dropped() -> None:
+    core = make_core(OPUS, PCMU)
+    encoder = OpusEncoder(8000)
+    payloads = [encoder.encode(tone16(440, 160).tobytes()) for _ in range(12)]
+    encoder.close()
+    out: list[RtpPacket] = []
+    for i in [*range(5), 6, 7, 5, *range(8, 12)]:  # 5 comes after 6 and 7
+        out += to_trunk(
+            core, rtp_packet(111, 300 + i, 960 * i, FROM_BROWSER, payloads[i]), 0.02 * i
+        )
+    # Twelve packets reach the trunk, each number once: 5's stand-in, not 5 itself.
+    assert len(out) == 12
+    assert steps(seqs(out), 1 << 16) == [1] * 11
