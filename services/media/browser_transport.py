@@ -76,15 +76,20 @@ _gather_all = aioice.ice.get_host_addresses
 
 
 def gather_on(bind_host: str) -> None:
-    """ICE host candidates on ``bind_host`` alone when it is one address (loopback included:
-    aioice skips 127.0.0.1, so a bridge on loopback could reach no browser); on every
-    interface, as aioice does, when it is ``0.0.0.0`` or ``::``."""
+    """ICE host candidates on ``bind_host`` alone when it is one address, loopback included;
+    on every interface and 127.0.0.1 when it is ``0.0.0.0`` or ``::``. (aioice skips
+    loopback: a bridge on loopback, or on a machine offline, could reach no browser.)"""
     try:
         address = ipaddress.ip_address(bind_host)
     except ValueError:
         address = None
     if address is None or address.is_unspecified:
-        aioice.ice.get_host_addresses = _gather_all
+
+        def every(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+            found = _gather_all(use_ipv4, use_ipv6)
+            return [*found, "127.0.0.1"] if use_ipv4 and "127.0.0.1" not in found else found
+
+        aioice.ice.get_host_addresses = every
         return
 
     def addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:

@@ -125,3 +125,18 @@ async def test_answer_takes_the_first_trunk_codec_the_browser_offers(
     finally:
         await webrtc.close()
         await pc.close()
+
+
+def test_ice_gathers_on_the_bind_address_loopback_included() -> None:
+    import aioice.ice
+
+    from services.media.browser_transport import gather_on
+
+    try:
+        gather_on("127.0.0.1")
+        assert aioice.ice.get_host_addresses(True, True) == ["127.0.0.1"]
+        assert aioice.ice.get_host_addresses(False, True) == []
+        gather_on("0.0.0.0")
+        assert "127.0.0.1" in aioice.ice.get_host_addresses(True, False)
+    finally:
+        gather_on("127.0.0.1")  # what every test process uses (tests/conftest.py)
