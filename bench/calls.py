@@ -1,12 +1,21 @@
-"""Call set-up latency and media CPU per call, measured on this machine.
+"""One benchmark run: our bridge beside rtpengine and the Janus SIP plugin.
 
-Runs ``bridge up`` (embedded NATS, the three services, the demo echo peer),
-places calls with the test client (aiortc over the WebSocket protocol) and
-writes docs/benchmarks.md. Media CPU is measured for two browser codecs: Opus
-(converted to and from G.711) and PCMU (relayed as is). With ``--baseline-rev``
-the same run is repeated on another revision, checked out in a git worktree
-whose services are imported through PYTHONPATH. Numbers are information, never
-assertions.
+``make bench`` (``python -m bench.calls``) measures, on this machine, in one run
+and with the same LeanPeer streams (PCMU, 20 ms, echoed at the far end):
+
+1. our bridge (``bridge up``, one media worker, ``bench.echo_trunk`` as the
+   trunk): media CPU per call, µs per packet, loss, RTT, RSS per call for
+   PCMU (relayed as is) and Opus (converted to PCMU); offer → answer at two
+   call-attempt rates; PESQ-NB round trips (aiortc client);
+2. rtpengine (userspace): plain RTP ↔ RTP relay (``measure_plain``) and
+   WebRTC ↔ RTP with LeanPeers;
+3. the Janus SIP plugin with LeanPeers and sipp echoing.
+
+It writes docs/benchmarks.md and docs/benchmarks.png (``bench.report``) and the
+raw figures to a JSON file (``--json``); ``--report-only JSON`` rewrites the
+report from such a file. A system that fails gets a section saying why; the
+exit status is 0 whenever the report was written. Numbers are information,
+never assertions.
 """
 
 from __future__ import annotations
@@ -14,381 +23,255 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib.metadata
-import os
-import platform
-import signal
-import statistics
-import subprocess
+import json
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
+import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from collections.abc import Iterator
-
-from tests.integration.client import BridgeClient
-from tests.integration.harness import Process, free_port, free_rtp_range
+from bench import report
+from bench.bridge_bench import Bridge, load_point, setup_point
+from bench.lean_load import measure_lean
+from bench.peers import idle_share, measure_webrtc
 
 REPO = Path(__file__).resolve().parents[1]
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-BASELINE_TREE = Path("/tmp/bench-baseline")
-THIS_TREE = Path("/tmp/bench-this")
-CODECS = ("opus", "PCMU")
-PACKETS_PER_CALL = 100  # 50 a second each way at 20 ms
-LIBRARIES = ("aiortc", "aioice", "pylibsrtp", "av")
-PATHS = {
-    "opus": "Opus ↔ PCMU (converted)",
-    "PCMU": "PCMU ↔ PCMU (relayed as is)",
-}
+AIORTC_FALLBACK = [4, 8, 16]
 
 
-def children(pid: int) -> list[int]:
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        text = (task / "children").read_text().split()
-        found += [int(c) for c in text]
-    return found
+def log(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
-def find_service(supervisor: int, name: str) -> int:
-    for pid in children(supervisor):
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-        if f"services.{name}".encode() in cmdline:
-            return pid
-    raise RuntimeError(f"no {name} process under {supervisor}")
+def failed(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:1500]
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def own_cpu_seconds() -> float:
-    times = os.times()
-    return times.user + times.system
-
-
-def machine_ticks() -> tuple[int, int]:
-    """(busy, total) jiffies of all cores since boot."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = values[3] + values[4]
-    return sum(values) - idle, sum(values)
-
-
-def proc_environ(pid: int) -> dict[str, str]:
-    items = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    pairs = (item.decode(errors="replace").partition("=") for item in items if item)
-    return {k: v for k, _, v in pairs}
-
-
-async def one_call(base: str, codec: str) -> tuple[float, float, BridgeClient]:
-    client = await BridgeClient(base).connect()
-    started = time.perf_counter()
-    await client.offer(codec=codec, destination=None)
-    await client.accept_answer()
-    answered = time.perf_counter()
-    await client.expect("connected", 20)
-    connected = time.perf_counter()
-    return (answered - started) * 1000, (connected - started) * 1000, client
-
-
-async def end_calls(clients: list[BridgeClient]) -> None:
-    for client in clients:
-        await client.hangup()
-    for client in clients:
-        with contextlib.suppress(AssertionError, TimeoutError):
-            await client.expect("ended", 10)
-        await client.close()
-
-
-def pct(values: list[float], q: float) -> float:
-    return sorted(values)[min(len(values) - 1, int(q * len(values)))]
-
-
-async def measure_setup(base: str, sequential: int) -> dict[str, float]:
-    answers: list[float] = []
-    connects: list[float] = []
-    for _ in range(sequential):
-        answer_ms, connect_ms, client = await one_call(base, "opus")
-        answers.append(answer_ms)
-        connects.append(connect_ms)
-        await end_calls([client])
-    return {
-        "answer_median_ms": statistics.median(answers),
-        "answer_p90_ms": pct(answers, 0.9),
-        "connected_median_ms": statistics.median(connects),
-        "connected_p90_ms": pct(connects, 0.9),
-    }
-
-
-async def measure_media(
-    base: str, media_pid: int, codec: str, concurrent: int, hold: float
-) -> dict[str, float]:
-    await asyncio.sleep(1.0)
-    idle_start = cpu_seconds(media_pid)
-    await asyncio.sleep(hold / 2)
-    idle = (cpu_seconds(media_pid) - idle_start) / (hold / 2)
-
-    clients = [(await one_call(base, codec))[2] for _ in range(concurrent)]
-    await asyncio.sleep(1.0)
-    for client in clients:
-        client.clear_audio()
-    busy_start = cpu_seconds(media_pid)
-    own_start = own_cpu_seconds()
-    machine_start = machine_ticks()
-    wall_start = time.monotonic()
-    await asyncio.sleep(hold)
-    wall = time.monotonic() - wall_start
-    busy = (cpu_seconds(media_pid) - busy_start) / wall
-    own = (own_cpu_seconds() - own_start) / wall
-    machine_end = machine_ticks()
-    frames = sum(len(client._audio) for client in clients) / concurrent / wall
-    await end_calls(clients)
-
-    per_call = (busy - idle) / concurrent
-    return {
-        "media_idle_core_pct": idle * 100,
-        "media_core_pct_total": busy * 100,
-        "media_core_pct_per_call": per_call * 100,
-        "media_us_per_packet": per_call * 1e6 / PACKETS_PER_CALL,
-        "client_core_pct": own * 100,
-        "machine_busy_pct": (machine_end[0] - machine_start[0])
-        / max(1, machine_end[1] - machine_start[1])
-        * 100,
-        "client_frames_per_s": frames,
-    }
-
-
-def imported_from(root: Path, env: dict[str, str], cwd: Path) -> str:
-    """Where ``services.media`` resolves with the services' environment."""
-    probe = "import services.media.app as m; print(m.__file__)"
-    out = subprocess.run(
-        [sys.executable, "-c", probe], env=env, cwd=cwd, capture_output=True, text=True, check=True
-    )
-    return out.stdout.strip()
-
-
-async def run_revision(root: Path, args: argparse.Namespace) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as tmp_name:
-        tmp = Path(tmp_name)
-        rtp_min, rtp_max = free_rtp_range(4 * args.concurrent + 20)
-        port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("SIP_", "NATS_"))}
-        env.update(
-            HTTP_PORT=str(port),
-            NATS_URL=f"nats://127.0.0.1:{free_port()}",
-            RTP_PORT_MIN=str(rtp_min),
-            RTP_PORT_MAX=str(rtp_max),
-            DATA_DIR=str(tmp / "data"),
-            LOG_LEVEL="WARNING",
-            # Services run from a tmp dir: import ``root``'s code, not the venv's checkout.
-            PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
-        )
-        module = imported_from(root, env, tmp)
-        if not Path(module).is_relative_to(root):
-            raise RuntimeError(f"services.media imports from {module}, not {root}")
-        bridge = str(Path(sys.executable).with_name("bridge"))
-        up = Process("bridge-up", [bridge, "up"], env, tmp / "up.log", cwd=tmp).start()
-        try:
-            deadline = time.monotonic() + 60
-            while f"http://localhost:{port}" not in up.log():
-                if not up.alive() or time.monotonic() > deadline:
-                    print(up.log(), file=sys.stderr)
-                    raise RuntimeError(f"bridge up did not start for {root}")
-                await asyncio.sleep(0.1)
-            assert up.popen is not None
-            media_pid = find_service(up.popen.pid, "media")
-            media_path = proc_environ(media_pid).get("PYTHONPATH", "")
-            if str(root) not in media_path.split(os.pathsep):
-                raise RuntimeError(f"media process PYTHONPATH {media_path!r} lacks {root}")
-            base = f"http://127.0.0.1:{port}"
-            result: dict[str, Any] = {
-                "module": module,
-                "setup": await measure_setup(base, args.sequential),
-            }
-            for codec in CODECS:
-                result[codec] = await measure_media(
-                    base, media_pid, codec, args.concurrent, args.hold
-                )
-        except Exception:
-            print(f"logs in {tmp}:\n{up.log()}", file=sys.stderr)
-            raise
-        finally:
-            up.stop(signal.SIGINT, timeout=20)
-    return result
-
-
-def git(*argv: str, cwd: Path = REPO) -> str:
-    return subprocess.run(
-        ["git", *argv], cwd=cwd, capture_output=True, text=True, check=True
-    ).stdout.strip()
-
-
-@contextlib.contextmanager
-def worktree(path: Path, rev: str) -> Iterator[Path]:
-    if path.exists():
-        raise RuntimeError(f"{path} exists; remove it first")
-    git("worktree", "add", "--detach", str(path), rev)
+async def run_bridge(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    out: dict[str, Any] = {"pcmu": [], "opus": [], "setup": [], "pesq": {}}
+    largest = max([*args.pcmu_calls, *args.opus_calls, args.setup_calls, 1])
+    bridge = Bridge(tmp / "bridge", max_calls=largest + 50)
     try:
-        yield path
+        await bridge.start()
+        out["media_processes"] = len(bridge.media_pids)
+        await asyncio.sleep(2.0)
+        idle = await bridge.media_idle_share(args.idle)
+        idle_rss = bridge.media_rss_kib()
+        out["idle_core_pct"], out["idle_rss_kib"] = idle * 100, idle_rss
+        for codec, key, points in (
+            ("PCMU", "pcmu", args.pcmu_calls),
+            ("opus", "opus", args.opus_calls),
+        ):
+            for calls in points:
+                log(f"bridge {codec} {calls} calls")
+                try:
+                    point = await load_point(bridge, calls, codec, args.hold, idle, idle_rss)
+                except Exception as exc:
+                    point = {"calls": calls, "error": failed(exc)}
+                out[key].append(point)
+                log(f"  -> {report.brief(point)}")
+                await asyncio.sleep(2.0)
+        for rate in args.setup_rates:
+            log(f"bridge set-up {args.setup_calls} calls at {rate}/s")
+            try:
+                out["setup"].append(await setup_point(bridge, args.setup_calls, rate))
+            except Exception as exc:
+                out["setup"].append({"rate": rate, "error": failed(exc)})
+            await asyncio.sleep(2.0)
+        if not args.no_pesq:
+            from bench.speech import pesq_round_trip, speak
+
+            speech = speak()
+            for codec in ("PCMU", "opus"):
+                log(f"bridge PESQ {codec}")
+                try:
+                    score = await asyncio.wait_for(pesq_round_trip(bridge.url, codec, speech), 90)
+                    out["pesq"][codec] = score
+                except Exception as exc:
+                    out["pesq"][codec] = failed(exc)
+    except Exception as exc:
+        out["error"] = failed(exc)
+        out["log_tail"] = bridge.log()[-2000:]
+        traceback.print_exc()
     finally:
-        git("worktree", "remove", "--force", str(path))
+        bridge.stop()
+    return out
 
 
-def describe(root: Path) -> str:
-    rev = git("log", "-1", "--format=%h", cwd=root)
-    dirty = git(
-        "status", "--porcelain", "--untracked-files=no", "--", "services", "proto", cwd=root
-    )
-    return f"{rev} (services with uncommitted changes)" if dirty else rev
+async def run_rtpengine(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    from bench.rtpengine import Rtpengine, WebrtcGateway, measure_direct, measure_plain, version
+
+    out: dict[str, Any] = {"plain": [], "webrtc": [], "webrtc_peers": "LeanPeer"}
+    try:
+        out["version"] = version()
+        ports = max(2000, 8 * max([*args.rtpengine_calls, 1]))
+        with Rtpengine(tmp / "rtpengine", ports=ports) as engine:
+            ng = await engine.client()
+            try:
+                out["threads"] = engine.threads_now()
+                idle = await idle_share(engine.pid, args.idle)
+                out["idle_core_pct"] = idle * 100
+                for calls in args.rtpengine_calls:
+                    log(f"rtpengine plain {calls} calls")
+                    try:
+                        direct = await measure_direct(calls, args.compare_hold)
+                        plain = await measure_plain(engine, ng, calls, args.compare_hold, idle)
+                        for q in ("p50", "p99"):
+                            plain[f"added_forward_{q}_ms"] = (
+                                plain[f"forward_{q}_ms"] - direct[f"forward_{q}_ms"]
+                            )
+                            plain[f"added_back_{q}_ms"] = (
+                                plain[f"back_{q}_ms"] - direct[f"back_{q}_ms"]
+                            )
+                        plain.pop("silent_detail", None)
+                    except Exception as exc:
+                        plain = {"calls": calls, "error": failed(exc)}
+                    out["plain"].append(plain)
+                    log(f"  -> {report.brief(plain)}")
+                for calls in args.rtpengine_calls:
+                    log(f"rtpengine WebRTC (LeanPeer) {calls} calls")
+                    try:
+                        run = await measure_lean(
+                            WebrtcGateway(ng).call, engine.pid, calls, args.compare_hold, idle
+                        )
+                    except Exception as exc:
+                        run = {"calls": calls, "error": failed(exc)}
+                    out["webrtc"].append(run)
+                    log(f"  -> {report.brief(run)}")
+                if not any(r.get("held") for r in out["webrtc"]):
+                    out["webrtc_peers"] = "aiortc (LeanPeer glue failed)"
+                    out["webrtc_lean_failures"] = out["webrtc"]
+                    out["webrtc"] = []
+                    for calls in AIORTC_FALLBACK:
+                        log(f"rtpengine WebRTC (aiortc) {calls} calls")
+                        try:
+                            run = await measure_webrtc(
+                                WebrtcGateway(ng).call, engine.pid, calls, args.compare_hold, idle
+                            )
+                        except Exception as exc:
+                            run = {"calls": calls, "error": failed(exc)}
+                        out["webrtc"].append(run)
+            finally:
+                ng.close()
+    except Exception as exc:
+        out["error"] = failed(exc)
+        traceback.print_exc()
+    return out
 
 
-def machine() -> str:
-    model = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    return f"{os.cpu_count()} cores ({model}), {platform.system()} {platform.release()}"
+async def _janus_point(janus: Any, tmp: Path, calls: int, hold: float, idle: float, lean: bool):  # type: ignore[no-untyped-def]
+    from bench.janus import JanusClient, JanusGateway
+    from tests.integration.harness import Sipp
+
+    sipp = Sipp("answer_echo_long_call.xml", tmp, calls=calls).start()
+    client = await JanusClient(janus.url).connect()
+    try:
+        gateway = JanusGateway(client, sipp.port).call
+        if lean:
+            return await measure_lean(gateway, janus.pid, calls, hold, idle, rate=20.0)
+        return await measure_webrtc(gateway, janus.pid, calls, hold, idle)
+    finally:
+        await client.close()
+        with contextlib.suppress(Exception):
+            await sipp.wait(5)
+        sipp.stop()
 
 
-def libraries() -> str:
-    return ", ".join(f"{name} {importlib.metadata.version(name)}" for name in LIBRARIES)
+async def run_janus(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    from bench.janus import Janus, version
+
+    out: dict[str, Any] = {"runs": [], "peers": "LeanPeer"}
+    try:
+        out["version"] = version()
+        ports = max(400, 4 * max([*args.janus_calls, 1]))
+        with Janus(tmp / "janus", ports=ports) as janus:
+            idle = await idle_share(janus.pid, args.idle)
+            out["idle_core_pct"] = idle * 100
+            for calls in args.janus_calls:
+                log(f"janus (LeanPeer) {calls} calls")
+                try:
+                    run = await _janus_point(janus, tmp, calls, args.compare_hold, idle, True)
+                except Exception as exc:
+                    run = {"calls": calls, "error": failed(exc)}
+                out["runs"].append(run)
+                log(f"  -> {report.brief(run)}")
+            if not any(r.get("held") for r in out["runs"]):
+                out["peers"] = "aiortc (LeanPeer glue failed)"
+                out["lean_failures"] = out["runs"]
+                out["runs"] = []
+                for calls in AIORTC_FALLBACK:
+                    log(f"janus (aiortc) {calls} calls")
+                    try:
+                        run = await _janus_point(janus, tmp, calls, args.compare_hold, idle, False)
+                    except Exception as exc:
+                        run = {"calls": calls, "error": failed(exc)}
+                    out["runs"].append(run)
+    except Exception as exc:
+        out["error"] = failed(exc)
+        traceback.print_exc()
+    return out
 
 
-def write_report(
-    runs: dict[str, dict[str, Any]], revs: dict[str, str], args: argparse.Namespace, out: Path
-) -> None:
-    date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    names = list(runs)
-    baseline = "baseline" in runs
-    lines = [
-        "# Benchmarks",
-        "",
-        "Written by `make bench` (`bench/calls.py`); measurements, never test assertions.",
-        "",
-        f"- Date: {date}",
-        f"- Machine: {machine()}",
-        f"- Python {platform.python_version()}; {libraries()}",
-        f"- This revision: {revs['this']}"
-        + (", checked out with `git worktree add`" if args.rev else ""),
-    ]
-    if baseline:
-        lines += [
-            f"- Baseline: {revs['baseline']}, checked out with `git worktree add` and run from",
-            "  the same venv; its services import the worktree's code through PYTHONPATH",
-            f"  (`services.media` from `{runs['baseline']['module']}`).",
-        ]
-    lines += [
-        "- Set-up: `bridge up` with the demo echo peer as the trunk; the client is aiortc",
-        "  speaking the WebSocket protocol from the same machine (its CPU competes with",
-        "  the bridge's on the same cores). Trunk leg PCMU (the demo peer takes the first",
-        "  of the offer's PCMU/PCMA).",
-        "- Not in this run: rtpengine and Janus comparisons.",
-        "",
-        f"## Call set-up ({args.sequential} sequential calls, browser Opus)",
-        "",
-        "| | " + " | ".join(f"{n} median | {n} p90" for n in names) + " |",
-        "|---" * (1 + 2 * len(names)) + "|",
-    ]
-    for label, key in (
-        ("offer → answer (WebRTC answer at the browser)", "answer"),
-        ("offer → connected (incl. the demo peer's 0.5 s ring)", "connected"),
-    ):
-        cells = []
-        for n in names:
-            s = runs[n]["setup"]
-            cells += [f"{s[key + '_median_ms']:.0f} ms", f"{s[key + '_p90_ms']:.0f} ms"]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.calls", description=__doc__.split("\n\n")[0])
+    p.add_argument("--pcmu-calls", type=int, nargs="*", default=[50, 100, 200, 300])
+    p.add_argument("--opus-calls", type=int, nargs="*", default=[25, 50, 100])
+    p.add_argument("--hold", type=float, default=20.0, help="seconds each bridge point is held")
+    p.add_argument("--setup-calls", type=int, default=100)
+    p.add_argument("--setup-rates", type=float, nargs="*", default=[10.0, 50.0])
+    p.add_argument("--rtpengine-calls", type=int, nargs="*", default=[50, 100, 200])
+    p.add_argument("--janus-calls", type=int, nargs="*", default=[50, 100, 200])
+    p.add_argument("--compare-hold", type=float, default=10.0, help="seconds, rtpengine/Janus")
+    p.add_argument("--idle", type=float, default=3.0, help="seconds idle CPU is sampled")
+    p.add_argument("--no-pesq", action="store_true")
+    p.add_argument("--skip", nargs="*", default=[], choices=["bridge", "rtpengine", "janus"])
+    p.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
+    p.add_argument("--json", type=Path, default=Path(tempfile.gettempdir()) / "bench-calls.json")
+    p.add_argument("--report-only", type=Path, help="write the report from this JSON, no run")
+    return p.parse_args(argv)
 
-    lines += [
-        "",
-        f"## Media CPU ({args.concurrent} concurrent calls held {args.hold:.0f} s,"
-        " idle subtracted)",
-        "",
-        "Share of one core per call, and CPU µs per relayed packet (100 packets a",
-        "second per call: 50 each way at 20 ms). Converted/relayed describes this",
-        "revision; the baseline runs whatever path its own code has for that codec.",
-        "",
-    ]
-    if baseline:
-        lines += [
-            "| browser codec | this %/call | baseline %/call | ratio (baseline/this)"
-            " | this µs/packet | baseline µs/packet |",
-            "|---|---|---|---|---|---|",
-        ]
-        for codec in CODECS:
-            t, b = runs["this"][codec], runs["baseline"][codec]
-            ratio = b["media_core_pct_per_call"] / max(t["media_core_pct_per_call"], 1e-9)
-            lines.append(
-                f"| {PATHS[codec]} | {t['media_core_pct_per_call']:.2f} %"
-                f" | {b['media_core_pct_per_call']:.2f} % | {ratio:.1f}"
-                f" | {t['media_us_per_packet']:.0f} | {b['media_us_per_packet']:.0f} |"
-            )
+
+async def run_all(args: argparse.Namespace) -> dict[str, Any]:
+    results: dict[str, Any] = {"meta": report.environment(), "config": vars(args).copy()}
+    results["config"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="bench-calls-") as tmp_name:
+        tmp = Path(tmp_name)
+        for name, runner in (
+            ("bridge", run_bridge),
+            ("rtpengine", run_rtpengine),
+            ("janus", run_janus),
+        ):
+            if name in args.skip:
+                results[name] = {"error": "skipped (--skip)"}
+                continue
+            log(f"== {name}")
+            results[name] = await runner(args, tmp)
+    results["meta"]["duration_s"] = round(time.monotonic() - started)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.report_only:
+        results = json.loads(args.report_only.read_text())
     else:
-        lines += ["| browser codec | %/call | µs/packet |", "|---|---|---|"]
-        for codec in CODECS:
-            t = runs["this"][codec]
-            lines.append(
-                f"| {PATHS[codec]} | {t['media_core_pct_per_call']:.2f} %"
-                f" | {t['media_us_per_packet']:.0f} |"
-            )
-    lines += [
-        "",
-        "## Detail",
-        "",
-        "Media process share of one core idle and with the calls; the client's (this",
-        "process's) share of one core; all cores busy; audio frames a second each",
-        "client received per call (50 expected).",
-        "",
-        "| revision | browser codec | media idle | media with calls | client"
-        " | machine busy | frames/s |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for n in names:
-        for codec in CODECS:
-            m = runs[n][codec]
-            lines.append(
-                f"| {n} | {codec} | {m['media_idle_core_pct']:.1f} %"
-                f" | {m['media_core_pct_total']:.1f} % | {m['client_core_pct']:.1f} %"
-                f" | {m['machine_busy_pct']:.0f} % | {m['client_frames_per_s']:.1f} |"
-            )
-    lines.append("")
-    out.write_text("\n".join(lines))
+        import uvloop
 
-
-async def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--sequential", type=int, default=10)
-    parser.add_argument("--concurrent", type=int, default=4)
-    parser.add_argument("--hold", type=float, default=10.0)
-    parser.add_argument(
-        "--rev", help="measure this git revision (a worktree) instead of the working tree"
-    )
-    parser.add_argument("--baseline-rev", help="also measure this git revision (a worktree)")
-    parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
-    args = parser.parse_args()
-
-    runs: dict[str, dict[str, Any]] = {}
-    revs: dict[str, str] = {}
-    with contextlib.ExitStack() as stack:
-        this = REPO
-        if args.rev:
-            this = stack.enter_context(worktree(THIS_TREE, git("rev-parse", args.rev)))
-        revs["this"] = describe(this)
-        runs["this"] = await run_revision(this, args)
-    if args.baseline_rev:
-        with worktree(BASELINE_TREE, git("rev-parse", args.baseline_rev)) as tree:
-            revs["baseline"] = describe(tree)
-            runs["baseline"] = await run_revision(tree, args)
-    write_report(runs, revs, args, args.out)
-    print(args.out.read_text())
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            results = runner.run(run_all(args))
+        try:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(results, indent=2, default=str))
+            log(f"raw results in {args.json}")
+        except OSError as exc:
+            log(f"raw results not written: {exc}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    report.write(results, args.out)
+    log(f"wrote {args.out} and {args.out.with_suffix('.png')}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    sys.exit(main())
