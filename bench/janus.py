@@ -42,9 +42,9 @@ from typing import Any
 
 import aiohttp
 
+from bench.daemon import Daemon
 from bench.peers import describe_webrtc, idle_share
 from bench.ports import free_port, free_port_range, port_free
-from bench.procstat import cpu_seconds
 
 BINARY = "janus"
 LIB_DIR = Path("/usr/lib/x86_64-linux-gnu/janus")
@@ -218,7 +218,7 @@ def build_loopback_shim(folder: Path) -> Path:
 
 
 @dataclass
-class Janus:
+class Janus(Daemon):
     """``janus`` as a child process with a config folder from ``write_config``."""
 
     workdir: Path
@@ -229,6 +229,7 @@ class Janus:
     "Preload ``loopback_ifaddrs.c`` so Janus gathers 127.0.0.1 (it skips loopback otherwise)."
     http_port: int = 0
     popen: subprocess.Popen[bytes] | None = None
+    stop_signal: signal.Signals = signal.SIGINT
     ice_range: tuple[int, int] = (0, 0)
     sip_rtp_range: tuple[int, int] = (0, 0)
 
@@ -239,11 +240,6 @@ class Janus:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}/janus"
-
-    @property
-    def pid(self) -> int:
-        assert self.popen is not None, "not started"
-        return self.popen.pid
 
     def start(self, timeout: float = 15.0) -> Janus:
         if self.popen is not None:
@@ -295,24 +291,6 @@ class Janus:
             with contextlib.suppress(OSError):
                 parts.append(path.read_text(errors="replace"))
         return "\n".join(parts)
-
-    def cpu_seconds(self) -> float:
-        return cpu_seconds(self.pid)
-
-    def threads_now(self) -> int:
-        return len(list(Path(f"/proc/{self.pid}/task").iterdir()))
-
-    def stop(self, timeout: float = 10.0) -> int | None:
-        if self.popen is None:
-            return None
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGINT)
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
-        return self.popen.returncode
 
     def __enter__(self) -> Janus:
         return self.start()

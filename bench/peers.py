@@ -16,11 +16,10 @@ from typing import Any, Protocol
 
 import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
-from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from bench.procstat import Window
-
-TONE_HZ = 1000.0
+from tests.integration.client import TONE_HZ, ToneTrack
 
 
 @contextlib.contextmanager
@@ -42,25 +41,6 @@ def loopback_candidates() -> Iterator[None]:
         yield
     finally:
         aioice.ice.get_host_addresses = original
-
-
-class ToneTrack(AudioStreamTrack):
-    """A microphone that plays a sine tone at ``frequency``."""
-
-    def __init__(self, frequency: float = TONE_HZ, amplitude: int = 8000) -> None:
-        super().__init__()
-        self._frequency = frequency
-        self._amplitude = amplitude
-        self._sample = 0
-
-    async def recv(self):  # type: ignore[no-untyped-def]
-        frame: Any = await super().recv()
-        n = frame.samples
-        t = (np.arange(n) + self._sample) / frame.sample_rate
-        self._sample += n
-        pcm = (self._amplitude * np.sin(2 * np.pi * self._frequency * t)).astype("<i2")
-        frame.planes[0].update(pcm.tobytes())
-        return frame
 
 
 class AiortcPeer:

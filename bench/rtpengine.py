@@ -25,7 +25,6 @@ import itertools
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -38,9 +37,10 @@ from pathlib import Path
 from typing import Any
 
 from bench import bencode
+from bench.daemon import Daemon
 from bench.peers import describe_webrtc, idle_share, measure_webrtc
 from bench.ports import free_port, free_port_range
-from bench.procstat import Window, cpu_seconds
+from bench.procstat import Window
 from bench.rtpstream import (
     PTIME,
     EchoProtocol,
@@ -240,7 +240,7 @@ class NgClient(asyncio.DatagramProtocol):
 
 
 @dataclass
-class Rtpengine:
+class Rtpengine(Daemon):
     """``rtpengine`` as a child process, configured by ``config_text``."""
 
     workdir: Path
@@ -256,11 +256,6 @@ class Rtpengine:
     @property
     def log_path(self) -> Path:
         return self.workdir / "rtpengine.log"
-
-    @property
-    def pid(self) -> int:
-        assert self.popen is not None, "not started"
-        return self.popen.pid
 
     def start(self, timeout: float = 10.0) -> Rtpengine:
         if self.popen is not None:
@@ -313,24 +308,6 @@ class Rtpengine:
             return self.log_path.read_text(errors="replace")
         except OSError:
             return ""
-
-    def cpu_seconds(self) -> float:
-        return cpu_seconds(self.pid)
-
-    def threads_now(self) -> int:
-        return len(list(Path(f"/proc/{self.pid}/task").iterdir()))
-
-    def stop(self, timeout: float = 10.0) -> int | None:
-        if self.popen is None:
-            return None
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
-        return self.popen.returncode
 
     async def client(self, timeout: float = 5.0) -> NgClient:
         """An ng client, once rtpengine answers ping."""
