@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from playwright.async_api import Browser
+from playwright.async_api import Browser, Page, expect
 
 from tests.integration.harness import require_tool
 
@@ -45,3 +45,15 @@ async def launch(pw: Any, tmp_path: Path) -> Browser:
         ],
     )
     return browser
+
+
+async def call_from_page(
+    browser: Browser, base_url: str, destination: str = "+15551234567"
+) -> Page:
+    """A page of ``base_url`` whose Start Call to ``destination`` shows "Connected"."""
+    page = await browser.new_page()
+    await page.goto(base_url)
+    await page.fill("#destination", destination)
+    await page.click("#start")
+    await expect(page.locator("#status")).to_contain_text("Connected", timeout=20000)
+    return page

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import async_playwright, expect
 
-from tests.browser.chromium import launch
+from tests.browser.chromium import call_from_page, launch
 from tests.integration.conftest import SipagentFactory, Stack
 from tests.integration.harness import Sipp
 from tests.integration.peers import demo_peer
@@ -77,11 +77,7 @@ async def test_page_shows_when_the_other_side_holds(
     async with async_playwright() as pw:
         browser = await launch(pw, tmp_path)
         try:
-            page = await browser.new_page()
-            await page.goto(stack.base_url)
-            await page.fill("#destination", "+15551234567")
-            await page.click("#start")
-            await expect(page.locator("#status")).to_contain_text("Connected", timeout=20000)
+            page = await call_from_page(browser, stack.base_url)
 
             # The trunk's sendonly re-INVITE: the page says so, and its own Hold is untouched.
             state = page.locator("#hold-state")

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from playwright.async_api import async_playwright, expect
 
-from tests.browser.chromium import launch
+from tests.browser.chromium import call_from_page, launch
 from tests.integration.conftest import SipagentFactory, Stack
 from tests.integration.harness import Sipp
 
@@ -89,12 +89,8 @@ async def test_call_outlives_ice_consent_expiry_and_keeps_its_audio(
     async with async_playwright() as pw:
         browser = await launch(pw, tmp_path)
         try:
-            page = await browser.new_page()
-            await page.goto(stack.base_url)
-            await page.fill("#destination", "+15551234567")
-            await page.click("#start")
+            page = await call_from_page(browser, stack.base_url)
             status = page.locator("#status")
-            await expect(status).to_contain_text("Connected", timeout=20000)
             # The page says Connected on the bridge's word; its own DTLS may finish a
             # moment later. From then on, nothing may waver.
             await page.wait_for_function(

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from playwright.async_api import async_playwright, expect
 
-from tests.browser.chromium import launch
+from tests.browser.chromium import call_from_page, launch
 from tests.integration.conftest import SipagentFactory, Stack
 from tests.integration.harness import Sipp
 from tests.integration.test_call import CHALLENGE_401
@@ -53,12 +53,8 @@ async def test_start_call_hear_trunk_and_hang_up(
     async with async_playwright() as pw:
         browser = await launch(pw, tmp_path)
         try:
-            page = await browser.new_page()
-            await page.goto(stack.base_url)
-            await page.fill("#destination", "+15551234567")
-            await page.click("#start")
+            page = await call_from_page(browser, stack.base_url)
             status = page.locator("#status")
-            await expect(status).to_contain_text("Connected", timeout=20000)
 
             first = await inbound(page)
             await asyncio.sleep(2.0)
