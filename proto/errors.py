@@ -50,3 +50,16 @@ BAD_DTMF = "bad_dtmf"
 "DTMF digits other than 0-9, *, #, A-D, or more than 32 at once."
 BAD_HEADERS = "bad_headers"
 "Custom headers refused: a name not allowed, not a SIP token, a control character, too large."
+
+# Access control: WebSocket ``error`` codes, ``CallEnded.code`` of a refused dial,
+# and the ``reason`` label of ``bridge_refused_total``.
+UNAUTHORIZED = "unauthorized"
+"No client token, or one that is forged, expired, not yet valid or for another audience."
+FORBIDDEN_DESTINATION = "forbidden_destination"
+"The dial plan refuses the destination (the token's ``dst``, an allow or deny list)."
+RATE_LIMITED = "rate_limited"
+"Too many call attempts, connections or messages in too short a time."
+TOO_MANY_CALLS = "too_many_calls"
+"The identity already has as many calls as it may (``MAX_CALLS_PER_USER``, ``max_calls``)."
+MAX_DURATION = "max_duration"
+"Cause: the call reached MAX_CALL_DURATION (or the token's ``max_duration``) and was ended."

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+from services.common.dialplan import Pattern, parse_patterns
 from services.common.sipaddr import DEFAULT_PORTS, OutboundProxy, parse_outbound_proxy
 
 DEFAULT_TRUNK = "default"
@@ -107,6 +108,8 @@ class Trunk:
     password: str = field(default="", repr=False)
     password_env: str = ""
     "The environment variable the password comes from, if the file named one."
+    password_file: str = ""
+    "The file the password was read from (a mounted Secret), if the file named one."
     domain: str = ""
     transport: str = "udp"
     transport_explicit: bool = False
@@ -132,6 +135,10 @@ class Trunk:
     "Whether the SIP agent keeps a REGISTER binding at this trunk."
     register_expires: int = DEFAULT_REGISTER_EXPIRES
     "Seconds of binding each REGISTER asks for (the registrar may grant other)."
+    allow: tuple[Pattern, ...] | None = None
+    "Destinations calls to this trunk may have (exact or ``prefix*``); None: any."
+    deny: tuple[Pattern, ...] = ()
+    "Destinations refused on this trunk, whatever else allows them."
 
     @property
     def realm_domain(self) -> str:
@@ -161,6 +168,12 @@ class Route:
     "The compiled regex (``re.search``) when the route is a pattern."
     allow_headers: tuple[str, ...] | None = None
     "Overrides the trunk's ``allow_headers`` for calls of this route."
+    name: str = ""
+    "What a client token's ``dst`` may call this route by (optional)."
+    allow: tuple[Pattern, ...] | None = None
+    "Destinations this route may dial (exact or ``prefix*``); None: any it matches."
+    deny: tuple[Pattern, ...] = ()
+    "Destinations refused on this route."
 
     def matches(self, destination: str) -> bool:
         if self.pattern is not None:
@@ -175,6 +188,8 @@ class Target:
     trunk: Trunk
     user: str
     allow_headers: tuple[str, ...] | None
+    route: Route | None = None
+    "The route that matched; None for the fallback trunk."
 
     def allows(self, name: str) -> bool:
         """Whether the browser may set header ``name`` on calls to this target."""
@@ -222,7 +237,7 @@ class Providers:
                 allow = route.allow_headers
                 if allow is None:
                     allow = trunk.allow_headers
-                return Target(trunk, route.user or destination, allow)
+                return Target(trunk, route.user or destination, allow, route)
         if self.fallback:
             trunk = self.trunks[self.fallback]
             return Target(trunk, destination, trunk.allow_headers)
@@ -368,6 +383,7 @@ _TRUNK_KEYS = frozenset(
         "username",
         "password",
         "password_env",
+        "password_file",
         "domain",
         "transport",
         "codecs",
@@ -380,6 +396,8 @@ _TRUNK_KEYS = frozenset(
         "register_expires",
         "tls_ca",
         "outbound_proxy",
+        "allow",
+        "deny",
     }
 )
 
@@ -410,6 +428,11 @@ def _trunk(name: str, raw: object, env: Mapping[str, str], fail: _Fail) -> Trunk
     password_env = _text(raw, "password_env", fail)
     if password_env:
         password = env.get(password_env, "")
+    password_file = _text(raw, "password_file", fail)
+    if password_file:
+        if "password" in raw or password_env:
+            raise fail("give one of password, password_env and password_file")
+        password = _read_secret(password_file, fail)
     if (password or password_env) and not username:
         raise fail("username is required with a password")
     domain = _text(raw, "domain", fail)
@@ -466,6 +489,7 @@ def _trunk(name: str, raw: object, env: Mapping[str, str], fail: _Fail) -> Trunk
         username=username,
         password=password,
         password_env=password_env,
+        password_file=password_file,
         domain=domain,
         transport=transport,
         transport_explicit="transport" in raw,
@@ -479,7 +503,38 @@ def _trunk(name: str, raw: object, env: Mapping[str, str], fail: _Fail) -> Trunk
         allow_headers=allow,
         register=register,
         register_expires=register_expires,
+        allow=_patterns(raw, "allow", fail),
+        deny=_patterns(raw, "deny", fail) or (),
     )
+
+
+def read_secret_file(path: str) -> str:
+    """A secret mounted as a file (a Kubernetes Secret): its text without the final newline.
+
+    ``OSError`` when it cannot be read; the caller names the setting, never the content.
+    """
+    return Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+
+
+def _read_secret(path: str, fail: _Fail) -> str:
+    try:
+        return read_secret_file(path)
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise fail(f"password_file {path}: cannot read: {reason}") from None
+
+
+def _patterns(raw: Mapping[str, object], key: str, fail: _Fail) -> tuple[Pattern, ...] | None:
+    """``allow`` / ``deny``: an array of destinations or ``prefix*`` entries."""
+    if key not in raw:
+        return None
+    value = raw[key]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise fail(f"{key} must be an array of strings")
+    try:
+        return parse_patterns(value)
+    except ValueError as exc:
+        raise fail(f"{key}: {exc}") from None
 
 
 def _register(raw: Mapping[str, object], username: str, fail: _Fail) -> tuple[bool, int]:
@@ -496,7 +551,9 @@ def _register(raw: Mapping[str, object], username: str, fail: _Fail) -> tuple[bo
     return register, expires
 
 
-_ROUTE_KEYS = frozenset({"match", "trunk", "user", "pattern", "allow_headers"})
+_ROUTE_KEYS = frozenset(
+    {"match", "trunk", "user", "pattern", "allow_headers", "name", "allow", "deny"}
+)
 
 
 def _route(number: int, raw: object, trunks: Mapping[str, Trunk], fail: _Fail) -> Route:
@@ -528,12 +585,18 @@ def _route(number: int, raw: object, trunks: Mapping[str, Trunk], fail: _Fail) -
         r"(?:[A-Za-z0-9\-_.!~*'()&=+$,;?/#]|%[0-9A-Fa-f]{2}){1,128}", user
     ):
         raise fail(f"user {user!r} is not a SIP user part")
+    name = _text(raw, "name", fail)
+    if name and not re.fullmatch(r"[A-Za-z0-9_\-]{1,64}", name):
+        raise fail(f"name {name!r} must be letters, digits, - or _")
     return Route(
         match=match,
         trunk=trunk,
         user=user,
         pattern=compiled,
         allow_headers=_names(raw, "allow_headers", fail),
+        name=name,
+        allow=_patterns(raw, "allow", fail),
+        deny=_patterns(raw, "deny", fail) or (),
     )
 
 

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from services.common.access import Access, AccessError, load_access
 from services.common.providers import (
     DEFAULT_REGISTER_EXPIRES,
     DEFAULT_TRUNK,
@@ -25,7 +26,9 @@ from services.common.providers import (
     ProvidersError,
     Trunk,
     load_providers,
+    read_secret_file,
 )
+from services.common.rates import PER_SECOND_50, Rate, parse_rate
 from services.common.sipaddr import (
     TRANSPORTS,
     OutboundProxy,
@@ -42,9 +45,22 @@ MAX_MEDIA_WORKERS = 1024
 "The most media worker processes one ``bridge media`` runs."
 
 
+SIP_UNKNOWN_SOURCE_MODES = ("reject", "drop")
+
+
 @dataclass(frozen=True)
 class Settings:
     nats_url: str = "nats://127.0.0.1:4222"
+    nats_creds: str = ""
+    "``NATS_CREDS``: a NATS credentials file (user JWT and seed)."
+    nats_user: str = ""
+    nats_password: str = field(default="", repr=False)
+    "``NATS_PASSWORD`` (or the content of ``NATS_PASSWORD_FILE``)."
+    nats_tls_ca: str = ""
+    "``NATS_TLS_CA``: PEM of the CAs that sign the NATS server's certificate."
+    nats_tls_cert: str = ""
+    nats_tls_key: str = ""
+    "``NATS_TLS_CERT`` / ``NATS_TLS_KEY``: a client certificate for NATS (mutual TLS)."
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     # The trunk: the five values of the provider guide, plus transport.
@@ -103,6 +119,12 @@ class Settings:
     heartbeat_interval: float = 1.0
     lease_timeout: float = 3.0
     kv_replicas: int = 1
+    sip_unknown_sources: str = "reject"
+    "``SIP_UNKNOWN_SOURCES``: requests from an address that is no trunk get 403 or silence."
+    sip_source_rate: Rate | None = PER_SECOND_50
+    "``SIP_SOURCE_RATE``: SIP requests one address may send; beyond it they are dropped."
+    access: Access = field(default_factory=Access)
+    "Client tokens, the dial plan's deny list, abuse limits, origins (``services.common.access``)."
     providers_file: str = ""
     providers_config: Providers | None = field(default=None, repr=False, compare=False)
     "The parsed ``PROVIDERS_FILE``; None without one."
@@ -227,6 +249,19 @@ def _codecs(env: Mapping[str, str]) -> tuple[str, ...]:
     return tuple(names)
 
 
+def _secret(env: Mapping[str, str], name: str) -> str:
+    """``name``, or the content of the file ``<name>_FILE`` names (a mounted Secret)."""
+    path = env.get(f"{name}_FILE", "").strip()
+    if not path:
+        return env.get(name, "")
+    if env.get(name, ""):
+        raise SettingsError(f"set {name} or {name}_FILE, not both")
+    try:
+        return read_secret_file(path)
+    except (OSError, UnicodeDecodeError):
+        raise SettingsError(f"{name}_FILE {path} is not a readable text file") from None
+
+
 def _bool(env: Mapping[str, str], name: str, default: bool = False) -> bool:
     raw = env.get(name, "").strip().lower()
     if not raw:
@@ -329,7 +364,7 @@ def load_settings(
 
     trunk_host = _host(env, "SIP_TRUNK_HOST", "")
     username = env.get("SIP_USERNAME", "").strip()
-    password = env.get("SIP_PASSWORD", "")
+    password = _secret(env, "SIP_PASSWORD")
     if trunk_host and password and not username:
         raise SettingsError("SIP_USERNAME is required when SIP_PASSWORD is set")
     register = _bool(env, "SIP_REGISTER")
@@ -341,9 +376,43 @@ def load_settings(
         env, "SIP_REGISTER_EXPIRES", DEFAULT_REGISTER_EXPIRES, *REGISTER_EXPIRES_RANGE
     )
 
+    http_host = _host(env, "HTTP_HOST", Settings.http_host)
+    try:
+        access = load_access(env, http_host)
+    except AccessError as exc:
+        raise SettingsError(str(exc)) from None
+    unknown_sources = env.get("SIP_UNKNOWN_SOURCES", "").strip().lower() or "reject"
+    if unknown_sources not in SIP_UNKNOWN_SOURCE_MODES:
+        raise SettingsError(f"SIP_UNKNOWN_SOURCES must be reject or drop, got {unknown_sources!r}")
+    try:
+        sip_source_rate = parse_rate(env.get("SIP_SOURCE_RATE", "").strip() or "50/s")
+    except ValueError as exc:
+        raise SettingsError(f"SIP_SOURCE_RATE {exc}") from None
+    nats_tls = {}
+    for name in ("NATS_CREDS", "NATS_TLS_CA", "NATS_TLS_CERT", "NATS_TLS_KEY"):
+        path = env.get(name, "").strip()
+        if path and not Path(path).is_file():
+            raise SettingsError(f"{name} {path} is not a readable file")
+        nats_tls[name] = path
+    if bool(nats_tls["NATS_TLS_CERT"]) != bool(nats_tls["NATS_TLS_KEY"]):
+        raise SettingsError("NATS_TLS_CERT and NATS_TLS_KEY go together: set both or neither")
+    nats_user = env.get("NATS_USER", "").strip()
+    nats_password = _secret(env, "NATS_PASSWORD")
+    if nats_password and not nats_user:
+        raise SettingsError("NATS_USER is required when NATS_PASSWORD is set")
+
     settings = Settings(
         nats_url=nats_url,
-        http_host=_host(env, "HTTP_HOST", Settings.http_host),
+        nats_creds=nats_tls["NATS_CREDS"],
+        nats_user=nats_user,
+        nats_password=nats_password,
+        nats_tls_ca=nats_tls["NATS_TLS_CA"],
+        nats_tls_cert=nats_tls["NATS_TLS_CERT"],
+        nats_tls_key=nats_tls["NATS_TLS_KEY"],
+        sip_unknown_sources=unknown_sources,
+        sip_source_rate=sip_source_rate,
+        access=access,
+        http_host=http_host,
         http_port=_int(env, "HTTP_PORT", Settings.http_port, 0, 65535),
         sip_trunk_host=trunk_host,
         sip_trunk_port=_int(env, "SIP_TRUNK_PORT", 0, 1, 65535),

@@ -1,0 +1,155 @@
+"""Destinations in one spelling, and the allow/deny patterns that judge them: pure code.
+
+``normalize`` turns whatever a page sent into the one form every rule sees:
+a number as E.164 (``+`` and digits) or as digits alone when it has no
+international form (an extension), a name (``support``) as written. Spelling
+tricks (``00``/``011`` for ``+``, spaces, dashes, dots, brackets, ``%2B``,
+full-width digits, invisible characters, ``tel:`` and ``sip:`` forms) all
+come out the same, so no spelling slips past a rule.
+
+A pattern is an exact destination or a prefix ending in ``*`` (``"+1*"``),
+normalized the same way. Deny patterns match numbers with or without their
+``+`` (``+1900*`` also stops ``1900…``); allow patterns match the exact form.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+INTERNATIONAL_PREFIXES = ("00", "011")
+"Dialled before a country code instead of ``+`` (most of the world; North America)."
+MAX_NUMBER_DIGITS = 20
+MAX_NAME_LENGTH = 64
+
+_NUMBER = re.compile(rf"\+?[0-9]{{1,{MAX_NUMBER_DIGITS}}}")
+_NAME = re.compile(rf"[A-Za-z][A-Za-z0-9_.\-]{{0,{MAX_NAME_LENGTH - 1}}}")
+# Separators people put in numbers; Unicode spaces, dashes and invisible
+# format characters (zero-width space, direction marks) are removed too.
+_SEPARATORS = frozenset(" \t-.()[]/")
+_SCHEMES = ("tel:", "sips:", "sip:")
+
+
+class DestinationError(ValueError):
+    """Not a number or a name the bridge dials; the message says what is allowed."""
+
+
+def normalize(raw: str) -> str:
+    """``raw`` as the rules see it and the trunk is dialled; ``DestinationError`` if neither
+    a number nor a name."""
+    text = raw.strip()
+    for _ in range(3):  # %252B is %2B is +
+        decoded = unquote(text)
+        if decoded == text:
+            break
+        text = decoded
+    text = unicodedata.normalize("NFKC", text).strip()
+    lowered = text.lower()
+    for scheme in _SCHEMES:
+        if lowered.startswith(scheme):
+            text = text[len(scheme) :]
+            if scheme != "tel:":
+                text = text.split("@", 1)[0]
+            break
+    text = text.split(";", 1)[0]  # ;phone-context=…, ;user=phone
+    compact = "".join(c for c in text if not _is_separator(c))
+    if _NUMBER.fullmatch(compact):
+        return _international(compact)
+    if _NAME.fullmatch(text):
+        return text
+    raise DestinationError(
+        f"a destination is a number (up to {MAX_NUMBER_DIGITS} digits, + or 00 for "
+        f"international) or a name (a letter, then letters, digits, _ . -; up to "
+        f"{MAX_NAME_LENGTH})"
+    )
+
+
+def _is_separator(char: str) -> bool:
+    return char in _SEPARATORS or unicodedata.category(char) in ("Zs", "Pd", "Cf", "Cc")
+
+
+def _international(number: str) -> str:
+    if number.startswith("+"):
+        return number
+    for prefix in INTERNATIONAL_PREFIXES:
+        if number.startswith(prefix) and len(number) > len(prefix):
+            return "+" + number[len(prefix) :]
+    return number
+
+
+def is_number(destination: str) -> bool:
+    return bool(_NUMBER.fullmatch(destination))
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """One allow or deny entry: an exact destination or a prefix (``text*``)."""
+
+    text: str
+    prefix: bool
+
+    def __str__(self) -> str:
+        return self.text + ("*" if self.prefix else "")
+
+    def matches(self, destination: str, *, loose: bool = False) -> bool:
+        """Whether ``destination`` (normalized) is this entry. ``loose``: a number
+        matches with or without its ``+`` (for deny lists)."""
+        if is_number(self.text) or (self.prefix and self.text == "+"):
+            if not is_number(destination):
+                return False
+            candidates = [destination]
+            if loose:
+                candidates = [destination.lstrip("+"), "+" + destination.lstrip("+")]
+                wanted = [self.text, self.text.lstrip("+")] if self.text != "+" else ["+"]
+                return any(_hit(w, c, self.prefix) for w in wanted for c in candidates)
+            return _hit(self.text, destination, self.prefix)
+        return _hit(self.text.lower(), destination.lower(), self.prefix)
+
+
+def _hit(text: str, destination: str, prefix: bool) -> bool:
+    return destination.startswith(text) if prefix else destination == text
+
+
+def parse_pattern(raw: str) -> Pattern:
+    """``"+1*"``, ``"+44 20 *"``, ``"support"``; ``ValueError`` naming the entry if neither."""
+    text = raw.strip()
+    prefix = text.endswith("*")
+    if prefix:
+        text = text[:-1].strip()
+    if prefix and text in ("", "+"):
+        return Pattern(text, True)  # "*": everything; "+*": every international number
+    try:
+        return Pattern(_pattern_text(text, prefix), prefix)
+    except DestinationError:
+        raise ValueError(f"{raw!r} is not a number or name, with an optional trailing *") from None
+
+
+def _pattern_text(text: str, prefix: bool) -> str:
+    if not prefix:
+        return normalize(text)
+    # A prefix may stop where a full destination could not ("+", "00").
+    compact = "".join(c for c in unicodedata.normalize("NFKC", text) if not _is_separator(c))
+    if _NUMBER.fullmatch(compact):
+        return _international(compact)
+    return normalize(text)
+
+
+def parse_patterns(items: Iterable[str]) -> tuple[Pattern, ...]:
+    return tuple(parse_pattern(item) for item in items)
+
+
+def parse_list(text: str) -> tuple[Pattern, ...]:
+    """A comma-separated setting such as ``DIAL_DENY``."""
+    return parse_patterns(item for item in text.split(",") if item.strip())
+
+
+def denied_by(patterns: Iterable[Pattern], destination: str) -> Pattern | None:
+    """The first deny entry ``destination`` matches (loosely), or None."""
+    return next((p for p in patterns if p.matches(destination, loose=True)), None)
+
+
+def allowed_by(patterns: Iterable[Pattern], destination: str) -> bool:
+    return any(p.matches(destination) for p in patterns)
