@@ -7,6 +7,7 @@ receive them in handlers that run inside the sender's trace context.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -22,6 +23,7 @@ from proto.events import AnyEvent
 from proto.subjects import Source
 from services.common.logs import call_context
 from services.common.metrics import Metrics
+from services.common.nats_auth import ConnectOptions, refused
 from services.common.settings import nats_urls
 from services.common.telemetry import extract_context, inject_headers
 
@@ -34,6 +36,10 @@ DRAIN_TIMEOUT = 2.0
 
 FIRST_CONNECT_TIMEOUT = 15.0
 "Seconds a process waits for NATS at start-up (it may start before NATS does)."
+
+
+class CredentialsRefused(Exception):
+    """NATS refused this process's credentials (or their absence) at the first connection."""
 
 
 class _Health:
@@ -58,12 +64,27 @@ class Bus:
         self._health = health or _Health(None)
 
     @classmethod
-    async def connect(cls, url: str, name: str, metrics: Metrics | None = None) -> Bus:
+    async def connect(
+        cls,
+        url: str,
+        name: str,
+        metrics: Metrics | None = None,
+        options: ConnectOptions | None = None,
+    ) -> Bus:
+        """Connect to ``url`` with the credentials and TLS of ``options``.
+
+        Raises ``NoServersError`` when no server answers in FIRST_CONNECT_TIMEOUT,
+        ``CredentialsRefused`` as soon as a server refuses the credentials.
+        """
         health = _Health(metrics)
         loop = asyncio.get_running_loop()
+        rejected = asyncio.Event()
 
         async def on_error(exc: Exception) -> None:
             health.error()
+            if refused(exc) and not connected.done():
+                rejected.set()  # said once, below
+                return
             log.warning("nats error: %s", exc)
 
         async def on_disconnected() -> None:
@@ -78,21 +99,36 @@ class Bus:
 
         # Reconnection after a loss is unbounded, but the first connection is
         # not: a process that never reaches NATS says so and exits.
-        connecting = nats.connect(
-            nats_urls(url),
-            name=name,
-            connect_timeout=5,
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=1,
-            error_cb=on_error,
-            disconnected_cb=on_disconnected,
-            reconnected_cb=on_reconnected,
+        connected = asyncio.ensure_future(
+            nats.connect(
+                nats_urls(url),
+                name=name,
+                connect_timeout=5,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=1,
+                error_cb=on_error,
+                disconnected_cb=on_disconnected,
+                reconnected_cb=on_reconnected,
+                **(options or {}),
+            )
         )
+        refusal = asyncio.ensure_future(rejected.wait())
         try:
-            nc = await asyncio.wait_for(connecting, FIRST_CONNECT_TIMEOUT)
-        except TimeoutError:
-            raise NoServersError() from None
-        return cls(nc, health)
+            await asyncio.wait(
+                {connected, refusal},
+                timeout=FIRST_CONNECT_TIMEOUT,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            refusal.cancel()
+            if not connected.done():
+                connected.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await connected
+        if connected.cancelled():
+            # A refusal ends the wait at once: retrying the same credentials is pointless.
+            raise CredentialsRefused() if rejected.is_set() else NoServersError()
+        return cls(connected.result(), health)
 
     @property
     def client(self) -> Client:
@@ -179,15 +215,33 @@ async def drain_subscription(subscription: Subscription) -> None:
         log.debug("draining a subscription failed: %s", exc)
 
 
-async def wait_ready(url: str, services: tuple[Source, ...], timeout: float) -> bool:
-    """True once one instance of each of ``services`` answers on the bus."""
+async def wait_ready(
+    url: str,
+    services: tuple[Source, ...],
+    timeout: float,
+    options: ConnectOptions | None = None,
+) -> bool:
+    """True once one instance of each of ``services`` answers on the bus.
+
+    ``options``: credentials allowed to ask (``nats_access``: the ``admin`` user).
+    """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     nc: Client | None = None
+
+    async def quiet(exc: Exception) -> None:
+        pass  # failed attempts are retried until the deadline
+
     try:
         while nc is None:
             try:
-                nc = await nats.connect(nats_urls(url), connect_timeout=1, max_reconnect_attempts=0)
+                nc = await nats.connect(
+                    nats_urls(url),
+                    connect_timeout=1,
+                    max_reconnect_attempts=0,
+                    error_cb=quiet,
+                    **(options or {}),
+                )
             except Exception:
                 if loop.time() > deadline:
                     return False

@@ -33,7 +33,8 @@ from collections.abc import Awaitable, Callable
 
 from nats.errors import NoServersError
 
-from services.common.bus import Bus
+from services.common import nats_auth
+from services.common.bus import Bus, CredentialsRefused
 from services.common.logs import setup_logging
 from services.common.metrics import Metrics
 from services.common.ops import OpsServer, ProcessState
@@ -64,11 +65,20 @@ class Lifecycle:
     # --- what main calls --------------------------------------------------------
 
     async def connect_bus(self) -> Bus:
-        """Connect to NATS, counting its errors and reporting its health."""
+        """Connect to NATS as this service's user, counting its errors and reporting its health."""
         settings = self.settings
-        bus = await Bus.connect(
-            settings.nats_url, name=f"{self.service}-{settings.instance_id}", metrics=self.metrics
-        )
+        try:
+            bus = await Bus.connect(
+                settings.nats_url,
+                name=f"{self.service}-{settings.instance_id}",
+                metrics=self.metrics,
+                options=nats_auth.connect_options(settings),
+            )
+        except CredentialsRefused:
+            raise SettingsError(
+                f"NATS at NATS_URL={redact_url(settings.nats_url)} refused "
+                f"{nats_auth.describe(settings)}"
+            ) from None
         self.state.bus_connected = lambda: bus.connected
         self.state.bus_lost_for = bus.disconnected_for
         return bus

@@ -23,6 +23,7 @@ from nats.aio.msg import Msg
 
 from proto import subjects
 from proto.registrations import DecodeError, RegistrationsReply, TrunkRegistration, decode
+from services.common import nats_auth
 from services.common.settings import SettingsError, load_settings, nats_urls, redact_url
 
 DEFAULT_TIMEOUT = 1.0
@@ -31,8 +32,14 @@ CONNECT_TIMEOUT = 5.0
 "Seconds allowed to reach NATS."
 
 
-async def gather(nats_url: str, timeout: float) -> list[RegistrationsReply]:
-    """Every reply that arrives within ``timeout`` seconds, by instance id."""
+async def gather(
+    nats_url: str, timeout: float, options: nats_auth.ConnectOptions | None = None
+) -> list[RegistrationsReply]:
+    """Every reply that arrives within ``timeout`` seconds, by instance id.
+
+    ``options``: credentials and TLS (``nats_auth``); the user must be allowed to
+    ask (``admin`` on the locked bus).
+    """
 
     async def quiet(exc: Exception) -> None:
         pass  # a failed connection is reported once, below, not as a traceback per attempt
@@ -42,6 +49,7 @@ async def gather(nats_url: str, timeout: float) -> list[RegistrationsReply]:
         connect_timeout=CONNECT_TIMEOUT,
         allow_reconnect=False,
         error_cb=quiet,
+        **(options or {}),
     )
     nc = await asyncio.wait_for(connecting, CONNECT_TIMEOUT)
     replies: list[RegistrationsReply] = []
@@ -103,11 +111,22 @@ def main(as_json: bool, timeout: float = DEFAULT_TIMEOUT) -> int:
     except SettingsError as exc:
         print(f"bridge registrations: {exc}", file=sys.stderr)
         return 2
+    where = redact_url(settings.nats_url)
+    # Without credentials of its own: the admin user of a `bridge up` on this machine.
+    embedded = nats_auth.embedded_admin(settings)
     try:
-        replies = asyncio.run(gather(settings.nats_url, timeout))
+        options = {**nats_auth.connect_options(settings), **(embedded or {})}
+    except SettingsError as exc:
+        print(f"bridge registrations: {exc}", file=sys.stderr)
+        return 2
+    try:
+        replies = asyncio.run(gather(settings.nats_url, timeout, options))
     except (OSError, TimeoutError, nats.errors.Error) as exc:
+        if nats_auth.refused(exc):
+            who = "the admin user of `bridge up`" if embedded else nats_auth.describe(settings)
+            print(f"bridge registrations: NATS at {where} refused {who}", file=sys.stderr)
+            return 1
         detail = f" ({exc})" if str(exc) else ""
-        where = redact_url(settings.nats_url)
         print(f"bridge registrations: cannot reach NATS at {where}{detail}", file=sys.stderr)
         return 1
     show(replies, as_json, sys.stdout)

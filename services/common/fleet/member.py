@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -31,6 +32,7 @@ from services.common.fleet.leases import LeaseTable
 from services.common.fleet.reaper import Action, Publish, Reaper, SendBye
 from services.common.fleet.reaping import ReaperLoop
 from services.common.fleet.registry import CallRegistry, RegistryError
+from services.common.nats_access import may_publish
 from services.common.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -167,6 +169,7 @@ class FleetMember:
             now=loop.time(),
             started_wall=self._started_wall,
             holds=self._holds,
+            may_publish=functools.partial(may_publish, self.service),
         )
         self._reaper_loop = ReaperLoop(reaper, registry, self._perform)
         self._reaper_loop.start()

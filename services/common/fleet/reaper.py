@@ -16,6 +16,11 @@ claim the call first, so that of all survivors exactly one acts.
 - dead signaling: ``HangupRequested(browser_gone)`` on the call's signaling
   subject; the SIP agent sends BYE, media releases.
 
+On a locked bus (``services/common/nats_access.py``) a service publishes on
+its own call subject only: given ``may_publish``, a survivor leaves a call whose
+actions it may not publish to one that may (or to the dead one's successor),
+rather than claim it and be refused.
+
 A survivor acts only once its own heartbeats have been heard for a whole
 lease: an instance cut off from NATS sees everyone expire and must not end
 their calls when it comes back. A record naming this very instance, written
@@ -93,11 +98,14 @@ class Reaper:
         sweep_interval: float = SWEEP_INTERVAL,
         orphan_grace: float = ORPHAN_GRACE,
         holds: Callable[[str], bool] | None = None,
+        may_publish: Callable[[str], bool] | None = None,
     ) -> None:
         """``holds(call_id)``: whether this process holds the call; None: never
-        treat a record naming this instance as a previous process's."""
+        treat a record naming this instance as a previous process's.
+        ``may_publish(subject)``: whether this instance may publish there; None: anywhere."""
         self.me = me
         self._holds = holds
+        self._may_publish = may_publish
         self._leases = leases
         self._started_wall = started_wall
         self._sweep_interval = sweep_interval
@@ -176,6 +184,8 @@ class Reaper:
             hangup = HangupRequested(call_id=call_id, cause=errors.BROWSER_GONE)
             actions = (Publish(subjects.call_events(call_id, "signaling"), hangup),)
             reason = f"signaling {record.signaling_id} dead"
+        if not self._allowed(actions):
+            return None  # left to a survivor the bus lets publish it
         claim = records.claimed(record, self.me, wall)
         return Plan(call_id=call_id, claim=claim, actions=actions, reason=reason)
 
@@ -192,10 +202,14 @@ class Reaper:
             return (publish,)
         if self.me[0] == "sipagent":
             return (SendBye(call_id, dialog), publish)
-        if now < since + self._orphan_grace:
+        if now < since + self._orphan_grace or not self._allowed((publish,)):
             return None  # leave the BYE to a SIP agent
         log.warning("call %s: no SIP agent ended the dialog of a dead one; no BYE sent", call_id)
         return (publish,)
+
+    def _allowed(self, actions: tuple[Action, ...]) -> bool:
+        may = self._may_publish
+        return may is None or all(may(a.subject) for a in actions if isinstance(a, Publish))
 
     def _dead_since(
         self, owner: tuple[Source, str], record: CallRecord, now: float
