@@ -27,6 +27,8 @@ IN = "in"
 "RTP received from the trunk."
 OUT = "out"
 "RTP sent to the trunk."
+SIP_REFUSALS = ("unknown_source", "rate")
+"Reasons of ``bridge_sip_refused``."
 
 
 class Metrics:
@@ -49,6 +51,12 @@ class Metrics:
             "bridge_call_outcomes",
             "Calls a SIP agent finished, by cause and final SIP status ('none' without one).",
             ["cause", "status"],
+            registry=registry,
+        )
+        self.refused = Counter(
+            "bridge_refused",
+            "Call attempts, sockets and messages signaling refused, by reason (the error code).",
+            ["reason"],
             registry=registry,
         )
         self.call_setup_seconds = Histogram(
@@ -111,6 +119,15 @@ class Metrics:
             ["trunk"],
             registry=registry,
         )
+        self.sip_refused = Counter(
+            "bridge_sip_refused",
+            "SIP messages a SIP agent refused: unknown_source (a request from no trunk and"
+            " in no dialog: 403 or dropped), rate (over SIP_SOURCE_RATE: dropped unread).",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in SIP_REFUSALS:
+            self.sip_refused.labels(reason)
         self.nats_errors = Counter(
             "bridge_nats_errors",
             "NATS client errors, disconnections and failed publishes.",

@@ -519,8 +519,10 @@ async def main(lc: Lifecycle) -> None:
                 trunk.srtp,
                 trunk.transport,
             )
-    agent = SipAgent(AgentConfig.from_settings(settings))
+    agent = SipAgent(AgentConfig.from_settings(settings), metrics=lc.metrics)
     await agent.start()
+    # Requests are taken from the trunks (and their proxies) only, and from dialogs.
+    agent.know_trunks([agent.default_trunk(), *providers.trunks.values()])
     bus: Bus | None = None
     fleet: FleetMember | None = None
     try:

@@ -56,6 +56,7 @@ _SPECIFIC_CAUSES = frozenset(
         errors.MEDIA_FAILED,
         errors.MEDIA_TIMEOUT,
         errors.MEDIA_SHUTDOWN,
+        errors.MAX_DURATION,
         errors.SETUP_FAILED,
         errors.INTERNAL,
     }

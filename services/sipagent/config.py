@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from services.common.rates import PER_SECOND_50, Rate
 from services.common.settings import Settings
 from services.common.sipaddr import OutboundProxy
 from services.sipagent.sip.transaction import T1
@@ -40,6 +41,10 @@ class AgentConfig:
     "Seconds between in-dialog OPTIONS keep-alives; 0: none."
     transfer: str = "follow"
     "What the default trunk's REFER gets: ``follow`` or ``decline``."
+    unknown_sources: str = "reject"
+    "What a request from an address that is no trunk's gets: ``reject`` (403) or ``drop``."
+    source_rate: Rate | None = PER_SECOND_50
+    "Messages per source address (known trunks: ten times that); None: no limit."
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AgentConfig:
@@ -61,4 +66,6 @@ class AgentConfig:
             outbound_proxy=settings.sip_outbound_proxy,
             keepalive_interval=settings.sip_keepalive_interval,
             transfer=settings.sip_transfer,
+            unknown_sources=settings.sip_unknown_sources,
+            source_rate=settings.sip_source_rate,
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from services.common.providers import Trunk
 from services.common.settings import local_address_toward
@@ -36,6 +36,8 @@ Receive = Callable[[bytes, Addr, SipTransport | None], None]
 "Told each message a transport received, and from where."
 TransportError = Callable[[SipTransport, Addr, str], None]
 "Told that ``transport`` could not reach an address, and why."
+Resolved = Callable[[Sequence[Target]], None]
+"Told the targets of every resolution (their addresses are the trunk's)."
 
 
 class Connections:
@@ -59,6 +61,8 @@ class Connections:
         self._tls_contexts: dict[str, ssl.SSLContext] = {}
         self._transports: dict[str, SipTransport] = {}
         "Every open transport by name: the configured one, and others trunks asked for."
+        self.on_resolved: Resolved | None = None
+        "Told what each resolution found (the agent takes requests from those addresses)."
 
     async def start(self) -> SipTransport:
         """Bind the configured transport (unless one was given); return it."""
@@ -114,6 +118,8 @@ class Connections:
             raise UnreachableError(f"{label}: {exc}") from None
         for line in resolution.trail:
             log.debug("resolved %s", line)
+        if self.on_resolved is not None:
+            self.on_resolved(resolution.targets)
         return resolution.targets
 
     def expect(self, transport: SipTransport, target: Target, ca: str) -> None:

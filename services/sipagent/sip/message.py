@@ -32,6 +32,7 @@ REASON_PHRASES = {
     100: "Trying",
     200: "OK",
     400: "Bad Request",
+    403: "Forbidden",
     408: "Request Timeout",
     481: "Call/Transaction Does Not Exist",
     487: "Request Terminated",

@@ -135,7 +135,7 @@ async def test_stateless_answers() -> None:
         b"From: <sip:trunk@x>;tag=a\r\nTo: <sip:bridge@y>\r\n"
         b"Call-ID: unknown\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
     )
-    source = ("198.51.100.7", 5099)
+    source = (TRUNK[0], 5099)  # the trunk's address: unknown sources get 403
     agent.receive(options, source)
     reply, addr = transport.sent[-1]
     assert isinstance(reply, Response) and reply.code == 200 and addr == source
