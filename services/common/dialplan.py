@@ -26,6 +26,10 @@ MAX_NUMBER_DIGITS = 20
 MAX_NAME_LENGTH = 64
 
 _NUMBER = re.compile(rf"\+?[0-9]{{1,{MAX_NUMBER_DIGITS}}}")
+# PBX feature codes (``*97`` voicemail, ``1234#``): short, so nothing long hides
+# behind a star code (``*67`` then a premium number).
+_FEATURE_CODE = re.compile(r"[0-9*#]{1,8}")
+MAX_FEATURE_CODE = 8
 _NAME = re.compile(rf"[A-Za-z][A-Za-z0-9_.\-]{{0,{MAX_NAME_LENGTH - 1}}}")
 # Separators people put in numbers; Unicode spaces, dashes and invisible
 # format characters (zero-width space, direction marks) are removed too.
@@ -58,12 +62,14 @@ def normalize(raw: str) -> str:
     compact = "".join(c for c in text if not _is_separator(c))
     if _NUMBER.fullmatch(compact):
         return _international(compact)
+    if _FEATURE_CODE.fullmatch(compact):
+        return compact
     if _NAME.fullmatch(text):
         return text
     raise DestinationError(
         f"a destination is a number (up to {MAX_NUMBER_DIGITS} digits, + or 00 for "
-        f"international) or a name (a letter, then letters, digits, _ . -; up to "
-        f"{MAX_NAME_LENGTH})"
+        f"international), a feature code (up to {MAX_FEATURE_CODE} of 0-9 * #) or a name "
+        f"(a letter, then letters, digits, _ . -; up to {MAX_NAME_LENGTH})"
     )
 
 
@@ -141,9 +147,10 @@ def parse_patterns(items: Iterable[str]) -> tuple[Pattern, ...]:
     return tuple(parse_pattern(item) for item in items)
 
 
-def parse_list(text: str) -> tuple[Pattern, ...]:
-    """A comma-separated setting such as ``DIAL_DENY``."""
-    return parse_patterns(item for item in text.split(",") if item.strip())
+def parse_prefixes(text: str) -> tuple[Pattern, ...]:
+    """A comma-separated list of prefixes such as ``DIAL_DENY`` (a trailing ``*`` optional)."""
+    items = (item.strip() for item in text.split(","))
+    return parse_patterns(item if item.endswith("*") else item + "*" for item in items if item)
 
 
 def denied_by(patterns: Iterable[Pattern], destination: str) -> Pattern | None:

@@ -45,4 +45,29 @@ class Close:
     reason: str
 
 
-Action = SendMessage | Publish | Subscribe | Unsubscribe | Close
+@dataclass(frozen=True, slots=True)
+class Admit:
+    """Ask the abuse limits whether this call may start; answer with ``admitted()``."""
+
+    call_id: str
+    identity: str | None
+    source: str
+    max_calls: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """The admitted call ended: free its place in the identity's concurrent calls."""
+
+    call_id: str
+    identity: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Audit:
+    """Write one audit line: a call attempt's outcome (never a token or digits)."""
+
+    record: dict[str, object]
+
+
+Action = SendMessage | Publish | Subscribe | Unsubscribe | Close | Admit | Release | Audit

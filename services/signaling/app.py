@@ -8,21 +8,31 @@ a short while to end before sockets and the bus close.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import time
+import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from proto import errors
+from services.common.access import serving_problem
 from services.common.bus import Bus
 from services.common.fleet.heartbeat import Load
 from services.common.fleet.member import FleetMember
 from services.common.fleet.placement import Placement
 from services.common.lifecycle import Lifecycle
 from services.common.metrics import Metrics
-from services.common.settings import Settings
+from services.common.settings import Settings, SettingsError
+from services.signaling import messages
+from services.signaling.audit import AuditLog
+from services.signaling.caller import Caller, source_address, token_deadline
 from services.signaling.connection import BrowserConnection
+from services.signaling.limits import AbuseLimits, Limits, LocalLimits
 from services.signaling.session import SHUTDOWN_GRACE, BrowserSession
+from services.signaling.tokens import Claims, TokenError, TokenVerifier, load_problem
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +41,10 @@ WS_MAX_FRAME = 1024 * 1024
 "Bigger than the session's 64 KiB limit, so an oversized message gets a ``too_large`` reply."
 WS_HEARTBEAT = 20.0
 "Seconds between pings; a browser that vanished is noticed and its call hung up."
+CLOSE_UNAUTHORIZED = 4401
+"WebSocket close code after ``error`` ``unauthorized`` (HTTP's 401, in the private range)."
+CLOSE_RATE_LIMITED = 4429
+"WebSocket close code after ``error`` ``rate_limited``: too many sockets from one address."
 
 # The page talks to nothing but this server. Scripts are not restricted by
 # CSP because browser tests evaluate code in the page.
@@ -53,8 +67,14 @@ class SignalingServer:
         *,
         draining: asyncio.Event | None = None,
         metrics: Metrics | None = None,
+        limits: AbuseLimits | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
         self._settings = settings
+        self._access = settings.access
+        self._verifier = TokenVerifier(settings.access)
+        self._limits = limits or LocalLimits(settings.access, settings.instance_id)
+        self._audit = audit or AuditLog()
         self._bus = bus
         self._fleet: FleetMember | None = None
         self._placement: Placement | None = None
@@ -105,6 +125,7 @@ class SignalingServer:
         return web.json_response(
             {
                 "demo": self._settings.demo,
+                "auth": self._access.required,
                 "default_destination": self._settings.default_destination,
             },
             headers={"Cache-Control": "no-cache"},
@@ -113,24 +134,76 @@ class SignalingServer:
     async def _websocket(self, request: web.Request) -> web.StreamResponse:
         if self._stopping or self._draining.is_set():
             raise web.HTTPServiceUnavailable(text="shutting down")
-        if not _same_origin(request):
+        if not _origin_allowed(request, self._access.allowed_origins):
             # Another site's page must not place calls through this bridge.
+            self._count(errors.UNAUTHORIZED)
             raise web.HTTPForbidden(text="cross-origin WebSocket refused")
+        source = source_address(
+            request.remote, request.headers.get("X-Forwarded-For"), self._access.trusted_proxies
+        )
+        claims: Claims | None = None
+        refusal: tuple[str, str, int] | None = None
+        if self._access.required:
+            try:
+                claims = self._verifier.verify(_token_of(request), time.time())
+            except TokenError as exc:
+                refusal = (errors.UNAUTHORIZED, str(exc), CLOSE_UNAUTHORIZED)
+        socket_id = uuid.uuid4().hex
+        counted = False
+        if refusal is None:
+            counted = await self._limits.open_socket(source, socket_id)
+            if not counted:
+                text = "too many connections from your address"
+                refusal = (errors.RATE_LIMITED, text, CLOSE_RATE_LIMITED)
         ws = web.WebSocketResponse(max_msg_size=WS_MAX_FRAME, heartbeat=WS_HEARTBEAT)
         await ws.prepare(request)
+        if refusal is not None:
+            await self._refuse(ws, source, *refusal)
+            return ws
+        loop = asyncio.get_running_loop()
+        caller = Caller(
+            source=source,
+            claims=claims,
+            token_deadline=None
+            if claims is None
+            else token_deadline(claims, time.time(), loop.time()),
+        )
         connection = BrowserConnection(
-            BrowserSession(self._settings, placement=self._placement),
+            BrowserSession(self._settings, placement=self._placement, caller=caller),
             self._bus,
             ws,
             self._connections.discard,
             draining=self._draining,
             metrics=self._metrics,
             fleet=self._fleet,
+            limits=self._limits,
+            audit=self._audit,
         )
         self._connections.add(connection)
-        log.debug("websocket from %s", request.remote)
-        await connection.run()
+        log.debug("websocket from %s (%s)", source, caller.identity or "no token")
+        try:
+            await connection.run()
+        finally:
+            if counted:
+                await self._limits.close_socket(source, socket_id)
         return ws
+
+    async def _refuse(
+        self, ws: web.WebSocketResponse, source: str, code: str, text: str, close: int
+    ) -> None:
+        """Say why in an ``error``, then close: the page can show it (a browser sees no
+        HTTP status of a refused upgrade). Nothing reaches NATS."""
+        log.info("websocket from %s refused: %s (%s)", source, code, text)
+        self._count(code)
+        try:
+            await ws.send_str(json.dumps(messages.error(code, text)))
+            await ws.close(code=close, message=code.encode())
+        except (ConnectionError, RuntimeError) as exc:
+            log.debug("refused websocket already gone: %s", exc)
+
+    def _count(self, reason: str) -> None:
+        if self._metrics is not None:
+            self._metrics.refused.labels(reason=reason).inc()
 
     async def shutdown(self) -> None:
         """Hang up every call, wait briefly for them to end, then drop the rest."""
@@ -149,18 +222,52 @@ class SignalingServer:
             await connection.abort()
 
 
-def _same_origin(request: web.Request) -> bool:
+def _origin_allowed(request: web.Request, allowed: tuple[str, ...]) -> bool:
+    """A page's Origin: one of ``ALLOWED_ORIGINS`` when set (behind a proxy that
+    rewrites Host), else the same host the page was served from."""
     origin = request.headers.get("Origin")
     if not origin:
         return True  # Not a browser page (tests, tools): nothing to protect against.
+    if allowed:
+        return origin.strip().lower().rstrip("/") in allowed
     return urlsplit(origin).netloc.lower() == request.host.lower()
+
+
+def _token_of(request: web.Request) -> str:
+    """The client token: ``Authorization: Bearer …`` on the upgrade, else ``?token=``."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return request.query.get("token", "").strip()
 
 
 async def main(lc: Lifecycle) -> None:
     """Serve the page and WebSocket; drain on SIGTERM, end every call on SIGINT."""
     settings = lc.settings
+    problem = serving_problem(settings.access, settings.http_host) or load_problem(settings.access)
+    if problem:
+        raise SettingsError(problem)
     bus = await lc.connect_bus()
-    server = SignalingServer(settings, bus, draining=lc.draining, metrics=lc.metrics)
+    audit = AuditLog(settings.access.audit_log)
+    loop = asyncio.get_running_loop()
+    fleet_ref: list[FleetMember] = []
+
+    def is_live(instance_id: str) -> bool:
+        if not fleet_ref:
+            return True
+        return fleet_ref[0].leases.dead_since("signaling", instance_id, loop.time()) is None
+
+    limits = await Limits.open(
+        bus.client,
+        settings.access,
+        settings.instance_id,
+        is_live,
+        replicas=settings.kv_replicas,
+    )
+    server = SignalingServer(
+        settings, bus, draining=lc.draining, metrics=lc.metrics, limits=limits, audit=audit
+    )
     lc.serve_load(lambda: server.active_calls)
     fleet = FleetMember(
         bus,
@@ -169,6 +276,7 @@ async def main(lc: Lifecycle) -> None:
         load=lambda: Load(server.active_calls, 0, lc.draining.is_set()),
         holds=server.holds,
     )
+    fleet_ref.append(fleet)
     server.attach(fleet)
     runner = web.AppRunner(server.make_app(), access_log=None)
     await runner.setup()
@@ -187,5 +295,7 @@ async def main(lc: Lifecycle) -> None:
         await server.shutdown()
     finally:
         await runner.cleanup()
+        await limits.close()
+        audit.close()
         await fleet.close()
         await bus.close()

@@ -12,12 +12,14 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from aiohttp import WSMsgType, web
 from nats.aio.subscription import Subscription
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
+from proto import errors
 from proto.events import AnyEvent, CallEnded, CallRequested, DialRequested, HangupRequested
 from services.common.bus import Bus
 from services.common.fleet import records
@@ -28,12 +30,16 @@ from services.common.telemetry import tracer
 from services.signaling import messages
 from services.signaling.actions import (
     Action,
+    Admit,
+    Audit,
     Close,
     Publish,
+    Release,
     SendMessage,
     Subscribe,
     Unsubscribe,
 )
+from services.signaling.audit import AuditLog
 from services.signaling.session import BrowserSession
 from services.signaling.states import END_STATES
 
@@ -43,6 +49,21 @@ _tracer = tracer("bridge.signaling")
 
 DRAINING = "draining"
 "Error code of an offer refused because this signaling instance is draining."
+
+REFUSALS = frozenset(
+    {errors.UNAUTHORIZED, errors.FORBIDDEN_DESTINATION, errors.RATE_LIMITED, errors.TOO_MANY_CALLS}
+)
+"Error codes counted in ``bridge_refused_total{reason}``."
+
+
+class CallLimits(Protocol):
+    """What the connection needs of the abuse limits (``services.signaling.limits``)."""
+
+    async def admit_call(
+        self, identity: str | None, source: str, call_id: str, max_calls: int | None = None
+    ) -> str | None: ...
+
+    async def release_call(self, identity: str | None, call_id: str) -> None: ...
 
 
 class BrowserConnection:
@@ -58,8 +79,12 @@ class BrowserConnection:
         draining: asyncio.Event | None = None,
         metrics: Metrics | None = None,
         fleet: FleetMember | None = None,
+        limits: CallLimits | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
         self.session = session
+        self._limits = limits
+        self._audit = audit or AuditLog()
         self._fleet = fleet
         self._draining = draining or asyncio.Event()
         self._metrics = metrics
@@ -154,6 +179,14 @@ class BrowserConnection:
                 if not self._ws.closed:
                     await self._ws.send_str(json.dumps(action.message))
                 self._trace_message(action.message)
+                self._count_refusal(action.message)
+            elif isinstance(action, Admit):
+                await self._admit(action)
+            elif isinstance(action, Release):
+                if self._limits is not None:
+                    await self._limits.release_call(action.identity, action.call_id)
+            elif isinstance(action, Audit):
+                self._audit.write(action.record)
             elif isinstance(action, Publish):
                 span = self._call_span(action.event.call_id)
                 if isinstance(action.event, HangupRequested):
@@ -178,6 +211,21 @@ class BrowserConnection:
         except Exception as exc:  # one failed action must not stop the rest
             # A dead socket or bus: the session's timers take it from here.
             log.warning("call %s: %s failed: %s", self.session.call_id, type(action).__name__, exc)
+
+    async def _admit(self, action: Admit) -> None:
+        refusal = None
+        if self._limits is not None:
+            refusal = await self._limits.admit_call(
+                action.identity, action.source, action.call_id, action.max_calls
+            )
+        taken = self.session.admitted(action.call_id, refusal, self._loop.time())
+        if not taken and refusal is None and self._limits is not None:
+            await self._limits.release_call(action.identity, action.call_id)
+
+    def _count_refusal(self, message: messages.Outgoing) -> None:
+        code = message.get("code")
+        if self._metrics is not None and message.get("type") == "error" and code in REFUSALS:
+            self._metrics.refused.labels(reason=str(code)).inc()
 
     async def _record_before(self, event: AnyEvent) -> None:
         """The registry write owed before publishing ``event`` (best effort)."""

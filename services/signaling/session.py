@@ -40,10 +40,20 @@ from proto.events import (
 )
 from services.common.fleet.placement import Placement
 from services.common.settings import Settings
-from services.signaling import messages
-from services.signaling.actions import Action, Close, Publish, SendMessage, Subscribe, Unsubscribe
+from services.signaling import audit, messages
+from services.signaling.actions import (
+    Action,
+    Admit,
+    Close,
+    Publish,
+    SendMessage,
+    Subscribe,
+    Unsubscribe,
+)
+from services.signaling.attempt import Attempt
+from services.signaling.caller import Caller, Gate, MessageGate
 from services.signaling.controls import CallControls
-from services.signaling.destinations import check_route, pick_destination, route_trunk
+from services.signaling.destinations import Destination, Refused, resolve
 from services.signaling.messages import (
     BrowserMessage,
     Dtmf,
@@ -74,7 +84,14 @@ _REASONS = {
     errors.MEDIA_TIMEOUT: "No audio",
     errors.MEDIA_SHUTDOWN: "Media server stopped",
     errors.SETUP_FAILED: "Call set-up failed",
+    errors.MAX_DURATION: "Call time limit reached",
     errors.INTERNAL: "Internal error",
+}
+
+
+_LIMIT_REFUSALS = {
+    errors.RATE_LIMITED: "too many call attempts: wait a little and try again",
+    errors.TOO_MANY_CALLS: "you already have as many calls as you may",
 }
 
 
@@ -91,10 +108,19 @@ class BrowserSession:
         *,
         make_call_id: Callable[[], str] = new_call_id,
         placement: Placement | None = None,
+        caller: Caller | None = None,
     ) -> None:
         """``placement``: chooses the media worker of each call (one per process);
-        without it every call goes to the media queue group."""
+        without it every call goes to the media queue group. ``caller``: who is on
+        the socket (source address, token claims)."""
         self._settings = settings
+        self._caller = caller or Caller()
+        self._gate = MessageGate(settings.access.ws_message_rate)
+        self._attempt: Attempt | None = None
+        "The current call attempt: for the limits and the audit line."
+        self._offer_sdp = ""
+        self._clock = 0.0
+        "The time of the latest input (for the audit line's duration)."
         self._make_call_id = make_call_id
         self._placement = placement
         self._request: CallRequested | None = None
@@ -144,6 +170,11 @@ class BrowserSession:
         """A text frame arrived from the browser."""
         if not self._socket_open:
             return
+        self._clock = now
+        gate = self._gate.check(now)
+        if gate is not Gate.PASS:
+            self._refuse_flood(gate, now)
+            return
         try:
             message = messages.parse_message(text)
             self._handle_message(message, now)
@@ -158,6 +189,7 @@ class BrowserSession:
 
     def handle_event(self, event: AnyEvent, now: float) -> None:
         """An event arrived on one of the current call's subjects."""
+        self._clock = now
         if event.call_id != self._call_id or self._state not in IN_CALL:
             # In flight when the call ended, or meant for an older call.
             log.debug("ignored %s for call %s", type(event).__name__, event.call_id)
@@ -195,6 +227,7 @@ class BrowserSession:
         """Time passed; act if the current state's timer expired."""
         if self._deadline is None or now < self._deadline:
             return
+        self._clock = now
         self._deadline = None
         handler = self._timer_handlers.get(self._state)
         if handler is not None:
@@ -204,7 +237,10 @@ class BrowserSession:
         """The browser's WebSocket closed; hang up whatever call is left."""
         if not self._socket_open:
             return
+        self._clock = now
         self._socket_open = False
+        if self._state == State.ADMITTING:
+            self._drop_attempt(errors.BROWSER_GONE, now)
         if self._state == State.IDLE:
             self._set_state(State.CLOSED)
         elif self._state != State.HANGING_UP:
@@ -217,6 +253,8 @@ class BrowserSession:
         if self._state in END_STATES:
             return
         self._closing = True
+        if self._state == State.ADMITTING:
+            self._drop_attempt(errors.SETUP_FAILED, now)
         if self._state == State.IDLE:
             self._close_socket()
         elif self._state == State.HANGING_UP:
@@ -243,27 +281,73 @@ class BrowserSession:
             raise MessageError(messages.CALL_IN_PROGRESS, "a call is already in progress")
         if self._closing:
             raise MessageError(errors.SETUP_FAILED, "the bridge is shutting down")
-        destination = pick_destination(self._settings, offer.destination)
-        headers = check_route(self._settings, destination, offer.headers)
-        call_id = self._make_call_id()
+        caller = self._caller
+        attempt = Attempt(self._make_call_id(), caller, offer.destination)
+        if caller.token_expired(now):
+            text = "your token has expired: connect again with a new one"
+            self._refuse(attempt, errors.UNAUTHORIZED, text, now)
+            return
+        try:
+            target = resolve(self._settings, offer.destination, offer.headers, caller.claims)
+        except Refused as exc:
+            attempt.target = Destination(offer.destination, exc.number, exc.trunk, {})
+            self._refuse(attempt, exc.code, exc.message, now)
+            return
+        except MessageError as exc:
+            self._refuse(attempt, exc.code, exc.message, now)
+            return
+        attempt.target = target
+        call_id = attempt.call_id
+        self._attempt = attempt
         self._call_id = call_id
-        self._destination = destination
-        self._headers = headers
+        self._destination = target.number
+        self._headers = target.headers
+        self._offer_sdp = offer.sdp
         self._answered = False
         self._hangup_cause = ""
         self._candidates = []
-        log.info("call %s: offer to %s", call_id, destination)
+        log.info("call %s: offer to %s from %s", call_id, target.number, caller.identity or "-")
         log.debug("call %s: browser offer\n%s", call_id, offer.sdp)
+        max_calls = caller.claims.max_calls if caller.claims is not None else None
+        self._actions.append(Admit(call_id, caller.identity, caller.source, max_calls))
+        self._set_state(State.ADMITTING, now + self._settings.setup_timeout)
+
+    def admitted(self, call_id: str, refusal: str | None, now: float) -> bool:
+        """The limits' answer to an ``Admit``: None to go on, else the refusal's code.
+
+        False when the attempt is gone (the socket closed meanwhile): the
+        adapter then releases the place it was given.
+        """
+        self._clock = now
+        attempt = self._attempt
+        if self._state != State.ADMITTING or attempt is None or call_id != attempt.call_id:
+            return False
+        if refusal is not None:
+            self._call_id = None
+            self._attempt = None
+            self._set_state(State.IDLE, None)
+            text = _LIMIT_REFUSALS.get(refusal, "the call is not allowed now")
+            self._refuse(attempt, refusal, text, now)
+            return False
+        attempt.admitted = True
+        self._start_call(call_id, now)
+        return True
+
+    def _start_call(self, call_id: str, now: float) -> None:
+        assert self._attempt is not None
+        target = self._attempt.target
+        assert target is not None
         self._actions.append(Subscribe(subjects.call_events(call_id, "media")))
         self._actions.append(Subscribe(subjects.call_events(call_id, "sipagent")))
         self._request = CallRequested(
             call_id=call_id,
-            offer_sdp=offer.sdp,
-            destination=destination,
+            offer_sdp=self._offer_sdp,
+            destination=target.number,
             signaling_id=self._settings.instance_id,
-            headers=headers,
-            trunk=route_trunk(self._settings, destination),
+            headers=target.headers,
+            trunk=target.trunk,
         )
+        self._offer_sdp = ""
         if self._placement is None:
             subject = subjects.media_work()
         else:
@@ -274,12 +358,16 @@ class BrowserSession:
     def _handle_hangup(self, now: float) -> None:
         if self._state == State.IDLE:
             raise MessageError(messages.NO_CALL, "there is no call to hang up")
+        if self._state == State.ADMITTING:
+            self._drop_attempt(errors.CANCELLED, now)
+            self._send(messages.ended(None, _REASONS[errors.CANCELLED], errors.CANCELLED))
+            return
         if self._state == State.HANGING_UP:
             return  # Already on its way down.
         self._hang_up(errors.NORMAL if self._answered else errors.CANCELLED, now, HANGUP_GRACE)
 
     def _handle_ice(self, ice: Ice) -> None:
-        if self._state == State.WAITING_MEDIA:
+        if self._state in (State.ADMITTING, State.WAITING_MEDIA):
             # No media worker has subscribed yet: keep it until one has.
             if len(self._candidates) < MAX_BUFFERED_CANDIDATES:
                 self._candidates.append(ice)
@@ -389,9 +477,11 @@ class BrowserSession:
     def _on_answered(self, event: CallAnswered, now: float) -> None:
         if self._state in (State.WAITING_INVITE, State.INVITING, State.RINGING):
             self._answered = True
+            if self._attempt is not None:
+                self._attempt.answered_at = now
             self._controls = CallControls(event.call_id)
             self._send(messages.connected())
-            self._set_state(State.CONNECTED, None)
+            self._set_state(State.CONNECTED, now + self._max_duration())
 
     def _on_in_call_event(self, event: SessionUpdated | HoldFailed | DtmfReceived) -> None:
         controls = self._controls
@@ -413,6 +503,18 @@ class BrowserSession:
             self._set_state(State.HANGING_UP, now + HANGUP_GRACE)
 
     # --- timers ------------------------------------------------------------------
+
+    def _timeout_admission(self, now: float) -> None:
+        attempt = self._attempt
+        assert attempt is not None
+        self._call_id = None
+        self._attempt = None
+        self._set_state(State.IDLE, None)
+        self._refuse(attempt, errors.SETUP_FAILED, "the call could not be admitted", now)
+
+    def _timeout_duration(self, now: float) -> None:
+        log.info("call %s: reached its time limit", self._call_id)
+        self._hang_up(errors.MAX_DURATION, now, HANGUP_GRACE)
 
     def _timeout_media(self, now: float) -> None:
         self._fail_setup(
@@ -440,6 +542,8 @@ class BrowserSession:
         self._finish_call(None, reason, cause)
 
     _timer_handlers: ClassVar[dict[State, Callable[[BrowserSession, float], None]]] = {
+        State.ADMITTING: _timeout_admission,
+        State.CONNECTED: _timeout_duration,
         State.WAITING_MEDIA: _timeout_media,
         State.WAITING_INVITE: _timeout_invite,
         State.INVITING: _timeout_ringing,
@@ -448,6 +552,37 @@ class BrowserSession:
     }
 
     # --- helpers ------------------------------------------------------------------
+
+    def _max_duration(self) -> float:
+        limit = self._settings.access.max_call_duration
+        claims = self._caller.claims
+        if claims is not None and claims.max_duration is not None:
+            limit = min(limit, claims.max_duration)
+        return limit
+
+    def _refuse(self, attempt: Attempt, code: str, text: str, now: float) -> None:
+        """An offer refused before any work: ``error`` to the page, one audit line."""
+        log.info("call %s: refused (%s)", attempt.call_id, code)
+        self._send(messages.error(code, text))
+        self._actions.append(attempt.audit(audit.REFUSED, code, now))
+
+    def _drop_attempt(self, cause: str, now: float) -> None:
+        """The socket or the page gave up while the limits were asked: nothing was published."""
+        attempt = self._attempt
+        assert attempt is not None
+        self._actions.append(attempt.audit(audit.FAILED, cause, now))
+        self._call_id = None
+        self._attempt = None
+        self._candidates = []
+        self._set_state(State.IDLE, None)
+
+    def _refuse_flood(self, gate: Gate, now: float) -> None:
+        if gate is Gate.REFUSE:
+            self._send(messages.error(errors.RATE_LIMITED, "too many messages: slow down"))
+        elif gate is Gate.CLOSE:
+            log.info("browser: closing a socket that keeps flooding")
+            self._actions.append(Close(4429, "too many messages"))
+            self.socket_closed(now)
 
     def _invite_safety(self) -> float:
         return self._settings.invite_timeout + self._settings.setup_timeout
@@ -478,6 +613,13 @@ class BrowserSession:
             "call %s: ended: cause=%s status=%s reason=%r", self._call_id, cause, status, reason
         )
         self._send(messages.ended(status, reason, cause))
+        attempt, self._attempt = self._attempt, None
+        if attempt is not None:
+            outcome = audit.ANSWERED if self._answered else audit.FAILED
+            self._actions.append(attempt.audit(outcome, cause, self._clock, status))
+            release = attempt.release()
+            if release is not None:
+                self._actions.append(release)
         self._actions.append(Unsubscribe(subjects.call_events(self._call_id, "media")))
         self._actions.append(Unsubscribe(subjects.call_events(self._call_id, "sipagent")))
         if self._placement is not None:

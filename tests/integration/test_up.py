@@ -6,13 +6,16 @@ import asyncio
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import nats
 import pytest
 
+from services.common import nats_auth
 from tests.integration.client import BridgeClient
 from tests.integration.harness import Process, free_port, free_rtp_range, wait_tcp
 
@@ -70,6 +73,12 @@ async def test_demo_call_hears_itself_and_ctrl_c_stops_everything(tmp_path: Path
             await client.close()
         assert "demo" in up.log()
         assert re.search(r"media worker \S+-w1 ready", up.log()), up.log()
+        await assert_the_bus_is_locked(up.popen.pid, env, tmp_path)  # type: ignore[union-attr]
+        # The call went through on each service's own permissions, none refused,
+        # and no password reached a log.
+        assert "violation" not in up.log().lower(), up.log()
+        for path in (Path(env["DATA_DIR"]) / nats_auth.EMBEDDED_DIR).glob("*.password"):
+            assert path.read_text().strip() not in up.log(), path.name
     finally:
         code = up.stop(signal.SIGINT, timeout=20)
     assert code == 0, up.log()
@@ -86,3 +95,99 @@ def test_bad_setting_gives_one_line_and_non_zero_exit(tmp_path: Path) -> None:
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "SIP_TRUNK_PORT" in lines[0], result.stderr
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"HTTP_HOST": "0.0.0.0", "AUTH": "off"}, "ALLOW_UNAUTHENTICATED"),
+        ({"HTTP_HOST": "0.0.0.0"}, "CLIENT_TOKEN_SECRET"),
+    ],
+)
+def test_an_open_bridge_beyond_loopback_does_not_start(
+    tmp_path: Path, settings: dict[str, str], named: str
+) -> None:
+    env = up_env(tmp_path, **settings)
+    result = subprocess.run(
+        [BRIDGE, "up"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and named in lines[0], result.stderr
+
+
+def child_environments(pid: int) -> dict[str, dict[str, str]]:
+    """The environment of each child process of ``pid``, by service name."""
+    names = {
+        "nats-server": "nats",
+        "services.demo": "demo",
+        "services.cli": "media",
+        "services.sipagent": "sipagent",
+        "services.signaling": "signaling",
+    }
+    found: dict[str, dict[str, str]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) != pid:
+                continue
+            argv = (entry / "cmdline").read_bytes().decode().split("\0")
+            pairs = (entry / "environ").read_bytes().decode().split("\0")
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+        name = next((n for key, n in names.items() if any(key in a for a in argv)), None)
+        if name is not None:
+            found[name] = dict(p.split("=", 1) for p in pairs if "=" in p)
+    return found
+
+
+async def assert_the_bus_is_locked(pid: int, env: dict[str, str], tmp: Path) -> None:
+    """Per-service users and passwords, private files, no anonymous client, no violation."""
+    auth = Path(env["DATA_DIR"]) / nats_auth.EMBEDDED_DIR
+    assert stat.S_IMODE(auth.stat().st_mode) == 0o700
+    files = sorted(p.name for p in auth.iterdir())
+    assert files == [
+        "admin.password",
+        "auth.conf",
+        "media.password",
+        "signaling.password",
+        "sipagent.password",
+    ]
+    for path in auth.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+    environments = child_environments(pid)
+    assert set(environments) == {"nats", "demo", "media", "sipagent", "signaling"}
+    passwords = set()
+    for service in ("media", "sipagent", "signaling"):
+        child = environments[service]
+        assert child["NATS_USER"] == service
+        password = (auth / f"{service}.password").read_text().strip()
+        assert child["NATS_PASSWORD"] == password
+        passwords.add(password)
+    assert len(passwords) == 3
+    assert not environments["demo"].get("NATS_PASSWORD")  # the demo peer has no NATS use
+
+    async def quiet(exc: Exception) -> None:
+        pass
+
+    with pytest.raises(Exception) as caught:
+        await nats.connect(
+            env["NATS_URL"], connect_timeout=2, allow_reconnect=False, error_cb=quiet
+        )
+    assert nats_auth.refused(caught.value), repr(caught.value)
+
+    # The operator's command finds the admin user of this bridge up on its own.
+    result = subprocess.run(
+        [BRIDGE, "registrations"],
+        env=env,
+        cwd=tmp,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "(no trunk registers)" in result.stdout, result.stdout
+    for password in passwords:
+        assert password not in result.stdout + result.stderr

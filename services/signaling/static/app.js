@@ -17,6 +17,8 @@
   const sentDigits = $("dtmf-sent");
   const receivedDigits = $("dtmf-received");
   const transferNote = $("transfer");
+  const tokenRow = $("token-row");
+  const tokenInput = $("token");
 
   const GATHER_TIMEOUT_MS = 2000;
   const ENDED_WAIT_MS = 8000; // The bridge answers a hang-up within ~5 s.
@@ -25,6 +27,7 @@
   const REFUSALS = new Set([
     "bad_json", "bad_message", "unknown_type", "too_large",
     "bad_destination", "no_destination", "call_in_progress",
+    "unauthorized", "forbidden_destination", "rate_limited", "too_many_calls",
   ]);
   // Errors about one in-call request; the call itself carries on.
   const IN_CALL_ERRORS = new Set(["hold_failed", "bad_dtmf", "not_connected"]);
@@ -40,8 +43,9 @@
     cancelled: "Call cancelled", timeout: "No answer", rejected: "Call rejected",
     media_failed: "Media failed", media_timeout: "No audio",
     media_shutdown: "Media server stopped", setup_failed: "Call could not be set up",
-    internal: "Internal error",
+    internal: "Internal error", max_duration: "Call time limit reached",
   };
+  const CLOSE_UNAUTHORIZED = 4401;
   const DIGIT_KEYS = new Set("0123456789*#");
   const KEY_FLASH_MS = 150;
 
@@ -49,6 +53,18 @@
   const bridge = { pc: null, ws: null, state: "idle", hold: { local: false, remote: false } };
   window.bridge = bridge;
   Object.defineProperty(window, "bridgeCall", { get: () => bridge.pc });
+
+  // The client token: from the URL fragment (#token=…, never sent to a server
+  // by the browser, and removed from the address bar at once) or the token field.
+  // It goes on the WebSocket URL only; it is never logged.
+  let token = "";
+  const fragment = new URLSearchParams(location.hash.slice(1));
+  if (fragment.get("token")) {
+    token = fragment.get("token");
+    fragment.delete("token");
+    const rest = fragment.toString();
+    history.replaceState(null, "", location.pathname + location.search + (rest ? `#${rest}` : ""));
+  }
 
   let stream = null;
   let lastError = "";
@@ -140,11 +156,14 @@
   function connect() {
     if (bridge.ws && bridge.ws.readyState === WebSocket.OPEN) return Promise.resolve(bridge.ws);
     const scheme = location.protocol === "https:" ? "wss" : "ws";
-    const ws = new WebSocket(`${scheme}://${location.host}/ws`);
+    const current = tokenInput.value.trim() || token;
+    const query = current ? `?token=${encodeURIComponent(current)}` : "";
+    const ws = new WebSocket(`${scheme}://${location.host}/ws${query}`);
     bridge.ws = ws;
     ws.onmessage = (event) => onMessage(JSON.parse(event.data));
-    ws.onclose = () => {
+    ws.onclose = (event) => {
       if (bridge.ws === ws) bridge.ws = null;
+      if (event.code === CLOSE_UNAUTHORIZED) tokenRow.hidden = false;
       if (bridge.state !== "idle") finish("Error: Connection to the bridge lost");
     };
     return new Promise((resolve, reject) => {
@@ -292,6 +311,8 @@
         destinationInput.value = config.default_destination;
       }
       $("demo-note").hidden = !config.demo;
+      // A token field only where tokens are required and none came with the URL.
+      tokenRow.hidden = !(config.auth && !token);
     })
     .catch(() => {});
 

@@ -15,9 +15,13 @@ from proto.events import (
 from services.common.settings import Settings
 from services.signaling.actions import (
     Action,
+    Admit,
+    Audit,
     Publish,
+    Release,
     SendMessage,
 )
+from services.signaling.caller import Caller
 from services.signaling.session import BrowserSession, State
 
 SETTINGS = Settings(
@@ -30,29 +34,52 @@ T0 = 1000.0
 class Harness:
     """A session plus the actions it produced, split by kind."""
 
-    def __init__(self, settings: Settings = SETTINGS) -> None:
+    def __init__(self, settings: Settings = SETTINGS, caller: Caller | None = None) -> None:
         ids = iter(f"call{n}" for n in range(1, 100))
-        self.session = BrowserSession(settings, make_call_id=lambda: next(ids))
+        self.session = BrowserSession(settings, make_call_id=lambda: next(ids), caller=caller)
         self.actions: list[Action] = []
+        self.audits: list[dict[str, object]] = []
+        "The audit records, apart from the actions."
+        self.releases: list[Release] = []
+        "The limits' places given back, apart from the actions."
+        self.refusal: str | None = None
+        "What the limits answer each ``Admit`` (None: admitted)."
+        self.now = T0
 
     def state(self) -> State:
         return self.session.state
 
     def pull(self) -> list[Action]:
-        actions = self.session.pop_actions()
+        pending = self.session.pop_actions()
+        actions: list[Action] = []
+        while pending:
+            action = pending.pop(0)
+            if isinstance(action, Admit):
+                # The adapter answers at once, as the connection does.
+                self.session.admitted(action.call_id, self.refusal, self.now)
+                pending[:0] = self.session.pop_actions()
+            elif isinstance(action, Audit):
+                self.audits.append(action.record)
+            elif isinstance(action, Release):
+                self.releases.append(action)
+            else:
+                actions.append(action)
         self.actions.extend(actions)
         return actions
 
     def text(self, message: dict[str, Any] | str, now: float = T0) -> list[Action]:
         raw = message if isinstance(message, str) else json.dumps(message)
+        self.now = now
         self.session.receive_text(raw, now)
         return self.pull()
 
     def event(self, event: AnyEvent, now: float = T0) -> list[Action]:
+        self.now = now
         self.session.handle_event(event, now)
         return self.pull()
 
     def timer(self, now: float) -> list[Action]:
+        self.now = now
         self.session.handle_timer(now)
         return self.pull()
 

@@ -91,7 +91,7 @@ def test_happy_path() -> None:
     actions = h.event(CallAnswered(call_id="call1", answer_sdp="v=0 trunk"), T0 + 4)
     assert sent(actions) == [{"type": "connected"}]
     assert h.state() == State.CONNECTED
-    assert h.session.get_timer() is None
+    assert h.session.get_timer() == T0 + 4 + 4 * 3600  # MAX_CALL_DURATION
 
     actions = h.event(
         CallEnded(call_id="call1", cause=errors.REMOTE_HANGUP, status=None, reason="Bye"), T0 + 60
@@ -185,7 +185,9 @@ def test_no_destination() -> None:
     assert h.state() == State.IDLE
 
 
-@pytest.mark.parametrize("destination", ["bob@evil.example", "a b", "x" * 65, "sip:1"])
+@pytest.mark.parametrize(
+    "destination", ["bob@evil.example", "a b", "x" * 65, "sip:", "*6719005551234"]
+)
 def test_bad_destination(destination: str) -> None:
     h = Harness()
     actions = h.offer(destination=destination)
