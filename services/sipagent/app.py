@@ -33,13 +33,14 @@ from proto.events import (
     SessionUpdated,
 )
 from services.common.bus import Bus, drain_subscription
+from services.common.dialplan import DestinationError, Pattern, denied_by, normalize
 from services.common.fleet import records
 from services.common.fleet.heartbeat import Load
 from services.common.fleet.member import FleetMember
 from services.common.fleet.reaper import SendBye
 from services.common.lifecycle import Lifecycle
 from services.common.metrics import Metrics
-from services.common.providers import HeaderError, Providers
+from services.common.providers import HeaderError, Providers, Target
 from services.common.settings import SettingsError
 from services.common.telemetry import tracer
 from services.sipagent import recovery
@@ -84,8 +85,12 @@ class SipAgentService:
         *,
         metrics: Metrics | None = None,
         providers: Providers | None = None,
+        dial_deny: tuple[Pattern, ...] = (),
     ) -> None:
-        """``providers``: the trunks and routes; default: every call to the agent's trunk."""
+        """``providers``: the trunks and routes; default: every call to the agent's trunk.
+        ``dial_deny``: ``DIAL_DENY``, checked again here with the routes' and trunks' deny
+        lists, whatever signaling decided."""
+        self._dial_deny = dial_deny
         self._bus = bus
         self._providers = providers or Providers.single(agent.default_trunk())
         self._fleet: FleetMember | None = None
@@ -225,6 +230,17 @@ class SipAgentService:
                     except Exception as exc:  # closing is best effort
                         log.debug("unsubscribe failed: %s", exc)
 
+    def _denied(self, destination: str, target: Target) -> bool:
+        """Whether a deny list refuses ``destination`` (normalized as signaling does)."""
+        try:
+            number = normalize(destination)
+        except DestinationError:
+            number = destination
+        lists = [self._dial_deny, target.trunk.deny]
+        if target.route is not None:
+            lists.append(target.route.deny)
+        return any(denied_by(patterns, number) is not None for patterns in lists)
+
     async def _place(self, dial: DialRequested, spans: SipSpans) -> CallEnded:
         """Run the call until it ends; the ``CallEnded`` to publish."""
         call_id = dial.call_id
@@ -244,6 +260,14 @@ class SipAgentService:
                 cause=errors.REJECTED,
                 reason="Unknown destination",
                 code=errors.UNKNOWN_DESTINATION,
+            )
+        if self._denied(dial.destination, target):
+            log.warning("%s: destination refused by the dial plan", call_id)
+            return CallEnded(
+                call_id=call_id,
+                cause=errors.REJECTED,
+                reason="Destination not allowed",
+                code=errors.FORBIDDEN_DESTINATION,
             )
         try:
             target.check_headers(dial.headers)
@@ -530,7 +554,12 @@ async def main(lc: Lifecycle) -> None:
         bus = await lc.connect_bus()
         await answer_registrations(bus, agent, settings.instance_id)
         service = SipAgentService(
-            bus, agent, settings.instance_id, metrics=lc.metrics, providers=providers
+            bus,
+            agent,
+            settings.instance_id,
+            metrics=lc.metrics,
+            providers=providers,
+            dial_deny=settings.access.dial_deny,
         )
         lc.serve_load(lambda: service.active_calls)
         fleet = FleetMember(

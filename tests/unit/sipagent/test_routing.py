@@ -10,6 +10,7 @@ from sipmessage import Request
 
 from proto import errors, subjects
 from proto.events import CallEnded, DialRequested, HangupRequested, InviteSent
+from services.common.dialplan import parse_prefixes
 from services.common.providers import Providers, Route, Trunk
 from services.sipagent.app import SipAgentService
 from tests.unit.sipagent.test_agent import TRUNK, FakeBus, _agent, _bytes, until
@@ -110,6 +111,27 @@ async def test_unknown_destination_sends_no_invite() -> None:
     (event,) = bus.events()
     assert isinstance(event, CallEnded)
     assert (event.cause, event.code) == (errors.REJECTED, errors.UNKNOWN_DESTINATION)
+    assert transport.sent == []
+    await agent.close()
+
+
+@pytest.mark.parametrize("destination", ["+19005550100", "19005550100", "0019005550100"])
+async def test_the_dial_plan_is_checked_again_before_any_invite(destination: str) -> None:
+    """A DialRequested that got past signaling (or came from elsewhere) still cannot
+    reach a denied number."""
+    agent, transport = await _agent()
+    bus = FakeBus()
+    svc = SipAgentService(
+        bus,  # type: ignore[arg-type]
+        agent,
+        "sa1",
+        dial_deny=parse_prefixes("+1900"),
+    )
+    await svc.on_work(dial(destination))
+    await until(lambda: bool(bus.published))
+    (event,) = bus.events()
+    assert isinstance(event, CallEnded)
+    assert (event.cause, event.code) == (errors.REJECTED, errors.FORBIDDEN_DESTINATION)
     assert transport.sent == []
     await agent.close()
 
