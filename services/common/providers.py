@@ -14,7 +14,6 @@ there. ``docs/configuration.md`` describes the file.
 
 from __future__ import annotations
 
-import json
 import re
 import tomllib
 from collections.abc import Callable, Mapping
@@ -22,6 +21,14 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+from services.common.custom_headers import (
+    RESERVED,
+    RESERVED_COMPACT,
+    HeaderError,
+    check_header,
+    header_value,
+    is_token,
+)
 from services.common.dialplan import Pattern, parse_patterns
 from services.common.sipaddr import DEFAULT_PORTS, OutboundProxy, parse_outbound_proxy
 
@@ -41,59 +48,12 @@ DEFAULT_REGISTER_EXPIRES = 600
 REGISTER_EXPIRES_RANGE = (30, 86400)
 "Lowest and highest ``register_expires`` / ``SIP_REGISTER_EXPIRES`` accepted."
 
-MAX_HEADERS = 16
-"Custom headers one call may carry from the browser."
-MAX_VALUE_BYTES = 1024
-"Largest value of one custom header, in UTF-8 bytes."
-MAX_TOTAL_BYTES = 4096
-"Largest sum of names and values of a call's custom headers, in UTF-8 bytes."
-MAX_NAME_LENGTH = 64
-
-# RFC 3261 25.1 token: the characters a header name may hold.
-_TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
-# Control characters (C0, DEL) have no place in a header value: CR/LF would
-# start a new header (header injection), NUL truncates in C parsers.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-# Headers the bridge builds itself: never taken from a file or a browser.
-RESERVED = frozenset(
-    name.lower()
-    for name in (
-        "Via",
-        "From",
-        "To",
-        "Call-ID",
-        "CSeq",
-        "Contact",
-        "Max-Forwards",
-        "Content-Type",
-        "Content-Length",
-        "Content-Encoding",
-        "Authorization",
-        "Proxy-Authorization",
-        "Route",
-        "Record-Route",
-        "User-Agent",
-        "Allow",
-        "Expires",
-        "Require",
-        "Supported",
-        "Proxy-Require",
-    )
-)
-# Compact forms (RFC 3261 7.3.3) of the reserved names.
-RESERVED_COMPACT = frozenset({"v", "f", "t", "i", "m", "c", "l", "e", "k", "s"})
-
 
 class ProvidersError(ValueError):
     """The providers file is invalid; the message names the file, the entry and the problem."""
 
 
 _Fail = Callable[[str], ProvidersError]
-
-
-class HeaderError(ValueError):
-    """A custom header is refused; the message names it (never its value)."""
 
 
 @dataclass(frozen=True)
@@ -252,60 +212,6 @@ class Providers:
         ]
 
 
-# --- custom headers -------------------------------------------------------------
-
-
-def header_value(value: object) -> str:
-    """A header value as it goes on the wire: text as is, anything else as compact JSON."""
-    if isinstance(value, str):
-        return value.strip()
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-def check_header(name: str, value: str) -> None:
-    """Raise ``HeaderError`` unless ``name: value`` is a safe SIP header line."""
-    if not isinstance(name, str) or not _TOKEN.fullmatch(name) or len(name) > MAX_NAME_LENGTH:
-        shown = name[:MAX_NAME_LENGTH] if isinstance(name, str) else type(name).__name__
-        raise HeaderError(
-            f"header name {shown!r} is not a SIP token (letters, digits, -.!%*_+`'~; "
-            f"up to {MAX_NAME_LENGTH})"
-        )
-    if _CONTROL.search(value):
-        raise HeaderError(f"header {name} holds a control character (CR, LF, NUL, …)")
-    if len(value.encode("utf-8")) > MAX_VALUE_BYTES:
-        raise HeaderError(f"header {name} is over {MAX_VALUE_BYTES} bytes")
-
-
-def parse_headers(raw: object) -> dict[str, str]:
-    """The browser's ``headers`` object as checked header lines; ``HeaderError`` if refused.
-
-    Values are text, or JSON (object, array, number, boolean) sent as compact
-    JSON. The messages name headers, never their values.
-    """
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise HeaderError("'headers' must be an object of header names to values")
-    if len(raw) > MAX_HEADERS:
-        raise HeaderError(f"at most {MAX_HEADERS} headers")
-    headers: dict[str, str] = {}
-    seen: set[str] = set()
-    total = 0
-    for name, value in raw.items():
-        if value is None:
-            raise HeaderError(f"header {str(name)[:MAX_NAME_LENGTH]} has no value")
-        text = header_value(value)
-        check_header(name, text)
-        if name.lower() in seen:
-            raise HeaderError(f"header {name} given twice")
-        seen.add(name.lower())
-        total += len(name.encode("utf-8")) + len(text.encode("utf-8"))
-        headers[name] = text
-    if total > MAX_TOTAL_BYTES:
-        raise HeaderError(f"headers are over {MAX_TOTAL_BYTES} bytes in all")
-    return headers
-
-
 # --- the file -------------------------------------------------------------------
 
 
@@ -403,7 +309,7 @@ _TRUNK_KEYS = frozenset(
 
 
 def _trunk(name: str, raw: object, env: Mapping[str, str], fail: _Fail) -> Trunk:
-    if not _TOKEN.fullmatch(name):
+    if not is_token(name):
         raise fail("the name must be letters, digits, - or _")
     if not isinstance(raw, dict):
         raise fail("must be a table")
@@ -614,6 +520,6 @@ def _names(raw: Mapping[str, object], key: str, fail: _Fail) -> tuple[str, ...] 
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise fail(f"{key} must be an array of strings")
     for name in value:
-        if not _TOKEN.fullmatch(name):
+        if not is_token(name):
             raise fail(f"{key}: {name!r} is not a SIP token")
     return tuple(value)

@@ -14,8 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from proto import errors
+from services.common.custom_headers import HeaderError
 from services.common.dialplan import DestinationError, Pattern, allowed_by, denied_by, normalize
-from services.common.providers import HeaderError, Target
+from services.common.providers import Target
 from services.common.settings import Settings
 from services.signaling import messages
 from services.signaling.messages import MessageError

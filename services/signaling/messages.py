@@ -14,7 +14,7 @@ from typing import Any
 
 from proto import errors
 from proto.events import CallStatsReported
-from services.common.providers import HeaderError, parse_headers
+from services.common.custom_headers import HeaderError, parse_headers
 
 MAX_MESSAGE_BYTES = 64 * 1024
 "Largest text message the session accepts; larger ones get ``too_large``."

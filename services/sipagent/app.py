@@ -33,6 +33,7 @@ from proto.events import (
     SessionUpdated,
 )
 from services.common.bus import Bus, drain_subscription
+from services.common.custom_headers import HeaderError
 from services.common.dialplan import DestinationError, Pattern, denied_by, normalize
 from services.common.fleet import records
 from services.common.fleet.heartbeat import Load
@@ -40,7 +41,7 @@ from services.common.fleet.member import FleetMember
 from services.common.fleet.reaper import SendBye
 from services.common.lifecycle import Lifecycle
 from services.common.metrics import Metrics
-from services.common.providers import HeaderError, Providers, Target
+from services.common.providers import Providers, Target
 from services.common.settings import SettingsError
 from services.common.telemetry import tracer
 from services.sipagent import recovery

@@ -8,15 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from services.common.custom_headers import MAX_HEADERS, MAX_VALUE_BYTES, HeaderError, parse_headers
 from services.common.providers import (
-    MAX_HEADERS,
-    MAX_VALUE_BYTES,
-    HeaderError,
     Providers,
     ProvidersError,
     Trunk,
     load_providers,
-    parse_headers,
     parse_providers,
 )
 from services.common.settings import SettingsError, load_settings
