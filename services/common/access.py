@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.common.dialplan import Pattern, parse_prefixes
+from services.common.dialplan import National, Pattern, parse_prefixes
 from services.common.rates import PER_MINUTE_10, PER_MINUTE_30, PER_SECOND_50, Rate, parse_rate
 
 AUTH_MODES = ("required", "off")
@@ -54,6 +54,8 @@ class Access:
     audience: str = DEFAULT_AUDIENCE
     dial_deny: tuple[Pattern, ...] = ()
     "``DIAL_DENY``: destinations (prefixes) no call may have."
+    national: National | None = None
+    "``DIAL_COUNTRY_CODE`` and ``DIAL_NATIONAL_PREFIX``: national-format numbers to E.164."
     call_rate: Rate | None = PER_MINUTE_10
     "``CALL_RATE``: call attempts per identity."
     source_call_rate: Rate | None = PER_MINUTE_30
@@ -83,6 +85,7 @@ class Access:
 
 
 def is_loopback(host: str) -> bool:
+    host = host.lower()
     if host in LOOPBACK_HOSTS:
         return True
     try:
@@ -106,6 +109,7 @@ def load_access(env: Mapping[str, str], http_host: str) -> Access:
     except ValueError as exc:
         raise AccessError(f"DIAL_DENY: {exc}") from None
     return Access(
+        national=_national(env),
         auth=auth,
         allow_unauthenticated=_bool(env, "ALLOW_UNAUTHENTICATED"),
         secrets=secrets,
@@ -139,6 +143,21 @@ def serving_problem(access: Access, http_host: str) -> str | None:
             "your own authentication"
         )
     return None
+
+
+def _national(env: Mapping[str, str]) -> National | None:
+    country = env.get("DIAL_COUNTRY_CODE", "").strip().lstrip("+")
+    if not country:
+        return None
+    if not country.isdigit() or not 1 <= len(country) <= 3 or country.startswith("0"):
+        raise AccessError(
+            f"DIAL_COUNTRY_CODE must be a country calling code (1, 44), got {country!r}"
+        )
+    default = "1" if country == "1" else "0"
+    prefix = env.get("DIAL_NATIONAL_PREFIX", default).strip()
+    if prefix and not prefix.isdigit():
+        raise AccessError(f"DIAL_NATIONAL_PREFIX must be digits or empty, got {prefix!r}")
+    return National(country, prefix)
 
 
 def _secrets(text: str) -> tuple[Key, ...]:

@@ -37,13 +37,35 @@ _SEPARATORS = frozenset(" \t-.()[]/")
 _SCHEMES = ("tel:", "sips:", "sip:")
 
 
+MAX_LOCAL_DIGITS = 6
+"""Digits a number without an international form may have (an extension). A longer
+one is national format: the country it belongs to must be known (``National``), or
+a rule written in E.164 could not judge it (``900…`` is ``+1900…`` on a US trunk)."""
+
+
 class DestinationError(ValueError):
     """Not a number or a name the bridge dials; the message says what is allowed."""
 
 
-def normalize(raw: str) -> str:
+@dataclass(frozen=True)
+class National:
+    """How national-format numbers become E.164 (``DIAL_COUNTRY_CODE``,
+    ``DIAL_NATIONAL_PREFIX``): the trunk prefix goes, the country code comes."""
+
+    country: str
+    "Digits of the country code: ``1``, ``44``."
+    prefix: str = "0"
+    "The national trunk prefix dialled before an area code: ``0`` (most), ``1`` (NANP)."
+
+    def e164(self, number: str) -> str:
+        if self.prefix and number.startswith(self.prefix):
+            number = number[len(self.prefix) :]
+        return f"+{self.country}{number}"
+
+
+def normalize(raw: str, national: National | None = None) -> str:
     """``raw`` as the rules see it and the trunk is dialled; ``DestinationError`` if neither
-    a number nor a name."""
+    a number nor a name, or a national-format number whose country is not known."""
     text = raw.strip()
     for _ in range(3):  # %252B is %2B is +
         decoded = unquote(text)
@@ -61,7 +83,15 @@ def normalize(raw: str) -> str:
     text = text.split(";", 1)[0]  # ;phone-context=…, ;user=phone
     compact = "".join(c for c in text if not _is_separator(c))
     if _NUMBER.fullmatch(compact):
-        return _international(compact)
+        number = _international(compact)
+        if number.startswith("+") or len(number) <= MAX_LOCAL_DIGITS:
+            return number
+        if national is not None:
+            return national.e164(number)
+        raise DestinationError(
+            "write the number in international form, with + or 00 and the country code "
+            "(+1 555 123 4567)"
+        )
     if _FEATURE_CODE.fullmatch(compact):
         return compact
     if _NAME.fullmatch(text):
@@ -134,9 +164,8 @@ def parse_pattern(raw: str) -> Pattern:
 
 
 def _pattern_text(text: str, prefix: bool) -> str:
-    if not prefix:
-        return normalize(text)
-    # A prefix may stop where a full destination could not ("+", "00").
+    # A rule may name what a destination could not be on its own: a prefix that
+    # stops early ("+", "00"), a national-format number (matched as digits).
     compact = "".join(c for c in unicodedata.normalize("NFKC", text) if not _is_separator(c))
     if _NUMBER.fullmatch(compact):
         return _international(compact)

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from proto import errors
-from services.common.access import serving_problem
+from services.common.access import is_loopback, serving_problem
 from services.common.bus import Bus
 from services.common.fleet.heartbeat import Load
 from services.common.fleet.member import FleetMember
@@ -134,13 +134,14 @@ class SignalingServer:
     async def _websocket(self, request: web.Request) -> web.StreamResponse:
         if self._stopping or self._draining.is_set():
             raise web.HTTPServiceUnavailable(text="shutting down")
-        if not _origin_allowed(request, self._access.allowed_origins):
+        if not _origin_allowed(request, self._access.allowed_origins, self._settings.http_host):
             # Another site's page must not place calls through this bridge.
             self._count(errors.UNAUTHORIZED)
             raise web.HTTPForbidden(text="cross-origin WebSocket refused")
-        source = source_address(
-            request.remote, request.headers.get("X-Forwarded-For"), self._access.trusted_proxies
-        )
+        # Every X-Forwarded-For line, in order: a proxy may add its own line
+        # after the one the client sent.
+        forwarded = ", ".join(request.headers.getall("X-Forwarded-For", [])) or None
+        source = source_address(request.remote, forwarded, self._access.trusted_proxies)
         claims: Claims | None = None
         refusal: tuple[str, str, int] | None = None
         if self._access.required:
@@ -222,15 +223,28 @@ class SignalingServer:
             await connection.abort()
 
 
-def _origin_allowed(request: web.Request, allowed: tuple[str, ...]) -> bool:
+def _origin_allowed(request: web.Request, allowed: tuple[str, ...], http_host: str) -> bool:
     """A page's Origin: one of ``ALLOWED_ORIGINS`` when set (behind a proxy that
-    rewrites Host), else the same host the page was served from."""
+    rewrites Host), else the same host the page was served from.
+
+    A bridge on loopback also wants a loopback ``Host``: a page whose name was
+    rebound to 127.0.0.1 (DNS rebinding) sends its own name in both headers.
+    """
     origin = request.headers.get("Origin")
     if not origin:
         return True  # Not a browser page (tests, tools): nothing to protect against.
     if allowed:
         return origin.strip().lower().rstrip("/") in allowed
+    if is_loopback(http_host) and not is_loopback(_hostname(request.host)):
+        return False
     return urlsplit(origin).netloc.lower() == request.host.lower()
+
+
+def _hostname(host: str) -> str:
+    """``host`` of a Host header (``name:port``, ``[::1]:port``) without the port."""
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
 def _token_of(request: web.Request) -> str:

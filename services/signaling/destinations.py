@@ -61,7 +61,7 @@ def resolve(
             messages.NO_DESTINATION, "no destination given and no default configured"
         )
     try:
-        number = normalize(given)
+        number = normalize(given, settings.access.national)
     except DestinationError as exc:
         raise MessageError(messages.BAD_DESTINATION, str(exc)) from None
     _deny(settings.access.dial_deny, number, "", "the bridge's dial plan")

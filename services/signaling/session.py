@@ -172,7 +172,8 @@ class BrowserSession:
             return
         self._clock = now
         gate = self._gate.check(now)
-        if gate is not Gate.PASS:
+        if gate is not Gate.PASS and not self._is_hangup(text):
+            # A hang-up always goes through: a call must never outlive its caller's wish.
             self._refuse_flood(gate, now)
             return
         try:
@@ -184,8 +185,21 @@ class BrowserSession:
 
     def receive_binary(self, now: float) -> None:
         """A binary frame arrived: the protocol is JSON text only."""
-        if self._socket_open:
-            self._send(messages.error(messages.BAD_MESSAGE, "binary frames are not supported"))
+        if not self._socket_open:
+            return
+        gate = self._gate.check(now)
+        if gate is not Gate.PASS:
+            self._refuse_flood(gate, now)
+            return
+        self._send(messages.error(messages.BAD_MESSAGE, "binary frames are not supported"))
+
+    def _is_hangup(self, text: str) -> bool:
+        if self._call_id is None or "hangup" not in text[:64]:
+            return False
+        try:
+            return isinstance(messages.parse_message(text), Hangup)
+        except MessageError:
+            return False
 
     def handle_event(self, event: AnyEvent, now: float) -> None:
         """An event arrived on one of the current call's subjects."""
@@ -612,14 +626,16 @@ class BrowserSession:
         log.info(
             "call %s: ended: cause=%s status=%s reason=%r", self._call_id, cause, status, reason
         )
-        self._send(messages.ended(status, reason, cause))
         attempt, self._attempt = self._attempt, None
         if attempt is not None:
-            outcome = audit.ANSWERED if self._answered else audit.FAILED
-            self._actions.append(attempt.audit(outcome, cause, self._clock, status))
+            # The place is free before the page hears ``ended``: a next call it
+            # places at once must not find it still taken.
             release = attempt.release()
             if release is not None:
                 self._actions.append(release)
+            outcome = audit.ANSWERED if self._answered else audit.FAILED
+            self._actions.append(attempt.audit(outcome, cause, self._clock, status))
+        self._send(messages.ended(status, reason, cause))
         self._actions.append(Unsubscribe(subjects.call_events(self._call_id, "media")))
         self._actions.append(Unsubscribe(subjects.call_events(self._call_id, "sipagent")))
         if self._placement is not None:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 import numpy as np
@@ -58,11 +60,35 @@ class BridgeClient:
         self._tasks: list[asyncio.Task[None]] = []
         self._inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
 
-    async def connect(self) -> BridgeClient:
+    async def connect(
+        self,
+        *,
+        token: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> BridgeClient:
+        """Open the WebSocket; ``token`` goes in ``?token=``, ``headers`` on the upgrade
+        (``Authorization``, ``Origin``, ``X-Forwarded-For``). A refused upgrade raises
+        ``aiohttp.WSServerHandshakeError`` (its ``status``: 403, 503)."""
         self._http = aiohttp.ClientSession()
-        self.ws = await self._http.ws_connect(self.base_url.replace("http", "ws", 1) + "/ws")
+        url = self.base_url.replace("http", "ws", 1) + "/ws"
+        if token is not None:
+            url += "?" + urlencode({"token": token})
+        try:
+            self.ws = await self._http.ws_connect(url, headers=headers)
+        except BaseException:
+            await self._http.close()
+            self._http = None
+            raise
         self._tasks.append(asyncio.create_task(self._read()))
         return self
+
+    async def wait_closed(self, timeout: float = 10.0) -> int | None:
+        """Wait until the server has closed the WebSocket; its close code."""
+        assert self.ws is not None
+        async with asyncio.timeout(timeout):
+            while not self.ws.closed:
+                await asyncio.sleep(0.02)
+        return self.ws.close_code
 
     async def _read(self) -> None:
         assert self.ws is not None

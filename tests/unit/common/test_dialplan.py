@@ -6,6 +6,7 @@ import pytest
 
 from services.common.dialplan import (
     DestinationError,
+    National,
     allowed_by,
     denied_by,
     normalize,
@@ -72,7 +73,7 @@ def test_deny_prefix_stops_the_number_with_or_without_plus() -> None:
     deny = parse_prefixes("+1900, +1 976 ,00 882*")
     assert [str(p) for p in deny] == ["+1900*", "+1976*", "+882*"]
     assert denied_by(deny, normalize("+1 900 555 0100")) is not None
-    assert denied_by(deny, normalize("19005550100")) is not None
+    assert denied_by(deny, "19005550100") is not None  # as the SIP agent may see it
     assert denied_by(deny, normalize("011 1 900 555 0100")) is not None
     assert denied_by(deny, normalize("+88212345678")) is not None
     assert denied_by(deny, normalize("+15551234567")) is None
@@ -97,3 +98,24 @@ def test_allow_matches_the_exact_form_only() -> None:
 def test_patterns_refuse_nonsense() -> None:
     with pytest.raises(ValueError, match="trailing"):
         parse_pattern("a b*")
+
+
+@pytest.mark.parametrize("raw", ["19005550100", "900-555-0100", "(020) 7946 0958", "5550100"])
+def test_national_format_needs_its_country(raw: str) -> None:
+    with pytest.raises(DestinationError, match="international form"):
+        normalize(raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "national", "expected"),
+    [
+        ("900-555-0100", National("1", "1"), "+19005550100"),
+        ("1 900 555 0100", National("1", "1"), "+19005550100"),
+        ("(020) 7946 0958", National("44"), "+442079460958"),
+        ("06 1234 5678", National("39", ""), "+390612345678"),
+        ("+33 1 23 45 67 89", National("44"), "+33123456789"),
+        ("1001", National("1", "1"), "1001"),
+    ],
+)
+def test_national_format_with_a_country(raw: str, national: National, expected: str) -> None:
+    assert normalize(raw, national) == expected

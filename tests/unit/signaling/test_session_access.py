@@ -91,10 +91,20 @@ def test_the_token_allows_its_prefix_and_route_names() -> None:
 
 
 @pytest.mark.parametrize(
-    "number", ["+1 900 555 0100", "19005550100", "00 1 900 555 0100", "+88212345678"]
+    "number", ["+1 900 555 0100", "00 1 900 555 0100", "011 1 900 555 0100", "+88212345678"]
 )
 def test_dial_deny_wins(number: str) -> None:
     assert refused_with(Harness(RULES), number) == [errors.FORBIDDEN_DESTINATION]
+
+
+@pytest.mark.parametrize("number", ["19005550100", "900-555-0100", "1 (900) 555-0100"])
+def test_a_national_number_is_judged_in_its_country(number: str) -> None:
+    # Without a country it cannot be judged: refused, never dialled as written.
+    assert refused_with(Harness(RULES), number) == [messages.BAD_DESTINATION]
+    nanp = load_access({"DIAL_DENY": "+1900", "DIAL_COUNTRY_CODE": "1"}, "127.0.0.1")
+    h = Harness(replace(RULES, access=nanp))
+    assert refused_with(h, number) == [errors.FORBIDDEN_DESTINATION]
+    assert h.audits[-1]["destination"] == "+19005550100"
 
 
 def test_route_and_trunk_rules() -> None:
@@ -182,3 +192,32 @@ def test_the_socket_closing_while_admitting_publishes_nothing() -> None:
     assert published(actions) == []
     assert h.state() == State.CLOSED
     assert h.audits[-1]["outcome"] == "failed"
+
+
+def test_binary_frames_count_against_the_rate() -> None:
+    flood = replace(SETTINGS, access=load_access({"WS_MESSAGE_RATE": "5/s"}, "127.0.0.1"))
+    h = Harness(flood)
+    for _ in range(20):
+        h.session.receive_binary(T0)
+    h.pull()
+    assert h.state() == State.CLOSED
+
+
+def test_a_hangup_over_the_rate_still_ends_the_call() -> None:
+    limited = replace(SETTINGS, access=load_access({"WS_MESSAGE_RATE": "5/s"}, "127.0.0.1"))
+    h = Harness(limited, Caller(claims=ALICE))
+    h.to_connected()
+    for _ in range(5):
+        h.text({"type": "dtmf", "digits": "1"}, T0 + 10)
+    actions = h.text({"type": "hangup"}, T0 + 10)
+    assert published(actions) == [
+        (SIGNALING, HangupRequested(call_id="call1", cause=errors.NORMAL))
+    ]
+
+
+def test_the_place_is_released_before_the_page_hears_ended() -> None:
+    h = Harness(caller=Caller(claims=ALICE))
+    h.to_connected()
+    h.session.handle_event(CallEnded(call_id="call1", cause=errors.REMOTE_HANGUP), T0 + 9)
+    kinds = [type(a).__name__ for a in h.session.pop_actions()]
+    assert kinds.index("Release") < kinds.index("SendMessage")
