@@ -287,23 +287,7 @@ INHERITED_NOT = (
 
 
 def service_env(nats_url: str, **overrides: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(
-            (
-                "SIP_",
-                "RTP_",
-                "HTTP_",
-                "NATS_",
-                "PUBLIC_IP",
-                "DEFAULT_DEST",
-                "OPS_",
-                "OTEL_",
-                *ACCESS_SETTINGS,
-            )
-        )
-    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith(INHERITED_NOT)}
     env.update(
         NATS_URL=nats_url,
         LOG_LEVEL="DEBUG",
