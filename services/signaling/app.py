@@ -27,10 +27,11 @@ from services.common.lifecycle import Lifecycle
 from services.common.metrics import Metrics
 from services.common.settings import Settings, SettingsError
 from services.signaling import messages
+from services.signaling.abuse_limits import AbuseLimits, LocalLimits
 from services.signaling.audit import AuditLog
 from services.signaling.caller import Caller, source_address, token_deadline
 from services.signaling.connection import BrowserConnection
-from services.signaling.limits import AbuseLimits, Limits, LocalLimits
+from services.signaling.limits import Limits
 from services.signaling.session import SHUTDOWN_GRACE, BrowserSession
 from services.signaling.tokens import Claims, TokenError, TokenVerifier, load_problem
 

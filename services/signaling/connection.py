@@ -57,7 +57,7 @@ REFUSALS = frozenset(
 
 
 class CallLimits(Protocol):
-    """What the connection needs of the abuse limits (``services.signaling.limits``)."""
+    """What the connection needs of the abuse limits (``services.signaling.abuse_limits``)."""
 
     async def admit_call(
         self, identity: str | None, source: str, call_id: str, max_calls: int | None = None

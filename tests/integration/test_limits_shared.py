@@ -22,13 +22,8 @@ from services.common.access import Access
 from services.common.rates import Rate
 from services.signaling import limit_state
 from services.signaling import limits as limits_module
-from services.signaling.limits import (
-    BUCKET,
-    Limits,
-    calls_key,
-    open_bucket,
-    sockets_key,
-)
+from services.signaling.abuse_limits import calls_key, sockets_key
+from services.signaling.limits import BUCKET, Limits, open_bucket
 from tests.integration.harness import Process, start_nats
 
 pytestmark = pytest.mark.timeout(30)

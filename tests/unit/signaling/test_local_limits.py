@@ -9,7 +9,7 @@ import pytest
 from proto import errors
 from services.common.access import Access
 from services.common.rates import Rate
-from services.signaling.limits import (
+from services.signaling.abuse_limits import (
     CALL_SLOT_GRACE,
     SOCKET_TTL,
     SWEEP_INTERVAL,
