@@ -11,12 +11,8 @@ connection or TLS failure) or a 503 before any provisional response is
 placed again, as a new INVITE, on the next target; a 503's Retry-After
 keeps that target aside for every call of the process (``Backoff``).
 
-Every message is screened by a ``SourceGuard`` before anything else: over its
-source's rate it is dropped unread; a request from an address that is no
-trunk's, and in none of the agent's dialogs, gets 403 (or nothing) and never
-reaches a call. The guard knows the configured trunks' addresses, those their
-names resolve to (``know_trunks``, and every resolution of a dial or a
-registration) and those of adopted dialogs.
+Every message is screened by its source before anything else: see
+``SourceScreen`` (``screen.py``).
 """
 
 from __future__ import annotations
@@ -32,7 +28,6 @@ from proto import errors
 from proto.fleet import SipDialogRecord
 from services.common.metrics import Metrics
 from services.common.providers import Trunk
-from services.common.sipaddr import OutboundProxy, host_literal, is_ip
 from services.sipagent.attempt import DialPlan, fails_over, invite_for, request_uri_for
 from services.sipagent.attempt import check_destination as check_destination
 from services.sipagent.attempt import sip_user as sip_user
@@ -47,6 +42,7 @@ from services.sipagent.handle import SipObserver
 from services.sipagent.recovery import RecoveredBye, RecoveryError, answered_record, late_ack
 from services.sipagent.registrations import RegistrationTable
 from services.sipagent.resolve import Backoff, Target, retry_after
+from services.sipagent.screen import SourceScreen
 from services.sipagent.sip.auth import DigestAuthenticator
 from services.sipagent.sip.message import (
     SipParseError,
@@ -58,12 +54,6 @@ from services.sipagent.sip.message import (
 )
 from services.sipagent.sip.next_hop import Hops
 from services.sipagent.sipdns import SipResolver
-from services.sipagent.source_guard import (
-    KNOWN_FACTOR,
-    OVER_BUDGET,
-    SourceGuard,
-    Verdict,
-)
 from services.sipagent.transfer import TransferringCall
 from services.sipagent.transport import Addr, SipTransport
 
@@ -73,8 +63,6 @@ LATE_ANSWER_WINDOW = 300.0
 "Seconds after a call is forgotten during which a 2xx to its INVITE is still ACKed and BYEd."
 MAX_FORGOTTEN = 10000
 "Forgotten Call-IDs remembered at most (a bound on memory under a flood of calls)."
-TRUNK_REFRESH = 300.0
-"Seconds between two resolutions of the trunks' names for the source guard."
 
 
 class SipAgent:
@@ -88,20 +76,14 @@ class SipAgent:
         metrics: Metrics | None = None,
     ) -> None:
         self.config = config
-        self.guard = SourceGuard(
-            _configured_hosts(config), config.unknown_sources, config.source_rate
-        )
-        "Which sources may send what: the configured trunks' addresses are known from the start."
-        metrics = metrics or Metrics()
-        self._refused_unknown = metrics.sip_refused.labels("unknown_source")
-        self._refused_rate = metrics.sip_refused.labels("rate")
-        self._trunk_names: asyncio.Task[None] | None = None
+        self.screen = SourceScreen(config, metrics or Metrics(), self._send_unlogged)
+        "Which sources the agent hears: the configured trunks' addresses are known from the start."
         self.backoff = backoff or Backoff()
         "Targets that answered 503 with Retry-After, for every call of the process."
         self.connections = Connections(
             config, self.receive, self._on_transport_error, transport, resolver=resolver
         )
-        self.connections.on_resolved = self._allow_targets
+        self.connections.on_resolved = self.screen.allow_targets
         self._calls: dict[str, CallHandle] = {}
         self._forgotten: dict[str, tuple[float, str]] = {}
         "SIP Call-IDs of our INVITEs no longer hosted: until when a late 2xx is ended, call id."
@@ -272,7 +254,7 @@ class SipAgent:
             raise DialError("SIP agent not started")
         config = self.config
         trunk = (record.trunk_host, record.trunk_port)
-        self.guard.allow(record.trunk_host)
+        self.screen.allow(record.trunk_host)
         authenticator = DigestAuthenticator(config.username, config.password)
         transport = self.connections.get(record.transport)
         bye = RecoveredBye(
@@ -324,8 +306,7 @@ class SipAgent:
 
     async def close(self) -> None:
         self.registrations.close()
-        if self._trunk_names is not None:
-            self._trunk_names.cancel()
+        self.screen.close()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -346,34 +327,23 @@ class SipAgent:
         """Handle one message from ``transport`` (None: the agent's first one)."""
         assert self._loop is not None
         now = self._loop.time()
-        guard = self.guard
         # The source's rate first, on its address alone: a flood is dropped unread.
-        if guard.rate(addr[0], now) is not Verdict.PASS:
-            self._refused_rate.inc()
-            self._report_rate(addr, now)
+        if not self.screen.admit(addr, now):
             return
         try:
             message = parse_message(data)
         except SipParseError as exc:
-            if guard.source(addr[0], False) is Verdict.DROP:
-                self._refused_unknown.inc()
-                self._report_unknown(addr, "", now)
+            if not self.screen.unparsable(addr, now):
                 return
             log.debug("dropped bad message from %s:%d: %s", addr[0], addr[1], exc)
             reply = bad_request(data, str(exc))
             if reply is not None:
                 self._send(reply, addr, transport)
             return
-        if isinstance(message, Request) and not guard.known(addr[0]):
-            # Not from a trunk: only a request of one of our dialogs (a BYE from
-            # another server of the trunk, after Record-Route) goes on.
-            call_id = message.call_id
-            forgotten = self._forgotten.get(call_id)
-            in_dialog = call_id in self._calls or (forgotten is not None and forgotten[0] >= now)
-            verdict = guard.source(addr[0], in_dialog)
-            if verdict is not Verdict.PASS:
-                self._refuse(message, verdict, addr, transport, now)
-                return
+        if isinstance(message, Request) and not self.screen.request(
+            message, addr, transport, now, self._in_dialog(message.call_id, now)
+        ):
+            return
         handle = self._calls.get(message.call_id)
         if (
             handle is None
@@ -417,110 +387,21 @@ class SipAgent:
             response = make_response(message, 481, to_tag=new_tag())
         self._send(bytes(response), addr, transport)
 
+    def _in_dialog(self, call_id: str, now: float) -> bool:
+        """Whether ``call_id`` is one of our calls, or of one forgotten lately."""
+        forgotten = self._forgotten.get(call_id)
+        return call_id in self._calls or (forgotten is not None and forgotten[0] >= now)
+
     # --- sources ---------------------------------------------------------------------
 
     def know_trunks(self, trunks: Iterable[Trunk]) -> None:
         """Take requests from ``trunks`` and their outbound proxies (and SIP_OUTBOUND_PROXY).
 
-        IP addresses are known at once; names are resolved now and every
-        ``TRUNK_REFRESH`` seconds, in the background (a dial or a registration
-        resolving them adds what it finds too).
+        IP addresses are known at once, names once resolved: ``SourceScreen.know_trunks``.
         """
         if self._loop is None:
             raise DialError("SIP agent not started")
-        named: dict[tuple[object, ...], tuple[Trunk, OutboundProxy | None]] = {}
-        for trunk in trunks:
-            if not trunk.host:
-                continue
-            proxy = trunk.outbound_proxy or self.config.outbound_proxy
-            for host, via in ((trunk.host, None), (proxy.host if proxy else "", proxy)):
-                if is_ip(host):
-                    self.guard.allow(host, pinned=True)
-                elif host:
-                    # The same name through the same way once (the default trunk is
-                    # often among the providers' too).
-                    key = (trunk.host, trunk.port, trunk.transport, trunk.transport_explicit, via)
-                    named.setdefault(key, (trunk, via))
-        if named and self._trunk_names is None:
-            self._trunk_names = self._loop.create_task(
-                self._resolve_trunks(list(named.values())), name="sip-trunk-addresses"
-            )
-
-    async def _resolve_trunks(self, named: Sequence[tuple[Trunk, OutboundProxy | None]]) -> None:
-        while True:
-            for trunk, proxy in named:
-                try:
-                    await self.connections.resolve(trunk, proxy)  # allowed by on_resolved
-                except Exception as exc:  # best effort: a dial resolves it again
-                    log.debug("trunk %s: no address for the source guard: %s", trunk.name, exc)
-            await asyncio.sleep(TRUNK_REFRESH)
-
-    def _allow_targets(self, targets: Sequence[Target]) -> None:
-        for target in targets:
-            if not self.guard.known(target.host):
-                self.guard.allow(target.host)
-
-    def _refuse(
-        self,
-        request: Request,
-        verdict: Verdict,
-        addr: Addr,
-        transport: SipTransport | None,
-        now: float,
-    ) -> None:
-        """A request from an unknown source: 403 (never to an ACK) or nothing."""
-        self._refused_unknown.inc()
-        if verdict is Verdict.REJECT and request.method != "ACK":
-            # Straight to the transport: no log line per refusal, not even at debug.
-            transport = transport or self.connections.primary
-            if transport is not None:
-                transport.send(bytes(make_response(request, 403, to_tag=new_tag())), addr)
-        self._report_unknown(addr, request.method, now)
-
-    def _report_unknown(self, addr: Addr, method: str, now: float) -> None:
-        unlogged = self.guard.report(addr[0], now)
-        if unlogged < 0:
-            _over_budget(unlogged)
-            return
-        log.info(
-            "sip: %s from %s:%d refused (%s): not a trunk, not in a dialog%s",
-            method or "unreadable message",
-            host_literal(addr[0]),
-            addr[1],
-            "403" if self.guard.mode == "reject" else "dropped",
-            _unlogged(unlogged),
-        )
-
-    def _report_rate(self, addr: Addr, now: float) -> None:
-        guard = self.guard
-        unlogged = guard.report(addr[0], now)
-        if unlogged < 0:
-            _over_budget(unlogged)
-            return
-        rate = self.config.source_rate
-        if guard.known(addr[0]):
-            log.warning(
-                "sip: trunk address %s is over %d x SIP_SOURCE_RATE (%s): its messages are"
-                " dropped%s",
-                host_literal(addr[0]),
-                KNOWN_FACTOR,
-                rate,
-                _unlogged(unlogged),
-            )
-        elif guard.full and not guard.tracked(addr[0]):
-            log.warning(
-                "sip: %d sources sending at once: messages from new ones (%s) are dropped%s",
-                guard.sources,
-                host_literal(addr[0]),
-                _unlogged(unlogged),
-            )
-        else:
-            log.info(
-                "sip: %s is over SIP_SOURCE_RATE (%s): its messages are dropped%s",
-                host_literal(addr[0]),
-                rate,
-                _unlogged(unlogged),
-            )
+        self.screen.know_trunks(trunks, self.connections.resolve, self._loop)
 
     def _service(self, handle: CallHandle, reply_to: Addr | None) -> None:
         """Send what the call wants sent, queue its events, forget it once finished."""
@@ -598,6 +479,12 @@ class SipAgent:
         transport = transport or self.connections.primary
         if transport is not None:
             log.debug("sip > %s:%d %d bytes", addr[0], addr[1], len(data))
+            transport.send(data, addr)
+
+    def _send_unlogged(self, data: bytes, addr: Addr, transport: SipTransport | None) -> None:
+        """``_send`` without its line: the screen's 403s, one per refusal."""
+        transport = transport or self.connections.primary
+        if transport is not None:
             transport.send(data, addr)
 
     def _rearm(self) -> None:
@@ -698,28 +585,6 @@ class SipAgent:
         if not self._calls:
             self._idle.set()
         self._rearm()
-
-
-def _configured_hosts(config: AgentConfig) -> list[str]:
-    """The IP addresses among SIP_TRUNK_HOST and SIP_OUTBOUND_PROXY (names resolve later)."""
-    hosts = [config.trunk_host]
-    if config.outbound_proxy is not None:
-        hosts.append(config.outbound_proxy.host)
-    return [host for host in hosts if host and is_ip(host)]
-
-
-def _unlogged(count: int) -> str:
-    if not count:
-        return "; no more lines about it for a minute"
-    return f"; {count} more of its messages refused since the last line; next line in a minute"
-
-
-def _over_budget(report: int) -> None:
-    if report == OVER_BUDGET:
-        log.warning(
-            "sip: messages refused from many sources: no more lines about them for a minute"
-            " (bridge_sip_refused_total counts them all)"
-        )
 
 
 def _is_invite_2xx(message: Request | Response) -> TypeGuard[Response]:

@@ -185,7 +185,7 @@ async def test_addresses_a_trunk_name_resolved_to_are_known() -> None:
 
 async def test_know_trunks_takes_literals_at_once_and_resolves_names() -> None:
     agent, _, _ = await _agent(outbound_proxy=OutboundProxy("203.0.113.5", 5060, ""))
-    assert agent.guard.known("203.0.113.5")  # SIP_OUTBOUND_PROXY
+    assert agent.screen.known("203.0.113.5")  # SIP_OUTBOUND_PROXY
     agent.know_trunks(
         [
             Trunk(name="a", host="203.0.113.7"),
@@ -193,9 +193,9 @@ async def test_know_trunks_takes_literals_at_once_and_resolves_names() -> None:
             Trunk(name="c", host=""),
         ]
     )
-    assert agent.guard.known("203.0.113.7")
-    assert agent.guard.known("2001:db8::5")
-    await until(lambda: agent.guard.known(FIRST.host) and agent.guard.known(SECOND.host))
+    assert agent.screen.known("203.0.113.7")
+    assert agent.screen.known("2001:db8::5")
+    await until(lambda: agent.screen.known(FIRST.host) and agent.screen.known(SECOND.host))
     await agent.close()
 
 
