@@ -68,7 +68,10 @@ def header_value(value: object) -> str:
     """A header value as it goes on the wire: text as is, anything else as compact JSON."""
     if isinstance(value, str):
         return value.strip()
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    except (RecursionError, ValueError):
+        raise HeaderError("a header value is nested too deep") from None
 
 
 def check_header(name: str, value: str) -> None:
@@ -79,6 +82,10 @@ def check_header(name: str, value: str) -> None:
             f"header name {shown!r} is not a SIP token (letters, digits, -.!%*_+`'~; "
             f"up to {MAX_NAME_LENGTH})"
         )
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise HeaderError(f"header {name} is not valid Unicode") from None
     if _CONTROL.search(value):
         raise HeaderError(f"header {name} holds a control character (CR, LF, NUL, …)")
     if len(value.encode("utf-8")) > MAX_VALUE_BYTES:

@@ -30,6 +30,7 @@ _NUMBER = re.compile(rf"\+?[0-9]{{1,{MAX_NUMBER_DIGITS}}}")
 # behind a star code (``*67`` then a premium number).
 _FEATURE_CODE = re.compile(r"[0-9*#]{1,8}")
 MAX_FEATURE_CODE = 8
+_LEADING_DIGITS = re.compile(r"[0-9]+")
 _NAME = re.compile(rf"[A-Za-z][A-Za-z0-9_.\-]{{0,{MAX_NAME_LENGTH - 1}}}")
 # Separators people put in numbers; Unicode spaces, dashes and invisible
 # format characters (zero-width space, direction marks) are removed too.
@@ -57,6 +58,12 @@ class National:
     prefix: str = "0"
     "The national trunk prefix dialled before an area code: ``0`` (most), ``1`` (NANP)."
 
+    @property
+    def international(self) -> tuple[str, ...]:
+        """What this country dials before a country code: ``011`` in North America,
+        ``00`` elsewhere (so a UK ``0113`` area code stays national)."""
+        return ("011",) if self.country == "1" else ("00",)
+
     def e164(self, number: str) -> str:
         if self.prefix and number.startswith(self.prefix):
             number = number[len(self.prefix) :]
@@ -83,11 +90,15 @@ def normalize(raw: str, national: National | None = None) -> str:
     text = text.split(";", 1)[0]  # ;phone-context=…, ;user=phone
     compact = "".join(c for c in text if not _is_separator(c))
     if _NUMBER.fullmatch(compact):
-        number = _international(compact)
+        prefixes = national.international if national is not None else INTERNATIONAL_PREFIXES
+        number = _international(compact, prefixes)
         if number.startswith("+") or len(number) <= MAX_LOCAL_DIGITS:
             return number
         if national is not None:
-            return national.e164(number)
+            number = national.e164(number)
+            if not _NUMBER.fullmatch(number):
+                raise DestinationError(f"a number has at most {MAX_NUMBER_DIGITS} digits")
+            return number
         raise DestinationError(
             "write the number in international form, with + or 00 and the country code "
             "(+1 555 123 4567)"
@@ -107,10 +118,10 @@ def _is_separator(char: str) -> bool:
     return char in _SEPARATORS or unicodedata.category(char) in ("Zs", "Pd", "Cf", "Cc")
 
 
-def _international(number: str) -> str:
+def _international(number: str, prefixes: tuple[str, ...] = INTERNATIONAL_PREFIXES) -> str:
     if number.startswith("+"):
         return number
-    for prefix in INTERNATIONAL_PREFIXES:
+    for prefix in prefixes:
         if number.startswith(prefix) and len(number) > len(prefix):
             return "+" + number[len(prefix) :]
     return number
@@ -133,14 +144,14 @@ class Pattern:
     def matches(self, destination: str, *, loose: bool = False) -> bool:
         """Whether ``destination`` (normalized) is this entry. ``loose``: a number
         matches with or without its ``+`` (for deny lists)."""
-        if is_number(self.text) or (self.prefix and self.text == "+"):
+        if self.prefix and self.text in ("", "+"):
+            # "*": everything; "+*": every number in international form.
+            return destination.startswith(self.text)
+        if is_number(self.text):
             if not is_number(destination):
                 return False
-            candidates = [destination]
             if loose:
-                candidates = [destination.lstrip("+"), "+" + destination.lstrip("+")]
-                wanted = [self.text, self.text.lstrip("+")] if self.text != "+" else ["+"]
-                return any(_hit(w, c, self.prefix) for w in wanted for c in candidates)
+                return _hit(self.text.lstrip("+"), destination.lstrip("+"), self.prefix)
             return _hit(self.text, destination, self.prefix)
         return _hit(self.text.lower(), destination.lower(), self.prefix)
 
@@ -151,12 +162,17 @@ def _hit(text: str, destination: str, prefix: bool) -> bool:
 
 def parse_pattern(raw: str) -> Pattern:
     """``"+1*"``, ``"+44 20 *"``, ``"support"``; ``ValueError`` naming the entry if neither."""
-    text = raw.strip()
+    # The same cleaning as a destination's, before the trailing * is looked for:
+    # "1900＊" or "1900*<zero-width space>" must not become an exact entry.
+    text = "".join(
+        c for c in unicodedata.normalize("NFKC", raw) if unicodedata.category(c) != "Cf"
+    ).strip()
     prefix = text.endswith("*")
     if prefix:
         text = text[:-1].strip()
-    if prefix and text in ("", "+"):
-        return Pattern(text, True)  # "*": everything; "+*": every international number
+    if prefix and text in ("", "+", *INTERNATIONAL_PREFIXES):
+        # "*": everything; "+*" (or "00*"): every number in international form.
+        return Pattern("" if text == "" else "+", True)
     try:
         return Pattern(_pattern_text(text, prefix), prefix)
     except DestinationError:
@@ -183,8 +199,16 @@ def parse_prefixes(text: str) -> tuple[Pattern, ...]:
 
 
 def denied_by(patterns: Iterable[Pattern], destination: str) -> Pattern | None:
-    """The first deny entry ``destination`` matches (loosely), or None."""
-    return next((p for p in patterns if p.matches(destination, loose=True)), None)
+    """The first deny entry ``destination`` matches (loosely), or None.
+
+    A feature code is judged by its leading digits too: a trunk that takes
+    ``#`` as the end of dialling dials ``118118#`` as ``118118``.
+    """
+    forms = [destination]
+    head = _LEADING_DIGITS.match(destination)
+    if head is not None and head.group() != destination:
+        forms.append(head.group())
+    return next((p for p in patterns for form in forms if p.matches(form, loose=True)), None)
 
 
 def allowed_by(patterns: Iterable[Pattern], destination: str) -> bool:

@@ -45,6 +45,10 @@ PTIME_MS = 20
 _STATIC = {0: ("PCMU", 8000), 8: ("PCMA", 8000), 9: ("G722", 8000)}
 
 
+MAX_PAYLOAD_TYPE = 127
+"RTP payload types are 7 bits (RFC 3550)."
+
+
 class SdpError(ValueError):
     """The trunk's SDP cannot be used; ``code`` is a ``proto.errors`` code."""
 
@@ -133,13 +137,15 @@ def _media_line(value: str) -> _Media:
     parts = value.split()
     if len(parts) < 3:
         raise SdpError(f"malformed m= line: {value!r}")
-    try:
-        port = int(parts[1].split("/", 1)[0])
-        formats = [int(f) for f in parts[3:]] if parts[2].startswith("RTP/") else []
-    except ValueError:
-        raise SdpError(f"malformed m= line: {value!r}") from None
+    port = number(parts[1].split("/", 1)[0])
+    numbers = [number(f) for f in parts[3:]] if parts[2].startswith("RTP/") else []
+    formats = [pt for pt in numbers if pt is not None]
+    if port is None or len(formats) != len(numbers):
+        raise SdpError(f"malformed m= line: {value!r}")
     if not 0 <= port <= 65535:
         raise SdpError(f"port out of range in m= line: {value!r}")
+    if any(pt > MAX_PAYLOAD_TYPE for pt in formats):
+        raise SdpError(f"payload type out of range (0-127) in m= line: {value!r}")
     return _Media(kind=parts[0], port=port, formats=formats, profile=parts[2])
 
 
@@ -147,10 +153,13 @@ def _rtpmap(value: str) -> tuple[int, str, int]:
     # rtpmap:<pt> <name>/<rate>[/<channels>]
     try:
         pt_text, encoding = value[len("rtpmap:") :].split(None, 1)
-        name, rate, *_ = encoding.strip().split("/")
-        return int(pt_text), name, int(rate)
+        name, rate_text, *_ = encoding.strip().split("/")
     except ValueError:
         raise SdpError(f"malformed a={value!r}") from None
+    pt, rate = number(pt_text), number(rate_text)
+    if pt is None or rate is None or pt > MAX_PAYLOAD_TYPE:
+        raise SdpError(f"malformed a={value!r}")
+    return pt, name, rate
 
 
 def _parse(sdp: str) -> tuple[str | None, list[_Media]]:

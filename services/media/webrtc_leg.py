@@ -188,8 +188,10 @@ class WebRtcLeg:
             raise BadOfferError(f"invalid WebRTC offer: {exc or type(exc).__name__}") from exc
         if audio.mid is None:
             raise BadOfferError("the WebRTC offer has no audio")
-        self.transport = BrowserTransport(audio, on_rtp, on_rtcp)
         try:
+            # An offer whose BUNDLE group names no m-line of ours leaves the
+            # transceiver without a transport: that too is a bad offer.
+            self.transport = BrowserTransport(audio, on_rtp, on_rtcp)
             answer = await self._pc.createAnswer()
         except Exception as exc:
             raise BadOfferError(f"cannot answer the WebRTC offer: {exc}") from exc
@@ -224,4 +226,9 @@ class WebRtcLeg:
     async def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
-        await self._pc.close()
+        try:
+            await self._pc.close()
+        except AttributeError as exc:
+            # aiortc's close() trips over a transceiver that a bad offer (a BUNDLE
+            # group naming no m-line of ours) left without a transport.
+            log.debug("peer connection closed half-way: %s", exc)

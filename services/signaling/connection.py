@@ -309,6 +309,6 @@ def _is_offer(text: str) -> bool:
     """True if a text frame is an ``offer`` (anything else goes to the session)."""
     try:
         message = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return False
     return isinstance(message, dict) and message.get("type") == "offer"

@@ -102,7 +102,8 @@ def is_valid_destination(destination: str) -> bool:
 
 def parse_message(text: str) -> BrowserMessage:
     """Parse one text frame from the browser, or raise ``MessageError``."""
-    if len(text) > MAX_MESSAGE_BYTES or len(text.encode("utf-8")) > MAX_MESSAGE_BYTES:
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if len(text) > MAX_MESSAGE_BYTES or size > MAX_MESSAGE_BYTES:
         raise MessageError(TOO_LARGE, f"message over {MAX_MESSAGE_BYTES} bytes")
     try:
         data = json.loads(text)
@@ -121,18 +122,28 @@ def parse_message(text: str) -> BrowserMessage:
 
 def _parse_offer(data: dict[str, Any]) -> Offer:
     sdp = data.get("sdp")
-    if not isinstance(sdp, str) or not sdp.startswith("v=0"):
+    if not isinstance(sdp, str) or not sdp.startswith("v=0") or not _unicode(sdp):
         raise MessageError(BAD_MESSAGE, "offer needs an SDP string 'sdp' starting with v=0")
     destination = data.get("destination")
     if destination is None:
         destination = ""
-    if not isinstance(destination, str):
+    if not isinstance(destination, str) or not _unicode(destination):
         raise MessageError(BAD_MESSAGE, "'destination' must be a string")
     try:
         headers = parse_headers(data.get("headers"))
     except HeaderError as exc:
         raise MessageError(BAD_HEADERS, str(exc)) from None
     return Offer(sdp=sdp, destination=destination.strip(), headers=headers)
+
+
+def _unicode(text: str) -> bool:
+    """Whether ``text`` is valid Unicode: a JSON escape such as ``\\ud800`` decodes to a lone
+    surrogate, which no UTF-8 holds, so it could be neither published nor logged."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _parse_hangup(data: dict[str, Any]) -> Hangup:
@@ -143,10 +154,10 @@ def _parse_ice(data: dict[str, Any]) -> Ice:
     candidate = data.get("candidate")
     if candidate is None:
         candidate = ""
-    if not isinstance(candidate, str):
+    if not isinstance(candidate, str) or not _unicode(candidate):
         raise MessageError(BAD_MESSAGE, "'candidate' must be a string or null")
     sdp_mid = data.get("sdpMid")
-    if sdp_mid is not None and not isinstance(sdp_mid, str):
+    if sdp_mid is not None and (not isinstance(sdp_mid, str) or not _unicode(sdp_mid)):
         raise MessageError(BAD_MESSAGE, "'sdpMid' must be a string or null")
     index = data.get("sdpMLineIndex")
     # bool is an int in Python; JSON true is not an m-line index.

@@ -76,6 +76,8 @@ class TokenVerifier:
             raise TokenError("a client token is required")
         if len(token) > MAX_TOKEN_BYTES:
             raise TokenError("the token is too large")
+        if not token.isascii():
+            raise TokenError("the token is not a JWT")
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -155,11 +157,17 @@ def _claims(payload: dict[str, Any], now: float) -> Claims:
 def _number(value: object, name: str, *, positive: bool = False) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise TokenError(f"the token's {name!r} must be a number")
-    if positive and value <= 0:
+    try:
+        number = float(value)
+    except OverflowError:
+        raise TokenError(f"the token's {name!r} is out of range") from None
+    if not math.isfinite(number):
+        raise TokenError(f"the token's {name!r} must be a number")
+    if positive and number <= 0:
         raise TokenError(f"the token's {name!r} must be above 0")
-    return float(value)
+    return number
 
 
 def _positive_int(value: object, name: str) -> int | None:

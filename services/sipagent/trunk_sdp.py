@@ -260,7 +260,8 @@ def _format_attributes(base: Audio, pt: str, offer: Audio | None) -> list[str]:
     name, _, rate = offer.encodings.get(pt, "").partition("/")
     lines = [f"a=rtpmap:{pt} {_spelled(base, name)}/{rate}"]
     fmtp = offer.attribute("fmtp", pt)
-    if fmtp is not None:
+    if fmtp is not None and fmtp.isprintable():
+        # A control character (a bare CR) would make our answer invalid SDP.
         lines.append(fmtp)
     return lines
 
