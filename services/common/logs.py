@@ -92,3 +92,20 @@ def setup_logging(service: str, level: str, fmt: str = "text") -> None:
     root.setLevel(level)
     for noisy in _NOISY:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+class LogBudget:
+    """At most ``count`` log lines a ``period``: refusals an attacker can cause at will
+    must not flood the log (the metrics count every one)."""
+
+    def __init__(self, count: int, period: float) -> None:
+        self._count = count
+        self._period = period
+        self._start = -period
+        self._used = 0
+
+    def allow(self, now: float) -> bool:
+        if now - self._start >= self._period:
+            self._start, self._used = now, 0
+        self._used += 1
+        return self._used <= self._count

@@ -24,6 +24,7 @@ from services.common.fleet.heartbeat import Load
 from services.common.fleet.member import FleetMember
 from services.common.fleet.placement import Placement
 from services.common.lifecycle import Lifecycle
+from services.common.logs import LogBudget
 from services.common.metrics import Metrics
 from services.common.settings import Settings, SettingsError
 from services.signaling import messages
@@ -44,6 +45,8 @@ WS_HEARTBEAT = 20.0
 "Seconds between pings; a browser that vanished is noticed and its call hung up."
 CLOSE_UNAUTHORIZED = 4401
 "WebSocket close code after ``error`` ``unauthorized`` (HTTP's 401, in the private range)."
+REFUSALS_LOGGED_PER_MINUTE = 20
+"Refused sockets logged a minute; a flood of them shows in ``bridge_refused_total``."
 CLOSE_RATE_LIMITED = 4429
 "WebSocket close code after ``error`` ``rate_limited``: too many sockets from one address."
 
@@ -76,6 +79,7 @@ class SignalingServer:
         self._verifier = TokenVerifier(settings.access)
         self._limits = limits or LocalLimits(settings.access, settings.instance_id)
         self._audit = audit or AuditLog()
+        self._refusal_log = LogBudget(REFUSALS_LOGGED_PER_MINUTE, 60.0)
         self._bus = bus
         self._fleet: FleetMember | None = None
         self._placement: Placement | None = None
@@ -157,6 +161,20 @@ class SignalingServer:
             if not counted:
                 text = "too many connections from your address"
                 refusal = (errors.RATE_LIMITED, text, CLOSE_RATE_LIMITED)
+        try:
+            return await self._serve(request, source, claims, refusal)
+        finally:
+            if counted:
+                await self._limits.close_socket(source, socket_id)
+
+    async def _serve(
+        self,
+        request: web.Request,
+        source: str,
+        claims: Claims | None,
+        refusal: tuple[str, str, int] | None,
+    ) -> web.WebSocketResponse:
+        """The socket's life after the checks: refused with a reason, or a session."""
         ws = web.WebSocketResponse(max_msg_size=WS_MAX_FRAME, heartbeat=WS_HEARTBEAT)
         await ws.prepare(request)
         if refusal is not None:
@@ -183,11 +201,7 @@ class SignalingServer:
         )
         self._connections.add(connection)
         log.debug("websocket from %s (%s)", source, caller.identity or "no token")
-        try:
-            await connection.run()
-        finally:
-            if counted:
-                await self._limits.close_socket(source, socket_id)
+        await connection.run()
         return ws
 
     async def _refuse(
@@ -195,8 +209,9 @@ class SignalingServer:
     ) -> None:
         """Say why in an ``error``, then close: the page can show it (a browser sees no
         HTTP status of a refused upgrade). Nothing reaches NATS."""
-        log.info("websocket from %s refused: %s (%s)", source, code, text)
         self._count(code)
+        if self._refusal_log.allow(time.monotonic()):
+            log.info("websocket from %s refused: %s (%s)", source, code, text)
         try:
             await ws.send_str(json.dumps(messages.error(code, text)))
             await ws.close(code=close, message=code.encode())

@@ -41,3 +41,12 @@ def test_exception_is_one_line_of_json() -> None:
     text = JsonFormatter("sipagent").format(rec)
     assert "\n" not in text
     assert "ValueError: boom" in json.loads(text)["exc"]
+
+
+def test_a_log_budget_allows_so_many_lines_a_period() -> None:
+    from services.common.logs import LogBudget
+
+    budget = LogBudget(3, 60.0)
+    assert [budget.allow(0.0) for _ in range(5)] == [True, True, True, False, False]
+    assert budget.allow(59.9) is False
+    assert budget.allow(60.0) is True
