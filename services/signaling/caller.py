@@ -4,7 +4,7 @@
 what ``X-Forwarded-For`` says when the peer is a trusted proxy) and the client
 token's claims. ``MessageGate`` is the socket's ``WS_MESSAGE_RATE``: a message
 over the rate is dropped with one ``rate_limited`` error, and a socket that
-keeps going after a whole burst's worth of refusals is closed.
+keeps going after a whole burst's worth of refusals in a row is closed.
 """
 
 from __future__ import annotations
@@ -90,7 +90,10 @@ class MessageGate:
         if self._rate is None or self._bucket is None:
             return Gate.PASS
         if self._bucket.take(self._rate, now):
+            # Refusals count while they follow each other: a socket open all day
+            # that goes over the rate now and then is never closed for it.
             self._told = False
+            self._refused = 0
             return Gate.PASS
         self._refused += 1
         if self._refused > self._rate.count:

@@ -221,3 +221,12 @@ def test_the_place_is_released_before_the_page_hears_ended() -> None:
     h.session.handle_event(CallEnded(call_id="call1", cause=errors.REMOTE_HANGUP), T0 + 9)
     kinds = [type(a).__name__ for a in h.session.pop_actions()]
     assert kinds.index("Release") < kinds.index("SendMessage")
+
+
+def test_going_over_the_rate_now_and_then_never_closes_the_socket() -> None:
+    limited = replace(SETTINGS, access=load_access({"WS_MESSAGE_RATE": "2/s"}, "127.0.0.1"))
+    h = Harness(limited)
+    for second in range(20):  # three messages each second: one too many, every time
+        for _ in range(3):
+            h.text({"type": "hangup"}, T0 + second)
+    assert h.state() == State.IDLE
