@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.common import env_values
 from services.common.dialplan import National, Pattern, parse_prefixes
 from services.common.rates import PER_MINUTE_10, PER_MINUTE_30, PER_SECOND_50, Rate, parse_rate
 
@@ -111,7 +112,7 @@ def load_access(env: Mapping[str, str], http_host: str) -> Access:
     return Access(
         national=_national(env),
         auth=auth,
-        allow_unauthenticated=_bool(env, "ALLOW_UNAUTHENTICATED"),
+        allow_unauthenticated=env_values.boolean(env, "ALLOW_UNAUTHENTICATED", False, AccessError),
         secrets=secrets,
         public_keys=public_keys,
         audience=audience,
@@ -121,7 +122,9 @@ def load_access(env: Mapping[str, str], http_host: str) -> Access:
         max_calls_per_user=_count(env, "MAX_CALLS_PER_USER", Access.max_calls_per_user),
         ws_per_source=_count(env, "WS_CONNECTIONS_PER_SOURCE", Access.ws_per_source),
         ws_message_rate=_rate(env, "WS_MESSAGE_RATE", Access.ws_message_rate),
-        max_call_duration=_duration(env, "MAX_CALL_DURATION", Access.max_call_duration),
+        max_call_duration=env_values.seconds(
+            env, "MAX_CALL_DURATION", Access.max_call_duration, 7 * 86400, AccessError
+        ),
         trusted_proxies=_networks(env.get("TRUSTED_PROXIES", "")),
         allowed_origins=_origins(env.get("ALLOWED_ORIGINS", "")),
         audit_log=env.get("AUDIT_LOG", "").strip(),
@@ -202,13 +205,8 @@ def _unique(keys: list[Key], name: str) -> None:
             raise AccessError(f"{name}: key id {shown} given twice; write kid:key for each")
 
 
-def _bool(env: Mapping[str, str], name: str) -> bool:
-    raw = env.get(name, "").strip().lower()
-    if raw in ("", "0", "false", "no", "off"):
-        return False
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    raise AccessError(f"{name} must be true or false, got {raw!r}")
+def _count(env: Mapping[str, str], name: str, default: int) -> int:
+    return env_values.whole(env, name, default, 1, 100000, AccessError)
 
 
 def _rate(env: Mapping[str, str], name: str, default: Rate | None) -> Rate | None:
@@ -219,28 +217,6 @@ def _rate(env: Mapping[str, str], name: str, default: Rate | None) -> Rate | Non
         return parse_rate(raw)
     except ValueError as exc:
         raise AccessError(f"{name} {exc}") from None
-
-
-def _count(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    if not raw.isdigit() or not 1 <= int(raw) <= 100000:
-        raise AccessError(f"{name} must be a whole number from 1 to 100000, got {raw!r}")
-    return int(raw)
-
-
-def _duration(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise AccessError(f"{name} must be a number of seconds, got {raw!r}") from None
-    if not 0 < value <= 7 * 86400:
-        raise AccessError(f"{name} must be between 0 and 604800 seconds, got {raw}")
-    return value
 
 
 def _networks(text: str) -> tuple[Network, ...]:

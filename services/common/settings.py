@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from services.common import env_values
 from services.common.access import Access, AccessError, load_access
 from services.common.providers import (
     DEFAULT_REGISTER_EXPIRES,
@@ -193,29 +194,11 @@ def parse_dotenv(text: str) -> dict[str, str]:
 
 
 def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
-    if not lo <= value <= hi:
-        raise SettingsError(f"{name} must be between {lo} and {hi}, got {value}")
-    return value
+    return env_values.whole(env, name, default, lo, hi, SettingsError)
 
 
 def _seconds(env: Mapping[str, str], name: str, default: float, hi: float = 3600) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a number of seconds, got {raw!r}") from None
-    if not 0 < value <= hi:
-        raise SettingsError(f"{name} must be between 0 and {hi:g} seconds, got {raw}")
-    return value
+    return env_values.seconds(env, name, default, hi, SettingsError)
 
 
 def _keepalive(env: Mapping[str, str]) -> float:
@@ -263,14 +246,7 @@ def _secret(env: Mapping[str, str], name: str) -> str:
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool = False) -> bool:
-    raw = env.get(name, "").strip().lower()
-    if not raw:
-        return default
-    if raw in ("0", "false", "no", "off"):
-        return False
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    raise SettingsError(f"{name} must be true or false, got {raw!r}")
+    return env_values.boolean(env, name, default, SettingsError)
 
 
 def _host(env: Mapping[str, str], name: str, default: str) -> str:
