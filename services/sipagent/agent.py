@@ -43,8 +43,8 @@ from services.sipagent.recovery import RecoveredBye, RecoveryError, answered_rec
 from services.sipagent.registrations import RegistrationTable
 from services.sipagent.resolve import Backoff, Target, retry_after
 from services.sipagent.screen import SourceScreen
-from services.sipagent.sip.auth import DigestAuthenticator
-from services.sipagent.sip.message import (
+from services.common.sip.auth import DigestAuthenticator
+from services.common.sip.message import (
     SipParseError,
     bad_request,
     make_response,
@@ -52,7 +52,7 @@ from services.sipagent.sip.message import (
     parse_message,
     summary,
 )
-from services.sipagent.sip.next_hop import Hops
+from services.common.sip.next_hop import Hops
 from services.sipagent.sipdns import SipResolver
 from services.sipagent.transfer import TransferringCall
 from services.sipagent.transport import Addr, SipTransport

@@ -31,9 +31,9 @@ from services.sipagent.call_base import (
 from services.sipagent.dialog_context import ALLOW, USER_AGENT
 from services.sipagent.events import Answered, Ended, Progress
 from services.sipagent.session_timer import min_se
-from services.sipagent.sip.auth import AuthError
-from services.sipagent.sip.dialog import Dialog
-from services.sipagent.sip.message import (
+from services.common.sip.auth import AuthError
+from services.common.sip.dialog import Dialog
+from services.common.sip.message import (
     SipMessage,
     SipParseError,
     make_cancel,
@@ -41,7 +41,7 @@ from services.sipagent.sip.message import (
     summary,
     tag_of,
 )
-from services.sipagent.sip.transaction import (
+from services.common.sip.transaction import (
     InviteClientTransaction,
     NonInviteClientTransaction,
     ResponseReceived,

@@ -21,9 +21,9 @@ from services.sipagent.dialog_context import ALLOW, USER_AGENT, DialogContext
 from services.sipagent.events import CallEvent, Ended, HoldRefused, Progress
 from services.sipagent.in_dialog import InDialog
 from services.sipagent.session_timer import SESSION_EXPIRES
-from services.sipagent.sip.auth import AuthError, DigestAuthenticator
-from services.sipagent.sip.dialog import Dialog
-from services.sipagent.sip.message import (
+from services.common.sip.auth import AuthError, DigestAuthenticator
+from services.common.sip.dialog import Dialog
+from services.common.sip.message import (
     SipMessage,
     make_response,
     new_branch,
@@ -33,7 +33,7 @@ from services.sipagent.sip.message import (
     tag_of,
     top_branch,
 )
-from services.sipagent.sip.transaction import (
+from services.common.sip.transaction import (
     T1,
     InviteClientTransaction,
     NonInviteClientTransaction,

@@ -15,10 +15,10 @@ from collections.abc import Callable, Iterable
 from sipmessage import Request, Response
 
 from services.sipagent.events import CallEvent
-from services.sipagent.sip.auth import AuthError, DigestAuthenticator
-from services.sipagent.sip.dialog import Dialog
-from services.sipagent.sip.message import SipMessage, make_response, summary, top_branch
-from services.sipagent.sip.transaction import (
+from services.common.sip.auth import AuthError, DigestAuthenticator
+from services.common.sip.dialog import Dialog
+from services.common.sip.message import SipMessage, make_response, summary, top_branch
+from services.common.sip.transaction import (
     T1,
     InviteClientTransaction,
     NonInviteClientTransaction,

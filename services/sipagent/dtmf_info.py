@@ -17,7 +17,7 @@ from sipmessage import Request
 
 from services.sipagent.dialog_context import DialogContext
 from services.sipagent.events import DtmfIn
-from services.sipagent.sip.transaction import (
+from services.common.sip.transaction import (
     NonInviteClientTransaction,
     ResponseReceived,
     TransactionEvent,

@@ -15,8 +15,8 @@ from sipmessage import Request
 from services.sipagent.attempt import DialPlan
 from services.sipagent.events import CallEvent
 from services.sipagent.resolve import Target
-from services.sipagent.sip.message import SipMessage
-from services.sipagent.sip.next_hop import Hops
+from services.common.sip.message import SipMessage
+from services.common.sip.next_hop import Hops
 from services.sipagent.transfer import TransferringCall
 from services.sipagent.transport import Addr, SipTransport
 

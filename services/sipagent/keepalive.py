@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 from services.sipagent.dialog_context import ALLOW, DialogContext
-from services.sipagent.sip.transaction import (
+from services.common.sip.transaction import (
     NonInviteClientTransaction,
     ResponseReceived,
     TransactionEvent,

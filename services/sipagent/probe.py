@@ -45,8 +45,8 @@ from services.sipagent.probe_channel import (
     certificate_summary,
     tls_failure,
 )
-from services.sipagent.sip.auth import CHALLENGE_HEADERS, AuthError, DigestAuthenticator
-from services.sipagent.sip.message import (
+from services.common.sip.auth import CHALLENGE_HEADERS, AuthError, DigestAuthenticator
+from services.common.sip.message import (
     SipParseError,
     make_request,
     new_branch,
@@ -54,7 +54,7 @@ from services.sipagent.sip.message import (
     new_tag,
     parse_message,
 )
-from services.sipagent.sip.transaction import (
+from services.common.sip.transaction import (
     T1,
     NonInviteClientTransaction,
     ResponseReceived,

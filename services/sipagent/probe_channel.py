@@ -14,7 +14,7 @@ import ssl
 
 from cryptography import x509
 
-from services.sipagent.sip.message import SipParseError, StreamFramer
+from services.common.sip.message import SipParseError, StreamFramer
 
 Addr = tuple[str, int]
 

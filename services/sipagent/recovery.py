@@ -21,16 +21,16 @@ from proto import errors
 from proto.fleet import SipDialogRecord
 from services.sipagent.call import USER_AGENT
 from services.sipagent.events import CallEvent, Ended
-from services.sipagent.sip.auth import AuthError, DigestAuthenticator
-from services.sipagent.sip.dialog import Dialog
-from services.sipagent.sip.message import (
+from services.common.sip.auth import AuthError, DigestAuthenticator
+from services.common.sip.dialog import Dialog
+from services.common.sip.message import (
     SipMessage,
     make_response,
     new_branch,
     summary,
     tag_of,
 )
-from services.sipagent.sip.transaction import (
+from services.common.sip.transaction import (
     T1,
     NonInviteClientTransaction,
     NonInviteServerTransaction,

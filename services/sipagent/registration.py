@@ -32,15 +32,15 @@ from dataclasses import dataclass
 
 from sipmessage import Address, Response
 
-from services.sipagent.sip.auth import AuthError, DigestAuthenticator
-from services.sipagent.sip.message import (
+from services.common.sip.auth import AuthError, DigestAuthenticator
+from services.common.sip.message import (
     SipMessage,
     make_request,
     new_branch,
     new_call_id,
     new_tag,
 )
-from services.sipagent.sip.transaction import (
+from services.common.sip.transaction import (
     T1,
     NonInviteClientTransaction,
     ResponseReceived,

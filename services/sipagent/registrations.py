@@ -27,7 +27,7 @@ from services.sipagent.registration import (
     RegistrationStatus,
     backoff_delay,
 )
-from services.sipagent.sip.message import SipMessage
+from services.common.sip.message import SipMessage
 from services.sipagent.transport import Addr, SipTransport
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ from sipmessage import Request, Response
 
 from services.common.digits import number
 from services.sipagent.dialog_context import DialogContext
-from services.sipagent.sip.transaction import (
+from services.common.sip.transaction import (
     NonInviteClientTransaction,
     ResponseReceived,
     TransactionEvent,

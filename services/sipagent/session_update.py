@@ -20,8 +20,8 @@ from sipmessage import Request, Response
 from services.sipagent.dialog_context import ALLOW, DialogContext, timers_of
 from services.sipagent.events import HoldRefused, SessionChanged
 from services.sipagent.session_timer import SessionTimer, answer_timer, negotiated
-from services.sipagent.sip.message import make_cancel, summary, top_branch
-from services.sipagent.sip.transaction import (
+from services.common.sip.message import make_cancel, summary, top_branch
+from services.common.sip.transaction import (
     T2,
     InviteClientTransaction,
     NonInviteClientTransaction,

@@ -28,8 +28,8 @@ from services.sipagent.events import (
     SessionChanged,
     TransferRequested,
 )
-from services.sipagent.sip.message import SipMessage
-from services.sipagent.sip.transaction import (
+from services.common.sip.message import SipMessage
+from services.common.sip.transaction import (
     NonInviteClientTransaction,
     ResponseReceived,
     TransactionEvent,
@@ -38,7 +38,7 @@ from services.sipagent.trunk_sdp import is_held
 
 if TYPE_CHECKING:
     from services.sipagent.call import OutboundCall
-    from services.sipagent.sip.dialog import Dialog
+    from services.common.sip.dialog import Dialog
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ import ssl
 from collections.abc import Callable
 
 from services.common.sipaddr import host_literal
-from services.sipagent.sip.message import SipParseError, StreamFramer
-from services.sipagent.sip.transaction import T1
+from services.common.sip.message import SipParseError, StreamFramer
+from services.common.sip.transaction import T1
 
 log = logging.getLogger(__name__)
 

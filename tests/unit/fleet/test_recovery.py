@@ -15,9 +15,9 @@ from services.sipagent.recovery import (
     dialog_record,
     invite_record,
 )
-from services.sipagent.sip.auth import DigestAuthenticator
-from services.sipagent.sip.dialog import Dialog
-from services.sipagent.sip.message import parse_message
+from services.common.sip.auth import DigestAuthenticator
+from services.common.sip.dialog import Dialog
+from services.common.sip.message import parse_message
 from tests.unit.sipagent.trunk import (
     PASSWORD,
     USERNAME,

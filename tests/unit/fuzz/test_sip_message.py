@@ -1,4 +1,4 @@
-"""Fuzz of the SIP wire parser (``services.sipagent.sip.message``).
+"""Fuzz of the SIP wire parser (``services.common.sip.message``).
 
 ``parse_message``: random bytes and mutated valid requests and responses (the
 RFC 4475 torture corpus and a few of our own) give a message whose every
@@ -20,7 +20,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from sipmessage import Request, Response
 
-from services.sipagent.sip.message import (
+from services.common.sip.message import (
     MAX_MESSAGE_SIZE,
     SipParseError,
     StreamFramer,

@@ -33,7 +33,7 @@ from services.sipagent.agent import (
 )
 from services.sipagent.app import SipAgentService
 from services.sipagent.events import Answered, Ended, Progress
-from services.sipagent.sip.message import parse_message
+from services.common.sip.message import parse_message
 from services.sipagent.transfer import TransferringCall
 from services.sipagent.transport import Addr, SipTransport
 from tests.unit.sipagent.trunk import ANSWER, OFFER, respond

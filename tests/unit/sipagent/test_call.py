@@ -6,8 +6,8 @@ from sipmessage import Request, Response
 from proto import errors
 from services.sipagent.call import CallState
 from services.sipagent.events import Answered, Ended, Progress
-from services.sipagent.sip.auth import digest_response
-from services.sipagent.sip.message import tag_of, top_branch
+from services.common.sip.auth import digest_response
+from services.common.sip.message import tag_of, top_branch
 from tests.unit.sipagent.trunk import (
     ANSWER,
     PASSWORD,

@@ -7,7 +7,7 @@ from sipmessage import Request, Response
 from proto import errors
 from services.sipagent.call_base import CallState
 from services.sipagent.events import DtmfIn, Ended, HoldRefused, SessionChanged
-from services.sipagent.sip.message import top_branch
+from services.common.sip.message import top_branch
 from services.sipagent.trunk_sdp import Audio
 from tests.unit.sipagent.peer import (
     Peer,

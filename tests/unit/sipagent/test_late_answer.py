@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from proto import errors
-from services.sipagent.sip.message import make_request
+from services.common.sip.message import make_request
 from tests.unit.sipagent.test_failover import FIRST, SECOND, _agent, until
 from tests.unit.sipagent.trunk import ANSWER, OFFER, respond
 

@@ -22,8 +22,8 @@ from services.sipagent.probe import (
     format_step,
     pick_trunk,
 )
-from services.sipagent.sip.auth import DigestAuthenticator, parse_challenge
-from services.sipagent.sip.message import parse_message
+from services.common.sip.auth import DigestAuthenticator, parse_challenge
+from services.common.sip.message import parse_message
 from tests.unit.sipagent.trunk import PASSWORD, USERNAME, auth_params, respond
 
 SDP = (

@@ -17,7 +17,7 @@ from services.sipagent.registration import (
     backoff_delay,
     refresh_delay,
 )
-from services.sipagent.sip.auth import digest_response
+from services.common.sip.auth import digest_response
 from tests.unit.sipagent.trunk import PASSWORD, USERNAME, auth_params, respond, wire
 
 CONTACT = f"<sip:{USERNAME}@192.0.2.1:5070;transport=udp>"

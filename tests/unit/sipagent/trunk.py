@@ -8,8 +8,8 @@ from sipmessage import URI, Request, Response
 
 from services.sipagent.call import OutboundCall
 from services.sipagent.events import CallEvent
-from services.sipagent.sip.auth import parse_params
-from services.sipagent.sip.message import parse_message
+from services.common.sip.auth import parse_params
+from services.common.sip.message import parse_message
 
 USERNAME = "bridge"
 PASSWORD = "s3cr:t#p@ss"

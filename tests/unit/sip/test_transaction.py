@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from sipmessage import Request
 
-from services.sipagent.sip.message import make_request
-from services.sipagent.sip.transaction import (
+from services.common.sip.message import make_request
+from services.common.sip.transaction import (
     InviteClientTransaction,
     NonInviteClientTransaction,
     NonInviteServerTransaction,

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from sipmessage import Request
 
-from services.sipagent.sip.dialog import Dialog
-from services.sipagent.sip.message import make_request
+from services.common.sip.dialog import Dialog
+from services.common.sip.message import make_request
 from tests.unit.sipagent.trunk import parse_response, respond, trunk_request
 
 

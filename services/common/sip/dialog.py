@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from sipmessage import URI, Address, Request, Response
 
-from services.sipagent.sip.message import SipParseError, make_request, tag_of
+from services.common.sip.message import SipParseError, make_request, tag_of
 
 
 @dataclass

@@ -5,7 +5,7 @@ import hashlib
 import pytest
 from sipmessage import Response
 
-from services.sipagent.sip.auth import (
+from services.common.sip.auth import (
     AuthError,
     DigestAuthenticator,
     digest_response,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from sipmessage import Request, Response
 
-from services.sipagent.sip.message import SipMessage, make_request, summary, top_branch
+from services.common.sip.message import SipMessage, make_request, summary, top_branch
 
 log = logging.getLogger(__name__)
 

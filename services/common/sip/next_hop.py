@@ -13,7 +13,7 @@ import ipaddress
 
 from sipmessage import URI, Address, Request
 
-from services.sipagent.sip.message import tag_of, top_branch
+from services.common.sip.message import tag_of, top_branch
 
 Addr = tuple[str, int]
 

@@ -15,7 +15,7 @@ import pytest
 from sipmessage import Request, Response
 
 from services.demo.uas import DemoUas
-from services.sipagent.sip.message import (
+from services.common.sip.message import (
     MAX_MESSAGE_SIZE,
     SipParseError,
     StreamFramer,

@@ -6,7 +6,7 @@ import random
 import pytest
 from sipmessage import Request, Response
 
-from services.sipagent.sip.message import (
+from services.common.sip.message import (
     MAX_MESSAGE_SIZE,
     SipParseError,
     StreamFramer,
