@@ -28,6 +28,16 @@ from proto import errors
 from proto.fleet import SipDialogRecord
 from services.common.metrics import Metrics
 from services.common.providers import Trunk
+from services.common.sip.auth import DigestAuthenticator
+from services.common.sip.message import (
+    SipParseError,
+    bad_request,
+    make_response,
+    new_tag,
+    parse_message,
+    summary,
+)
+from services.common.sip.next_hop import Hops
 from services.sipagent.attempt import DialPlan, fails_over, invite_for, request_uri_for
 from services.sipagent.attempt import check_destination as check_destination
 from services.sipagent.attempt import sip_user as sip_user
@@ -43,16 +53,6 @@ from services.sipagent.recovery import RecoveredBye, RecoveryError, answered_rec
 from services.sipagent.registrations import RegistrationTable
 from services.sipagent.resolve import Backoff, Target, retry_after
 from services.sipagent.screen import SourceScreen
-from services.common.sip.auth import DigestAuthenticator
-from services.common.sip.message import (
-    SipParseError,
-    bad_request,
-    make_response,
-    new_tag,
-    parse_message,
-    summary,
-)
-from services.common.sip.next_hop import Hops
 from services.sipagent.sipdns import SipResolver
 from services.sipagent.transfer import TransferringCall
 from services.sipagent.transport import Addr, SipTransport

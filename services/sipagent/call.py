@@ -20,17 +20,6 @@ from dataclasses import replace
 from sipmessage import Response
 
 from proto import errors
-from services.sipagent.call_base import (
-    END_STATES,
-    MAX_AUTH_ATTEMPTS,
-    CallBase,
-    CallState,
-    cause_of,
-    sdp_of,
-)
-from services.sipagent.dialog_context import ALLOW, USER_AGENT
-from services.sipagent.events import Answered, Ended, Progress
-from services.sipagent.session_timer import min_se
 from services.common.sip.auth import AuthError
 from services.common.sip.dialog import Dialog
 from services.common.sip.message import (
@@ -47,6 +36,17 @@ from services.common.sip.transaction import (
     ResponseReceived,
     TransactionEvent,
 )
+from services.sipagent.call_base import (
+    END_STATES,
+    MAX_AUTH_ATTEMPTS,
+    CallBase,
+    CallState,
+    cause_of,
+    sdp_of,
+)
+from services.sipagent.dialog_context import ALLOW, USER_AGENT
+from services.sipagent.events import Answered, Ended, Progress
+from services.sipagent.session_timer import min_se
 
 log = logging.getLogger(__name__)
 

@@ -17,10 +17,6 @@ from collections import deque
 from sipmessage import Request, Response
 
 from proto import errors
-from services.sipagent.dialog_context import ALLOW, USER_AGENT, DialogContext
-from services.sipagent.events import CallEvent, Ended, HoldRefused, Progress
-from services.sipagent.in_dialog import InDialog
-from services.sipagent.session_timer import SESSION_EXPIRES
 from services.common.sip.auth import AuthError, DigestAuthenticator
 from services.common.sip.dialog import Dialog
 from services.common.sip.message import (
@@ -41,6 +37,10 @@ from services.common.sip.transaction import (
     ResponseReceived,
     TransactionEvent,
 )
+from services.sipagent.dialog_context import ALLOW, USER_AGENT, DialogContext
+from services.sipagent.events import CallEvent, Ended, HoldRefused, Progress
+from services.sipagent.in_dialog import InDialog
+from services.sipagent.session_timer import SESSION_EXPIRES
 
 log = logging.getLogger(__name__)
 

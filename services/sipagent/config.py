@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 from services.common.rates import PER_SECOND_50, Rate
 from services.common.settings import Settings
-from services.common.sipaddr import OutboundProxy
 from services.common.sip.transaction import T1
+from services.common.sipaddr import OutboundProxy
 
 
 class DialError(Exception):

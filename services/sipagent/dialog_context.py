@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterable
 
 from sipmessage import Request, Response
 
-from services.sipagent.events import CallEvent
 from services.common.sip.auth import AuthError, DigestAuthenticator
 from services.common.sip.dialog import Dialog
 from services.common.sip.message import SipMessage, make_response, summary, top_branch
@@ -25,6 +24,7 @@ from services.common.sip.transaction import (
     NonInviteServerTransaction,
     TransactionEvent,
 )
+from services.sipagent.events import CallEvent
 
 log = logging.getLogger(__name__)
 

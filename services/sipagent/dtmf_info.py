@@ -15,13 +15,13 @@ from collections.abc import Callable
 
 from sipmessage import Request
 
-from services.sipagent.dialog_context import DialogContext
-from services.sipagent.events import DtmfIn
 from services.common.sip.transaction import (
     NonInviteClientTransaction,
     ResponseReceived,
     TransactionEvent,
 )
+from services.sipagent.dialog_context import DialogContext
+from services.sipagent.events import DtmfIn
 from services.sipagent.trunk_sdp import has_telephone_event
 
 log = logging.getLogger(__name__)

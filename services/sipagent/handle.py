@@ -12,11 +12,11 @@ from typing import Protocol
 
 from sipmessage import Request
 
+from services.common.sip.message import SipMessage
+from services.common.sip.next_hop import Hops
 from services.sipagent.attempt import DialPlan
 from services.sipagent.events import CallEvent
 from services.sipagent.resolve import Target
-from services.common.sip.message import SipMessage
-from services.common.sip.next_hop import Hops
 from services.sipagent.transfer import TransferringCall
 from services.sipagent.transport import Addr, SipTransport
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import logging
 
-from services.sipagent.dialog_context import ALLOW, DialogContext
 from services.common.sip.transaction import (
     NonInviteClientTransaction,
     ResponseReceived,
     TransactionEvent,
 )
+from services.sipagent.dialog_context import ALLOW, DialogContext
 
 log = logging.getLogger(__name__)
 

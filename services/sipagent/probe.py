@@ -37,14 +37,6 @@ from services.common.settings import (
     load_settings,
     local_address_toward,
 )
-from services.common.sipaddr import OutboundProxy, host_literal
-from services.sipagent.probe_channel import (
-    Channel,
-    TcpChannel,
-    UdpChannel,
-    certificate_summary,
-    tls_failure,
-)
 from services.common.sip.auth import CHALLENGE_HEADERS, AuthError, DigestAuthenticator
 from services.common.sip.message import (
     SipParseError,
@@ -59,6 +51,14 @@ from services.common.sip.transaction import (
     NonInviteClientTransaction,
     ResponseReceived,
     TransactionTimedOut,
+)
+from services.common.sipaddr import OutboundProxy, host_literal
+from services.sipagent.probe_channel import (
+    Channel,
+    TcpChannel,
+    UdpChannel,
+    certificate_summary,
+    tls_failure,
 )
 from services.sipagent.sipdns import ResolveError, SipResolver
 from services.sipagent.transport import client_context

@@ -19,8 +19,6 @@ from sipmessage import URI, Address, Request, Response
 
 from proto import errors
 from proto.fleet import SipDialogRecord
-from services.sipagent.call import USER_AGENT
-from services.sipagent.events import CallEvent, Ended
 from services.common.sip.auth import AuthError, DigestAuthenticator
 from services.common.sip.dialog import Dialog
 from services.common.sip.message import (
@@ -36,6 +34,8 @@ from services.common.sip.transaction import (
     NonInviteServerTransaction,
     ResponseReceived,
 )
+from services.sipagent.call import USER_AGENT
+from services.sipagent.events import CallEvent, Ended
 
 log = logging.getLogger(__name__)
 

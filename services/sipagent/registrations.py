@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from sipmessage import Response
 
 from services.common.providers import Trunk
+from services.common.sip.message import SipMessage
 from services.common.sipaddr import host_literal
 from services.sipagent.config import AgentConfig, DialError, UnreachableError
 from services.sipagent.connections import Connections
@@ -27,7 +28,6 @@ from services.sipagent.registration import (
     RegistrationStatus,
     backoff_delay,
 )
-from services.common.sip.message import SipMessage
 from services.sipagent.transport import Addr, SipTransport
 
 log = logging.getLogger(__name__)

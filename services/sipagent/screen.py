@@ -21,10 +21,10 @@ from sipmessage import Request
 
 from services.common.metrics import Metrics
 from services.common.providers import Trunk
+from services.common.sip.message import make_response, new_tag
 from services.common.sipaddr import OutboundProxy, host_literal, is_ip
 from services.sipagent.config import AgentConfig
 from services.sipagent.resolve import Target
-from services.common.sip.message import make_response, new_tag
 from services.sipagent.source_guard import KNOWN_FACTOR, OVER_BUDGET, SourceGuard, Verdict
 from services.sipagent.transport import Addr, SipTransport
 

@@ -21,12 +21,12 @@ from collections.abc import Callable
 from sipmessage import Request, Response
 
 from services.common.digits import number
-from services.sipagent.dialog_context import DialogContext
 from services.common.sip.transaction import (
     NonInviteClientTransaction,
     ResponseReceived,
     TransactionEvent,
 )
+from services.sipagent.dialog_context import DialogContext
 
 log = logging.getLogger(__name__)
 

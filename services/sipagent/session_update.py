@@ -17,9 +17,6 @@ from dataclasses import dataclass
 
 from sipmessage import Request, Response
 
-from services.sipagent.dialog_context import ALLOW, DialogContext, timers_of
-from services.sipagent.events import HoldRefused, SessionChanged
-from services.sipagent.session_timer import SessionTimer, answer_timer, negotiated
 from services.common.sip.message import make_cancel, summary, top_branch
 from services.common.sip.transaction import (
     T2,
@@ -28,6 +25,9 @@ from services.common.sip.transaction import (
     ResponseReceived,
     TransactionEvent,
 )
+from services.sipagent.dialog_context import ALLOW, DialogContext, timers_of
+from services.sipagent.events import HoldRefused, SessionChanged
+from services.sipagent.session_timer import SessionTimer, answer_timer, negotiated
 from services.sipagent.trunk_sdp import LocalSdp, SdpOfferError, is_held, narrowed
 
 log = logging.getLogger(__name__)

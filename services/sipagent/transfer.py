@@ -20,6 +20,12 @@ from typing import TYPE_CHECKING
 
 from sipmessage import URI, Request
 
+from services.common.sip.message import SipMessage
+from services.common.sip.transaction import (
+    NonInviteClientTransaction,
+    ResponseReceived,
+    TransactionEvent,
+)
 from services.sipagent.dialog_context import DialogContext
 from services.sipagent.events import (
     Answered,
@@ -28,17 +34,11 @@ from services.sipagent.events import (
     SessionChanged,
     TransferRequested,
 )
-from services.common.sip.message import SipMessage
-from services.common.sip.transaction import (
-    NonInviteClientTransaction,
-    ResponseReceived,
-    TransactionEvent,
-)
 from services.sipagent.trunk_sdp import is_held
 
 if TYPE_CHECKING:
-    from services.sipagent.call import OutboundCall
     from services.common.sip.dialog import Dialog
+    from services.sipagent.call import OutboundCall
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ import socket
 import ssl
 from collections.abc import Callable
 
-from services.common.sipaddr import host_literal
 from services.common.sip.message import SipParseError, StreamFramer
 from services.common.sip.transaction import T1
+from services.common.sipaddr import host_literal
 
 log = logging.getLogger(__name__)
 

@@ -5,6 +5,9 @@ import pytest
 from sipmessage import Request, Response
 
 from proto import errors, fleet
+from services.common.sip.auth import DigestAuthenticator
+from services.common.sip.dialog import Dialog
+from services.common.sip.message import parse_message
 from services.sipagent.events import Ended
 from services.sipagent.recovery import (
     CSEQ_GAP,
@@ -15,9 +18,6 @@ from services.sipagent.recovery import (
     dialog_record,
     invite_record,
 )
-from services.common.sip.auth import DigestAuthenticator
-from services.common.sip.dialog import Dialog
-from services.common.sip.message import parse_message
 from tests.unit.sipagent.trunk import (
     PASSWORD,
     USERNAME,

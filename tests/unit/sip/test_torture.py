@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 from sipmessage import Request, Response
 
-from services.demo.uas import DemoUas
 from services.common.sip.message import (
     MAX_MESSAGE_SIZE,
     SipParseError,
@@ -24,6 +23,7 @@ from services.common.sip.message import (
     parse_message,
     top_branch,
 )
+from services.demo.uas import DemoUas
 
 CORPUS = Path(__file__).parent / "torture"
 MANIFEST: dict[str, dict[str, Any]] = tomllib.loads((CORPUS / "manifest.toml").read_text())

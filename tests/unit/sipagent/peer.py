@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 
 from sipmessage import Request, Response
 
+from services.common.sip.message import parse_message
 from services.sipagent.call import OutboundCall
 from services.sipagent.events import CallEvent
-from services.common.sip.message import parse_message
 from services.sipagent.transfer import TransferringCall
 from tests.unit.sipagent.trunk import make_call, respond, trunk_request
 

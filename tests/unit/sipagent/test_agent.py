@@ -21,6 +21,7 @@ from proto.events import (
     InviteSent,
     ProgressReceived,
 )
+from services.common.sip.message import parse_message
 from services.sipagent import app as app_module
 from services.sipagent import connections as connections_module
 from services.sipagent import recovery
@@ -33,7 +34,6 @@ from services.sipagent.agent import (
 )
 from services.sipagent.app import SipAgentService
 from services.sipagent.events import Answered, Ended, Progress
-from services.common.sip.message import parse_message
 from services.sipagent.transfer import TransferringCall
 from services.sipagent.transport import Addr, SipTransport
 from tests.unit.sipagent.trunk import ANSWER, OFFER, respond

@@ -10,10 +10,10 @@ from sipmessage import Request, Response
 from services.common.metrics import Metrics
 from services.common.providers import Trunk
 from services.common.settings import load_settings
+from services.common.sip.message import parse_message
 from services.common.sipaddr import OutboundProxy
 from services.sipagent.agent import AgentConfig, SipAgent
 from services.sipagent.events import Answered, Ended
-from services.common.sip.message import parse_message
 from services.sipagent.transport import Addr, SipTransport
 from tests.unit.sipagent.test_failover import FIRST, SECOND, Resolver, until
 from tests.unit.sipagent.trunk import ANSWER, OFFER, respond, trunk_request

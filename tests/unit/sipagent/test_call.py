@@ -4,10 +4,10 @@ import pytest
 from sipmessage import Request, Response
 
 from proto import errors
-from services.sipagent.call import CallState
-from services.sipagent.events import Answered, Ended, Progress
 from services.common.sip.auth import digest_response
 from services.common.sip.message import tag_of, top_branch
+from services.sipagent.call import CallState
+from services.sipagent.events import Answered, Ended, Progress
 from tests.unit.sipagent.trunk import (
     ANSWER,
     PASSWORD,

@@ -9,11 +9,11 @@ import pytest
 from sipmessage import Request, Response
 
 from proto import errors
+from services.common.sip.message import parse_message
 from services.common.sipaddr import OutboundProxy
 from services.sipagent.agent import AgentConfig, SipAgent, UnreachableError
 from services.sipagent.events import Answered, Ended, Progress
 from services.sipagent.resolve import Target
-from services.common.sip.message import parse_message
 from services.sipagent.sipdns import Resolution, ResolveError, SipResolver
 from services.sipagent.transport import Addr, SipTransport
 from tests.unit.sipagent.trunk import ANSWER, OFFER, respond

@@ -5,9 +5,9 @@ from __future__ import annotations
 from sipmessage import Request, Response
 
 from proto import errors
+from services.common.sip.message import top_branch
 from services.sipagent.call_base import CallState
 from services.sipagent.events import DtmfIn, Ended, HoldRefused, SessionChanged
-from services.common.sip.message import top_branch
 from services.sipagent.trunk_sdp import Audio
 from tests.unit.sipagent.peer import (
     Peer,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from sipmessage import URI, Request, Response
 
-from services.sipagent.agent import AgentConfig, SipAgent
 from services.common.sip.message import parse_message
 from services.common.sip.next_hop import next_hop
+from services.sipagent.agent import AgentConfig, SipAgent
 from services.sipagent.transport import Addr, SipTransport
 from tests.unit.sipagent.peer import OUR_OFFER, trunk_sdp
 from tests.unit.sipagent.trunk import respond, trunk_request

@@ -13,6 +13,8 @@ from sipmessage import Request, Response
 
 from services.common.providers import Trunk
 from services.common.settings import SettingsError, load_settings
+from services.common.sip.auth import DigestAuthenticator, parse_challenge
+from services.common.sip.message import parse_message
 from services.sipagent import probe as probe_module
 from services.sipagent.probe import (
     Probe,
@@ -22,8 +24,6 @@ from services.sipagent.probe import (
     format_step,
     pick_trunk,
 )
-from services.common.sip.auth import DigestAuthenticator, parse_challenge
-from services.common.sip.message import parse_message
 from tests.unit.sipagent.trunk import PASSWORD, USERNAME, auth_params, respond
 
 SDP = (

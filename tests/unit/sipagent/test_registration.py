@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import pytest
 from sipmessage import Request
 
+from services.common.sip.auth import digest_response
 from services.sipagent.registration import (
     BACKOFF_MAX,
     BACKOFF_MIN,
@@ -17,7 +18,6 @@ from services.sipagent.registration import (
     backoff_delay,
     refresh_delay,
 )
-from services.common.sip.auth import digest_response
 from tests.unit.sipagent.trunk import PASSWORD, USERNAME, auth_params, respond, wire
 
 CONTACT = f"<sip:{USERNAME}@192.0.2.1:5070;transport=udp>"

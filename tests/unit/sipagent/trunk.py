@@ -6,10 +6,10 @@ from dataclasses import dataclass, field
 
 from sipmessage import URI, Request, Response
 
-from services.sipagent.call import OutboundCall
-from services.sipagent.events import CallEvent
 from services.common.sip.auth import parse_params
 from services.common.sip.message import parse_message
+from services.sipagent.call import OutboundCall
+from services.sipagent.events import CallEvent
 
 USERNAME = "bridge"
 PASSWORD = "s3cr:t#p@ss"
