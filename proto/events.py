@@ -7,7 +7,12 @@ past tense: an event says what happened, the subject says who said it.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import msgspec
+
+Direction = Literal["outbound", "inbound"]
+"Who placed the call: the browser (``outbound``, toward the trunk) or the trunk (``inbound``)."
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
@@ -34,6 +39,11 @@ class CallRequested(Event, frozen=True, tag="call.requested"):
     trunk: str = ""
     """The trunk the destination routes to (``PROVIDERS_FILE`` name, ``default`` for ``.env``);
     media shapes the trunk offer to it (codecs, SRTP). Empty: the media worker's defaults."""
+    direction: Direction = "outbound"
+    "``outbound``: the browser calls out; ``inbound``: the browser accepted a call from the trunk."
+    trunk_offer_sdp: str = ""
+    """Inbound only: the trunk's SDP offer from its INVITE. Media answers it with a codec the
+    browser's offer shares where one exists (``MediaPrepared.trunk_answer_sdp``)."""
 
 
 # --- media → call subject ------------------------------------------------------
@@ -47,7 +57,9 @@ class MediaPrepared(Event, frozen=True, tag="media.prepared"):
     answer_sdp: str
     "The WebRTC SDP answer for the browser."
     trunk_offer_sdp: str
-    "The SDP offer for the trunk (G.711 + telephone-event, PUBLIC_IP)."
+    "Outbound: the SDP offer for the trunk (G.711 + telephone-event, PUBLIC_IP). Inbound: empty."
+    trunk_answer_sdp: str = ""
+    "Inbound: the SDP answer to the trunk's offer, for the SIP agent's 2xx. Outbound: empty."
 
 
 class MediaFailed(Event, frozen=True, tag="media.failed"):
@@ -125,10 +137,10 @@ class ProgressReceived(Event, frozen=True, tag="progress.received"):
 
 
 class CallAnswered(Event, frozen=True, tag="call.answered"):
-    """The trunk answered with 2xx; the dialog is confirmed."""
+    """The dialog is confirmed: the trunk answered with 2xx (outbound), or ACKed ours (inbound)."""
 
     answer_sdp: str
-    "The trunk's SDP answer."
+    "The trunk's SDP: its answer (outbound), or the offer of its INVITE (inbound)."
 
 
 class SessionUpdated(Event, frozen=True, tag="session.updated"):
@@ -205,6 +217,83 @@ class CallStatsReported(Event, frozen=True, tag="call.stats"):
     "The last report of the call, sent when its media is released."
 
 
+# --- inbound: sipagent → listeners, and the ring that follows ------------------
+
+
+class CallArrived(Event, frozen=True, kw_only=True, tag="call.arrived"):
+    """A trunk's INVITE was admitted and routed: ring the browsers listening as ``users``.
+
+    Published on ``subjects.inbound_calls(user)`` for each user. A signaling
+    instance with a browser listening as one of them rings it (``incoming``),
+    subscribes to the call's ``sipagent`` subject and answers with
+    ``RingingStarted`` on its own call subject.
+    """
+
+    sipagent_id: str
+    "Instance id of the SIP agent holding the INVITE's server transaction."
+    caller: str
+    "Who calls: the From user part (a number such as ``+15557654321``), normalized when E.164."
+    caller_name: str = ""
+    "The From display name, if any (plain text, at most 64 characters)."
+    called: str
+    "The number or user called (the Request-URI or To user part): the DID."
+    trunk: str
+    "The trunk the INVITE came from (``PROVIDERS_FILE`` name, ``default`` for ``.env``)."
+    users: tuple[str, ...]
+    "Every identity this call rings (``[[inbound]]`` ``user``/``users``)."
+    offer_sdp: str
+    "The trunk's SDP offer (passed on to media as ``CallRequested.trunk_offer_sdp``)."
+    ring_timeout: float
+    "Seconds the call rings before the trunk gets 480; for display."
+
+
+class RingingStarted(Event, frozen=True, tag="ringing.started"):
+    """A signaling instance rang at least one browser for an arrived call."""
+
+    signaling_id: str
+    "The instance that rang (it stays subscribed to the call until the call ends or is claimed)."
+    listeners: int
+    "How many browsers it rang."
+
+
+class RingingStopped(Event, frozen=True, tag="ringing.stopped"):
+    """Every browser a signaling instance rang for the call declined or went away."""
+
+    signaling_id: str
+    "The instance whose browsers stopped ringing."
+    declined: bool
+    "True: at least one person declined (the trunk then gets 486/603); False: they went away."
+
+
+class AcceptRequested(Event, frozen=True, tag="accept.requested"):
+    """A browser accepted an arrived call; the SIP agent lets the first such instance have it."""
+
+    signaling_id: str
+    "The instance holding the accepting browser."
+    identity: str = ""
+    "Who accepted (the listening user), for the registry and logs."
+
+
+class CallClaimed(Event, frozen=True, tag="call.claimed"):
+    """The SIP agent gave an arrived call to one signaling instance (the first to accept).
+
+    Every other instance ends its rings with cause ``answered_elsewhere``; the
+    winner sends ``CallRequested`` (``direction="inbound"``) to a media worker.
+    """
+
+    signaling_id: str
+    "The instance that won the call."
+
+
+class AnswerRequested(Event, frozen=True, tag="answer.requested"):
+    """Media is ready for an inbound call: the SIP agent should answer the trunk (2xx)."""
+
+    media_id: str
+    "Instance id of the media worker that owns the call's media."
+    answer_sdp: str
+    "The SDP answer for the trunk (``MediaPrepared.trunk_answer_sdp``)."
+
+
 # --- signaling → call subject (browser actions during a call) ------------------
 
 
@@ -266,4 +355,10 @@ AnyEvent = (
     | HoldRequested
     | DtmfRequested
     | CallStatsReported
+    | CallArrived
+    | RingingStarted
+    | RingingStopped
+    | AcceptRequested
+    | CallClaimed
+    | AnswerRequested
 )

@@ -16,9 +16,10 @@ from proto.subjects import Source
 
 SERVICES: tuple[Source, ...] = ("signaling", "media", "sipagent")
 
-RecordState = Literal["setup", "inviting", "confirmed", "reaping"]
+RecordState = Literal["setup", "ringing", "inviting", "confirmed", "reaping"]
 """Where a call stands, as far as a survivor needs to know.
 
+``ringing``: an inbound call rings browsers (the SIP agent holds the INVITE);
 ``setup``: signaling sent ``CallRequested``; ``inviting``: a SIP agent sent the
 INVITE; ``confirmed``: the trunk's 2xx was ACKed, a BYE is owed at the end;
 ``reaping``: a survivor claimed the call of a dead instance and is ending it.
@@ -103,6 +104,20 @@ class CallRecord(msgspec.Struct, frozen=True, kw_only=True):
     "Service of the survivor that claimed the call (state ``reaping``)."
     reaper_id: str = ""
     "Instance of the survivor that claimed the call (state ``reaping``)."
+    direction: str = "outbound"
+    "``outbound`` (the browser called) or ``inbound`` (the trunk called)."
+    identity: str = ""
+    "The browser's identity (the client token's ``sub``, or the listening user); empty: anonymous."
+    caller: str = ""
+    "Who calls: the browser's identity outbound, the trunk's From user inbound."
+    callee: str = ""
+    "Who is called: the destination outbound, the DID inbound."
+    trunk: str = ""
+    "The trunk of the call (``PROVIDERS_FILE`` name, ``default`` for ``.env``)."
+    started_at: float = 0.0
+    "Wall clock (seconds since the epoch) when the call started: the offer, or the INVITE."
+    answered_at: float = 0.0
+    "Wall clock when the call was answered; 0 before."
 
     def owner(self, service: Source) -> str:
         """The instance of ``service`` holding the call, or ``""``."""

@@ -8,6 +8,7 @@ the events they need.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Literal
 
@@ -43,6 +44,23 @@ def sipagent_work() -> str:
 def call_events(call_id: str, source: Source) -> str:
     """Where ``source`` publishes the events of one call."""
     return f"{PREFIX}.call.{_check_call_id(call_id)}.{source}"
+
+
+def user_token(user: str) -> str:
+    """An identity as one subject token: the first 32 hex digits of its SHA-256.
+
+    A hash rather than an escape: ``a.b`` and ``a_b`` must never share a
+    subject, or one user's calls would ring another.
+    """
+    if not user:
+        raise ValueError("empty user")
+    return hashlib.sha256(user.encode()).hexdigest()[:32]
+
+
+def inbound_calls(user: str) -> str:
+    """Where SIP agents publish ``CallArrived`` for ``user`` (no queue group: every
+    signaling instance with a browser listening as ``user`` rings it)."""
+    return f"{PREFIX}.inbound.{user_token(user)}"
 
 
 def ready(service: Source) -> str:
