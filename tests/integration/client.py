@@ -120,6 +120,35 @@ class BridgeClient:
         microphone: MediaStreamTrack | None = None,
     ) -> None:
         """Send an offer; the microphone plays ``TONE_HZ`` unless another track is given."""
+        message: dict[str, Any] = {
+            "type": "offer",
+            "sdp": await self._local_offer(codec, microphone),
+        }
+        if destination is not None:
+            message["destination"] = destination
+        if headers is not None:
+            message["headers"] = headers
+        await self.send(message)
+
+    async def listen(self, user: str | None = "alice", timeout: float = 10.0) -> dict[str, Any]:
+        """Listen for inbound calls (``user``: without tokens); the ``listening`` reply."""
+        message: dict[str, Any] = {"type": "listen"}
+        if user is not None:
+            message["user"] = user
+        await self.send(message)
+        return await self.expect("listening", timeout)
+
+    async def accept(
+        self, call_id: str, codec: str = "opus", microphone: MediaStreamTrack | None = None
+    ) -> None:
+        """Accept an ``incoming`` call with a fresh offer; then ``accept_answer``."""
+        sdp = await self._local_offer(codec, microphone)
+        await self.send({"type": "accept", "call_id": call_id, "sdp": sdp})
+
+    async def reject(self, call_id: str) -> None:
+        await self.send({"type": "reject", "call_id": call_id})
+
+    async def _local_offer(self, codec: str, microphone: MediaStreamTrack | None) -> str:
         # No ICE servers: aiortc's default would ask a public STUN server.
         pc = self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         transceiver = pc.addTransceiver(microphone or ToneTrack(), direction="sendrecv")
@@ -135,12 +164,7 @@ class BridgeClient:
             self._tasks.append(asyncio.create_task(self._record(track)))
 
         await pc.setLocalDescription(await pc.createOffer())
-        message: dict[str, Any] = {"type": "offer", "sdp": pc.localDescription.sdp}
-        if destination is not None:
-            message["destination"] = destination
-        if headers is not None:
-            message["headers"] = headers
-        await self.send(message)
+        return str(pc.localDescription.sdp)
 
     async def accept_answer(self, timeout: float = 15.0) -> None:
         answer = await self.expect("answer", timeout)

@@ -341,6 +341,8 @@ class Sipp:
     port: int = 0
     "Where sipp listens; 0: a free port chosen at start."
     media_port: int = 0
+    remote: str = ""
+    "``host:port`` to call: sipp is then the trunk calling in (UAC) rather than the one called."
     process: Process | None = None
 
     def _render(self) -> Path:
@@ -400,6 +402,8 @@ class Sipp:
             "-error_file",
             str(self.tmp / f"sipp-{self.port}-errors.log"),
         ]
+        if self.remote:
+            argv.append(self.remote)
         self.process = Process("sipp", argv, os.environ, self.tmp / f"sipp-{self.port}.log").start()
         deadline = time.monotonic() + 5
         kind = socket.SOCK_STREAM if self.transport.startswith("t") else socket.SOCK_DGRAM
