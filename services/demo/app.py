@@ -7,8 +7,14 @@ import logging
 from collections.abc import Callable
 from typing import cast
 
+from services.common.sip.framing import (
+    PONG,
+    MessageFramed,
+    PingReceived,
+    StreamBroken,
+    StreamFramer,
+)
 from services.demo.echo import EchoPorts
-from services.demo.framing import FramingError, split_messages
 from services.demo.uas import (
     DEFAULT_MAX_DURATION,
     DEFAULT_RING_DELAY,
@@ -98,7 +104,7 @@ class _SipStreams:
 class _SipStream(asyncio.Protocol):
     def __init__(self, streams: _SipStreams) -> None:
         self._streams = streams
-        self._buffer = bytearray()
+        self._framer = StreamFramer()
         self._transport: asyncio.Transport | None = None
         self._peer: Addr = ("", 0)
 
@@ -109,18 +115,17 @@ class _SipStream(asyncio.Protocol):
         self._streams.connections[self._peer] = self._transport
 
     def data_received(self, data: bytes) -> None:
-        self._buffer += data
-        try:
-            found = split_messages(self._buffer)
-        except FramingError as exc:
-            logger.info("closing SIP TCP connection from %s: %s", self._peer, exc)
-            assert self._transport is not None
-            self._transport.close()
-            return
+        assert self._transport is not None
         driver = self._streams.driver
-        for message in found:
-            if driver is not None:
-                driver.receive(message, self._peer)
+        for event in self._framer.receive(data):
+            if isinstance(event, MessageFramed):
+                if driver is not None:
+                    driver.receive(event.data, self._peer)
+            elif isinstance(event, PingReceived):
+                self._transport.write(PONG)  # RFC 5626 keep-alive
+            elif isinstance(event, StreamBroken):
+                logger.info("closing SIP TCP connection from %s: %s", self._peer, event.reason)
+                self._transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._streams.connections.get(self._peer) is self._transport:

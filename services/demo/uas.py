@@ -15,10 +15,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from sipmessage import Address, Message, Request, Response
+from sipmessage import Address, Request, Response
 
-from services.demo import messages, sdp
-from services.demo.messages import build_response
+from services.common.sip.message import (
+    SipParseError,
+    bad_request,
+    make_request,
+    make_response,
+    new_branch,
+    new_tag,
+    parse_message,
+    tag_of,
+)
+from services.demo import sdp
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +40,8 @@ DEFAULT_MAX_DURATION = 3600.0
 DEFAULT_MAX_CALLS = 200
 # How long an ended call is remembered, so retransmitted BYEs and INVITEs get the same answer.
 LINGER = 64 * T1
+ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, REGISTER"
+SERVER = "webrtc-sip-bridge demo peer"
 
 
 class RtpPorts(Protocol):
@@ -113,15 +124,12 @@ class _Call:
         return min(times) if times else None
 
 
-class BadRequest(Exception):
-    """A request lacks a mandatory header or has one that cannot be parsed."""
-
-
 @dataclass(frozen=True, slots=True)
 class _Context:
     call_id: str
     cseq: int
-    to_tag: str | None
+    to_tag: str
+    "The To tag of the request, empty outside a dialog."
 
 
 class DemoUas:
@@ -219,27 +227,23 @@ class DemoUas:
         if not data.strip():
             return  # a CRLF keep-alive
         try:
-            message = Message.parse(data)
-        except (ValueError, KeyError, IndexError):
-            self._send_bad_request(data, addr)
+            message = parse_message(data)
+        except SipParseError as exc:
+            self._send_bad_request(data, str(exc), addr)
             return
         if isinstance(message, Response):
             self._handle_response(message, now)
             return
-        try:
-            context = _parse_context(message)
-        except BadRequest:
-            self._send_bad_request(data, addr)
-            return
         handler = self._handlers.get(message.method)
         if handler is None:
             if message.method != "ACK":
-                self._send(build_response(message, 405, headers=[("Allow", messages.ALLOW)]), addr)
+                self._send(build_response(message, 405, headers=[("Allow", ALLOW)]), addr)
             return
+        context = _Context(message.call_id, message.cseq.sequence, tag_of(message.headers["To"]))
         handler(message, context, addr, now)
 
-    def _send_bad_request(self, data: bytes, addr: Addr) -> None:
-        response = messages.build_bad_request(data)
+    def _send_bad_request(self, data: bytes, reason: str, addr: Addr) -> None:
+        response = bad_request(data, reason)
         if response is not None:
             self._send(response, addr)
         else:
@@ -251,7 +255,7 @@ class DemoUas:
             if call.response:  # a retransmission: replay what we said last
                 self._send(call.response, addr)
             return
-        if call is not None and call.state is CallState.TERMINATED and ctx.to_tag is None:
+        if call is not None and call.state is CallState.TERMINATED and not ctx.to_tag:
             self._forget(call)  # a new call that reuses the Call-ID of an old one
             call = None
         if call is not None:
@@ -260,11 +264,11 @@ class DemoUas:
             else:
                 self._send(build_response(request, 491, to_tag=ctx.to_tag), addr)
             return
-        if ctx.to_tag is not None:
+        if ctx.to_tag:
             self._send(build_response(request, 481), addr)
             return
 
-        call = _Call(ctx.call_id, addr, request, ctx.cseq, messages.new_tag())
+        call = _Call(ctx.call_id, addr, request, ctx.cseq, new_tag())
         # The route set is fixed by the dialog-creating INVITE; a re-INVITE has no Record-Route.
         call.routes = request.headers.getlist("Record-Route")
         self._calls[call.call_id] = call
@@ -348,8 +352,8 @@ class DemoUas:
             self._reject(call, 487, now, reason="cancelled")
 
     def _handle_options(self, request: Request, ctx: _Context, addr: Addr, now: float) -> None:
-        headers = [("Allow", messages.ALLOW), ("Accept", "application/sdp")]
-        to_tag = None if ctx.to_tag else messages.new_tag()
+        headers = [("Allow", ALLOW), ("Accept", "application/sdp")]
+        to_tag = None if ctx.to_tag else new_tag()
         self._send(build_response(request, 200, to_tag=to_tag, headers=headers), addr)
 
     def _handle_info(self, request: Request, ctx: _Context, addr: Addr, now: float) -> None:
@@ -361,15 +365,12 @@ class DemoUas:
         # A trunk configuration may register first; the demo accepts any registration.
         headers = [("Contact", c) for c in request.headers.getlist("Contact")]
         headers.append(("Expires", request.headers.get("Expires", "3600") or "3600"))
-        to_tag = None if ctx.to_tag else messages.new_tag()
+        to_tag = None if ctx.to_tag else new_tag()
         self._send(build_response(request, 200, to_tag=to_tag, headers=headers), addr)
 
     def _handle_response(self, response: Response, now: float) -> None:
-        try:
-            call = self._calls.get(response.call_id)
-            cseq = response.cseq
-        except (KeyError, ValueError):
-            return
+        call = self._calls.get(response.call_id)
+        cseq = response.cseq
         if (
             call is not None
             and call.state is CallState.ENDING
@@ -430,15 +431,23 @@ class DemoUas:
         headers = [
             ("Contact", self._contact()),
             *(("Record-Route", rr) for rr in call.invite.headers.getlist("Record-Route")),
-            ("Allow", messages.ALLOW),
-            ("Content-Type", "application/sdp"),
+            ("Allow", ALLOW),
         ]
         call.response = build_response(
             call.invite, 200, to_tag=call.local_tag, headers=headers, body=body
         )
+        self._send_2xx_until_ack(call, now)
+
+    def _send_2xx_until_ack(self, call: _Call, now: float) -> None:
+        """Send the 2xx in ``call.response`` and re-send it until the ACK.
+
+        T1 doubling up to T2 on every transport, for 64*T1 (RFC 3261 13.3.1.4;
+        ``_handle_ack`` stops it, ``_give_up`` ends the call without one). The
+        demo's whole 2xx retransmission: an RFC 6026 INVITE server transaction
+        takes its place here.
+        """
         call.state = CallState.ANSWERED
         self._send(call.response, call.addr)
-        # The 2xx is retransmitted by the UAS core on every transport (RFC 3261 13.3.1.4).
         self._arm_retransmit(call, now, reliable=False)
 
     def _reject(
@@ -464,18 +473,26 @@ class DemoUas:
         remote = call.invite.contact
         from_header = call.invite.headers["From"]
         target = str(remote[0].uri) if remote else str(Address.parse(from_header).uri)
-        via = f"SIP/2.0/{self._transport} {self._hostport()};branch={messages.new_branch()};rport"
+        via = f"SIP/2.0/{self._transport} {self._hostport()};branch={new_branch()};rport"
+        to_header = call.invite.headers["To"]
+        if not tag_of(to_header):
+            to_header = f"{to_header};tag={call.local_tag}"
         # We are the callee: the route set is the Record-Route list in its order (RFC 3261 12.1.1).
-        call.bye = messages.build_request(
+        bye = make_request(
             "BYE",
             target,
-            via=via,
-            from_header=messages.with_tag(call.invite.headers["To"], call.local_tag),
-            to_header=from_header,
-            call_id=call.call_id,
-            cseq=call.local_cseq,
-            routes=call.routes,
+            [
+                ("Via", via),
+                ("Max-Forwards", "70"),
+                *(("Route", route) for route in call.routes),
+                ("From", to_header),
+                ("To", from_header),
+                ("Call-ID", call.call_id),
+                ("CSeq", f"{call.local_cseq} BYE"),
+                ("User-Agent", SERVER),
+            ],
         )
+        call.bye = bytes(bye)
         call.state = CallState.ENDING
         call.ends_at = None
         self._send(call.bye, call.addr)
@@ -522,22 +539,21 @@ def _session_id(call: _Call) -> int:
     return random.Random(call.call_id).randrange(1, 2**31)
 
 
-def _parse_context(request: Request) -> _Context:
-    """Check the headers every request needs (RFC 3261 8.1.1) and pull what routing uses."""
-    try:
-        if not request.via:
-            raise BadRequest("no Via")
-        request.from_address  # noqa: B018 - parsed only to validate it
-        to = request.to_address
-        call_id = request.call_id
-        cseq = request.cseq
-        length = request.content_length
-    except (KeyError, ValueError) as exc:
-        raise BadRequest(str(exc)) from exc
-    if cseq.method != request.method or not call_id:
-        raise BadRequest("CSeq method does not match")
-    if length is not None:
-        if length > len(request.body):
-            raise BadRequest("truncated body")
-        request.body = request.body[:length]
-    return _Context(call_id, cseq.sequence, to.parameters.get("tag"))
+def build_response(
+    request: Request,
+    code: int,
+    *,
+    to_tag: str | None = None,
+    headers: list[tuple[str, str]] | None = None,
+    body: bytes = b"",
+) -> bytes:
+    """The wire bytes of a response of the demo peer to ``request`` (To tagged if asked)."""
+    response = make_response(
+        request,
+        code,
+        to_tag=to_tag or "",
+        headers=[("Server", SERVER), *(headers or [])],
+        body=body,
+        content_type="application/sdp" if body else None,
+    )
+    return bytes(response)

@@ -1,8 +1,9 @@
-"""Digest authentication of requests (RFC 2617, RFC 7616, RFC 8760).
+"""Digest authentication of requests, the client side (RFC 2617, RFC 7616, RFC 8760).
 
 A 401 carries ``WWW-Authenticate`` and is answered with ``Authorization``; a
 407 carries ``Proxy-Authenticate`` and is answered with ``Proxy-Authorization``.
-The password is only ever hashed, so any character in it is fine.
+The password is only ever hashed, so any character in it is fine. The server
+side (challenging a peer) is ``services.common.sip.challenge``.
 """
 
 from __future__ import annotations
@@ -116,9 +117,40 @@ def digest_response(
     body: bytes = b"",
 ) -> str:
     """The ``response`` value of RFC 7616 section 3.4.1 (RFC 2617 when MD5)."""
+    return digest_from_ha1(
+        algorithm=algorithm,
+        ha1=hash_a1(algorithm, username, realm, password),
+        method=method,
+        uri=uri,
+        nonce=nonce,
+        qop=qop,
+        nc=nc,
+        cnonce=cnonce,
+        body=body,
+    )
+
+
+def hash_a1(algorithm: str, username: str, realm: str, password: str) -> str:
+    """``H(username:realm:password)``: what a server may store instead of the password."""
+    base, _ = _split_algorithm(algorithm)
+    return _HASHES[base](f"{username}:{realm}:{password}".encode())
+
+
+def digest_from_ha1(
+    *,
+    algorithm: str,
+    ha1: str,
+    method: str,
+    uri: str,
+    nonce: str,
+    qop: str | None = None,
+    nc: str = "",
+    cnonce: str = "",
+    body: bytes = b"",
+) -> str:
+    """The ``response`` value from a stored ``hash_a1``."""
     base, sess = _split_algorithm(algorithm)
     h = _HASHES[base]
-    ha1 = h(f"{username}:{realm}:{password}".encode())
     if sess:
         ha1 = h(f"{ha1}:{nonce}:{cnonce}".encode())
     a2 = f"{method}:{uri}"

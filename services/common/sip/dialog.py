@@ -1,7 +1,8 @@
-"""The UAC side of a dialog (RFC 3261 section 12), sans-I/O.
+"""A dialog (RFC 3261 section 12), sans-I/O.
 
-Created from the 2xx that answers our INVITE; builds the requests sent
-within it and recognises the requests the trunk sends within it.
+Created from the 2xx that answers our INVITE (UAC) or from the trunk's
+INVITE we answer (UAS); builds the requests sent within it and recognises
+the requests the trunk sends within it.
 """
 
 from __future__ import annotations
@@ -22,13 +23,13 @@ class Dialog:
     local_tag: str
     remote_tag: str
     local_from: str
-    "Our From header value, tag included, verbatim."
+    "The From of our requests, tag included, verbatim (the To of the INVITE we answered)."
     remote_to: str
-    "The trunk's To header value, tag included, verbatim."
+    "The To of our requests, tag included, verbatim (the From of the INVITE we answered)."
     remote_target: URI
     local_cseq: int
     route_set: list[str] = field(default_factory=list)
-    "Route values in sending order (the Record-Route of the response, reversed)."
+    "Route values in sending order (Record-Route of the 2xx reversed, or of the INVITE as is)."
     remote_cseq: int | None = None
 
     @classmethod
@@ -56,6 +57,38 @@ class Dialog:
             remote_target=contacts[0].uri if contacts else invite.uri,
             local_cseq=invite.cseq.sequence,
             route_set=list(reversed(records)),
+        )
+
+    @classmethod
+    def from_request(cls, invite: Request, local_tag: str) -> Dialog:
+        """The UAS side of the dialog ``invite`` asks for, with our tag (RFC 3261 12.1.1).
+
+        The remote target is the INVITE's Contact, the route set its
+        Record-Route in order, the remote CSeq its CSeq.
+        """
+        try:
+            remote_tag = tag_of(invite.headers["From"])
+            contacts = invite.contact
+            records = [
+                str(address)
+                for value in invite.headers.getlist("Record-Route")
+                for address in Address.parse_many(value)
+            ]
+            to = invite.headers["To"]
+        except (KeyError, ValueError) as exc:
+            raise SipParseError(f"cannot make a dialog: {exc}") from None
+        if not contacts:
+            raise SipParseError("INVITE without a Contact")
+        return cls(
+            call_id=invite.call_id,
+            local_tag=local_tag,
+            remote_tag=remote_tag,
+            local_from=to if tag_of(to) else f"{to};tag={local_tag}",
+            remote_to=invite.headers["From"],
+            remote_target=contacts[0].uri,
+            local_cseq=0,
+            route_set=records,
+            remote_cseq=invite.cseq.sequence,
         )
 
     def matches(self, request: Request) -> bool:

@@ -1,8 +1,9 @@
-"""SIP messages on the wire: safe parsing, building, stream framing, identifiers.
+"""SIP messages on the wire: safe parsing, building, identifiers.
 
 ``sipmessage`` does the grammar; this module makes sure nothing but
 ``SipParseError`` escapes from untrusted bytes, and builds the messages the
 user agent sends with header values kept verbatim where they are echoed.
+Streams are cut into messages by ``services.common.sip.framing``.
 """
 
 from __future__ import annotations
@@ -30,15 +31,22 @@ _FOLDING_BYTES = re.compile(rb"\r\n[ \t]+")
 
 REASON_PHRASES = {
     100: "Trying",
+    180: "Ringing",
     200: "OK",
     400: "Bad Request",
     403: "Forbidden",
+    405: "Method Not Allowed",
     408: "Request Timeout",
+    415: "Unsupported Media Type",
+    420: "Bad Extension",
     481: "Call/Transaction Does Not Exist",
+    486: "Busy Here",
     487: "Request Terminated",
     488: "Not Acceptable Here",
+    491: "Request Pending",
     500: "Server Internal Error",
     501: "Not Implemented",
+    503: "Service Unavailable",
 }
 
 
@@ -383,9 +391,14 @@ def make_response(
     *,
     to_tag: str = "",
     headers: Iterable[tuple[str, str]] = (),
+    body: bytes = b"",
+    content_type: str | None = None,
 ) -> Response:
-    """A response echoing the request's Via, From, To, Call-ID and CSeq verbatim."""
-    response = Response(code, phrase or REASON_PHRASES.get(code, "Unknown"))
+    """A response echoing the request's Via, From, To, Call-ID and CSeq verbatim.
+
+    ``headers`` follow in order, then Content-Type (with a body) and Content-Length.
+    """
+    response = Response(code, phrase or REASON_PHRASES.get(code, "Unknown"), body)
     for name in _ECHOED:
         for value in request.headers.getlist(name):
             if name == "To" and to_tag and not tag_of(value):
@@ -393,70 +406,7 @@ def make_response(
             response.headers.add(name, value)
     for name, value in headers:
         response.headers.add(name, value)
-    response.headers.add("Content-Length", "0")
+    if body and content_type:
+        response.headers.add("Content-Type", content_type)
+    response.headers.add("Content-Length", str(len(body)))
     return response
-
-
-# --- stream framing --------------------------------------------------------------
-
-
-class StreamFramer:
-    """Cut a TCP byte stream into SIP messages by Content-Length (RFC 3261 18.3).
-
-    A stream cannot be resynchronised once a length is wrong, so any doubt
-    about where a message ends raises ``SipParseError``: the caller closes the
-    connection. Work per byte received is constant: a header arriving one
-    byte at a time is not scanned again from its start.
-    """
-
-    def __init__(self, max_size: int = MAX_MESSAGE_SIZE) -> None:
-        self._buffer = bytearray()
-        self._max = max_size
-        self._scanned = 0
-        "Bytes of the buffer known to hold no end of headers (less three, for a split CRLFCRLF)."
-
-    def feed(self, data: bytes) -> list[bytes]:
-        """Add received bytes; return the complete messages now available.
-
-        Raises ``SipParseError`` when the stream cannot be resynchronised (a
-        message over the size limit or a bad Content-Length): close it.
-        """
-        self._buffer += data
-        messages: list[bytes] = []
-        while True:
-            # CRLF keep-alives (RFC 5626) may sit between messages.
-            while self._buffer[:2] == b"\r\n":
-                del self._buffer[:2]
-                self._scanned = 0
-            end = self._buffer.find(b"\r\n\r\n", max(0, self._scanned - 3))
-            if end < 0:
-                self._scanned = len(self._buffer)
-                if len(self._buffer) > self._max:
-                    raise SipParseError("headers over the size limit")
-                return messages
-            head_end = end + 4
-            length = _stream_content_length(bytes(self._buffer[:end]))
-            if head_end + length > self._max:
-                raise SipParseError("message over the size limit")
-            self._scanned = end
-            if len(self._buffer) < head_end + length:
-                return messages
-            messages.append(bytes(self._buffer[: head_end + length]))
-            del self._buffer[: head_end + length]
-            self._scanned = 0
-
-
-def _stream_content_length(head: bytes) -> int:
-    """The Content-Length of a stream message's header (0 when absent)."""
-    values = set()
-    for line in _FOLDING_BYTES.sub(b" ", head).split(b"\r\n")[1:]:
-        name, sep, value = line.partition(b":")
-        if sep and name.rstrip(b" \t").lower() in (b"content-length", b"l"):
-            values.add(value.strip(b" \t"))
-    if not values:
-        # Mandatory on streams; a message without one is taken to have no body.
-        return 0
-    raw = values.pop()
-    if values or not _DIGITS.fullmatch(raw.decode("ascii", "replace")):
-        raise SipParseError("bad Content-Length")
-    return int(raw)

@@ -119,8 +119,9 @@ async def test_options_over_tcp() -> None:
     async with running_peer() as port:
         reader, writer = await asyncio.open_connection(HOST, port)
         data = request("OPTIONS", "o1", port).replace(b"SIP/2.0/UDP", b"SIP/2.0/TCP")
-        writer.write(b"\r\n\r\n" + data[:20])  # a keep-alive, then the message in pieces
+        writer.write(b"\r\n\r\n" + data[:20])  # a keep-alive ping, then the message in pieces
         await writer.drain()
+        assert await asyncio.wait_for(reader.readexactly(2), 5) == b"\r\n"  # the pong
         writer.write(data[20:])
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
         assert head.startswith(b"SIP/2.0 200 OK\r\n")

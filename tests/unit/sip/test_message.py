@@ -9,9 +9,7 @@ from sipmessage import Request, Response
 from services.common.sip.message import (
     MAX_MESSAGE_SIZE,
     SipParseError,
-    StreamFramer,
     bad_request,
-    make_request,
     make_response,
     new_branch,
     parse_message,
@@ -79,31 +77,6 @@ def test_oversized_refused() -> None:
     data = OPTIONS.replace(b"l: 0", f"l: {MAX_MESSAGE_SIZE}".encode()) + b"x" * MAX_MESSAGE_SIZE
     with pytest.raises(SipParseError):
         parse_message(data)
-
-
-def test_framer_splits_and_joins() -> None:
-    invite = make_request(
-        "INVITE",
-        "sip:1@h",
-        [("Via", "SIP/2.0/TCP h;branch=z9hG4bKx"), ("Call-ID", "c")],
-        b"v=0\r\n\r\nbody with blank line",
-        "application/sdp",
-    )
-    stream = b"\r\n\r\n" + bytes(invite) + OPTIONS
-    framer = StreamFramer()
-    got: list[bytes] = []
-    for i in range(0, len(stream), 7):
-        got += framer.feed(stream[i : i + 7])
-    assert got == [bytes(invite), OPTIONS]
-
-
-def test_framer_rejects_oversized_and_bad_length() -> None:
-    with pytest.raises(SipParseError):
-        StreamFramer().feed(b"INVITE x SIP/2.0\r\nContent-Length: 70000\r\n\r\n")
-    with pytest.raises(SipParseError):
-        StreamFramer().feed(b"INVITE x SIP/2.0\r\nContent-Length: -1\r\n\r\n")
-    with pytest.raises(SipParseError):
-        StreamFramer().feed(b"x" * (MAX_MESSAGE_SIZE + 1))
 
 
 def test_response_echoes_headers_and_adds_tag() -> None:
