@@ -1,11 +1,10 @@
-"""One outbound call toward the trunk, sans-I/O.
+"""One outbound call toward the trunk, sans-I/O: the INVITE and what answers it.
 
-``OutboundCall`` sends the INVITE, answers digest challenges, ACKs the 2xx,
-cancels or hangs up on request; ``CallBase`` answers the trunk's requests.
-It is driven with ``start``/``receive``/``hangup``/``handle_timer`` and
-reports ``Progress``, ``Answered`` and exactly one ``Ended``. Once the
-dialog is confirmed, ``InDialog`` handles everything in it but BYE: session
-changes, hold, DTMF by INFO, keep-alive and REFER.
+``OutboundCall`` sends the INVITE, answers digest challenges and 422s, ACKs
+the 2xx (and ACKs and BYEs the 2xx of other forks), cancels or hangs up on
+request. It is driven with ``start``/``receive``/``hangup``/``handle_timer``
+and reports ``Progress``, ``Answered`` and exactly one ``Ended``. The
+confirmed dialog, the trunk's requests and the BYE are ``CallBase``'s.
 
 Every state has a timer: Timer B or the INVITE deadline before a final
 answer, the CANCEL window while cancelling, Timer F of the BYE while hanging
@@ -15,22 +14,26 @@ up. A confirmed dialog is never left without a BYE.
 from __future__ import annotations
 
 import logging
+import random
 from dataclasses import replace
 
-from sipmessage import Response
+from sipmessage import Request, Response
 
 from proto import errors
-from services.common.sip.auth import AuthError
+from services.common.sip.auth import AuthError, DigestAuthenticator
 from services.common.sip.dialog import Dialog
 from services.common.sip.message import (
     SipMessage,
     SipParseError,
     make_cancel,
     make_request,
+    new_call_id,
+    new_tag,
     summary,
     tag_of,
 )
 from services.common.sip.transaction import (
+    T1,
     InviteClientTransaction,
     NonInviteClientTransaction,
     ResponseReceived,
@@ -38,23 +41,95 @@ from services.common.sip.transaction import (
 )
 from services.sipagent.call_base import (
     END_STATES,
-    MAX_AUTH_ATTEMPTS,
     CallBase,
     CallState,
+    ClientTx,
     cause_of,
     sdp_of,
 )
 from services.sipagent.dialog_context import ALLOW, USER_AGENT
 from services.sipagent.events import Answered, Ended, Progress
-from services.sipagent.session_timer import min_se
+from services.sipagent.session_timer import SESSION_EXPIRES, allows_update, min_se, negotiated
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ALLOW", "USER_AGENT", "CallState", "OutboundCall"]
+MAX_AUTH_ATTEMPTS = 3
+"Challenges answered per request; only ``stale=true`` ones after the first."
+
+__all__ = ["ALLOW", "USER_AGENT", "CallState", "Ended", "OutboundCall", "cause_of", "sdp_of"]
 
 
 class OutboundCall(CallBase):
     """The UAC state machine of one call."""
+
+    def __init__(
+        self,
+        *,
+        call_id: str,
+        request_uri: str,
+        from_uri: str,
+        contact: str,
+        sent_by: str,
+        offer_sdp: str,
+        username: str = "",
+        password: str = "",
+        transport: str = "udp",
+        invite_timeout: float = 60.0,
+        t1: float = T1,
+        sip_call_id: str | None = None,
+        authenticator: DigestAuthenticator | None = None,
+        user_agent: str = USER_AGENT,
+        invite_headers: list[tuple[str, str]] | None = None,
+        dtmf: str = "rfc4733",
+        keepalive: float = 0.0,
+        transfer: str = "follow",
+        rng: random.Random | None = None,
+    ) -> None:
+        """``invite_headers``: custom headers (already checked) for the INVITE only.
+
+        ``dtmf``: the trunk's DTMF mode; ``keepalive``: seconds between
+        in-dialog OPTIONS (0: none); ``transfer``: ``follow`` or ``decline``
+        a REFER; ``rng``: for the glare back-off, seeded in tests.
+        """
+        if authenticator is None and username:
+            authenticator = DigestAuthenticator(username, password)
+        tag = new_tag()
+        super().__init__(
+            call_id=call_id,
+            sip_call_id=sip_call_id or new_call_id(),
+            request_uri=request_uri,
+            local_tag=tag,
+            contact=contact,
+            sent_by=sent_by,
+            transport=transport,
+            t1=t1,
+            authenticator=authenticator,
+            user_agent=user_agent,
+            dtmf=dtmf,
+            keepalive=keepalive,
+            transfer=transfer,
+            rng=rng,
+        )
+        self._from = f"<{from_uri}>;tag={tag}"
+        self._to = f"<{request_uri}>"
+        self._offer = offer_sdp.encode()
+        self._invite_timeout = invite_timeout
+        self._invite_headers = list(invite_headers or [])
+        self._cseq = 0
+        self._invite: Request | None = None
+        self._invite_auth: list[tuple[str, str]] = []
+        self._invite_tx: InviteClientTransaction | None = None
+        self._cancel_tx: NonInviteClientTransaction | None = None
+        self._auth_attempts = 0
+        self._ack: Request | None = None
+        self._forks: dict[str, Request] = {}
+        "ACKs of the 2xx of other forks, by their To tag, re-sent on retransmission."
+        self._invite_deadline: float | None = None
+        self._cancel_deadline: float | None = None
+        self._last_progress: Progress | None = None
+        self._session_expires = SESSION_EXPIRES
+        "Session-Expires of our INVITE (raised by a 422's Min-SE)."
+        self._min_se: int | None = None
 
     # --- driving -----------------------------------------------------------------
 
@@ -90,51 +165,44 @@ class OutboundCall(CallBase):
             self._pending = Ended(cause_of(cause, errors.NORMAL), None, "Hung up")
             self._send_bye(now)
 
-    def handle_timer(self, now: float) -> None:
-        for tx in list(self._client_txs) + list(self._server_txs):
-            deadline = tx.get_timer()
-            if deadline is not None and deadline <= now:
-                tx.handle_timer(now)
-                self._drain(tx, now)
+    # --- timers ------------------------------------------------------------------
+
+    def _on_setup_timer(self, now: float) -> None:
         deadline = self._invite_deadline
         calling = self.state in (CallState.CALLING, CallState.PROCEEDING)
         if calling and deadline is not None and now >= deadline:
             self._invite_deadline = None
             self._on_invite_timeout(now)
-        in_dialog = self._in_dialog
-        if self.state is CallState.CONFIRMED and in_dialog is not None:
-            deadline = in_dialog.get_timer()
-            if deadline is not None and deadline <= now:
-                in_dialog.handle_timer(now)
         if self._cancel_deadline is not None and now >= self._cancel_deadline:
             self._cancel_deadline = None
             if self.state is CallState.CANCELLING:
                 # RFC 3261 9.1: no final response 64*T1 after the CANCEL.
                 self._end(self._pending or Ended(errors.CANCELLED, None, "Cancelled"), now)
-        self._prune()
 
-    def get_timer(self) -> float | None:
-        timers = [tx.get_timer() for tx in self._client_txs]
-        timers += [tx.get_timer() for tx in self._server_txs]
+    def _setup_timer(self) -> float | None:
         if self.state in (CallState.CALLING, CallState.PROCEEDING):
-            timers.append(self._invite_deadline)
+            return self._invite_deadline
         if self.state is CallState.CANCELLING:
-            timers.append(self._cancel_deadline)
-        if self.state is CallState.CONFIRMED and self._in_dialog is not None:
-            timers.append(self._in_dialog.get_timer())
-        return min((t for t in timers if t is not None), default=None)
+            return self._cancel_deadline
+        return None
+
+    def _on_setup_event(self, tx: ClientTx, event: TransactionEvent, now: float) -> bool:
+        if tx is not self._invite_tx:
+            return False
+        self._on_invite_event(event, now)
+        return True
+
+    def _end(self, ended: Ended, now: float, *, dialog_closed: bool = False) -> None:
+        if self.state is not CallState.CONFIRMED:
+            self._invite_deadline = self._cancel_deadline = None
+        super()._end(ended, now, dialog_closed=dialog_closed)
 
     # --- responses ---------------------------------------------------------------
 
     def _receive_response(self, response: Response, now: float) -> None:
-        if self._in_dialog is not None and self._in_dialog.context.receive_response(response, now):
+        if self._in_dialog_response(response, now):
             return
-        for tx in self._client_txs:
-            if tx.matches(response):
-                tx.receive(response, now)
-                self._drain(tx, now)
-                break
-        else:
+        if not self._client_response(response, now):
             if 200 <= response.code < 300 and response.cseq.method == "INVITE":
                 # A 2xx retransmitted after Timer M: ACK it again all the same.
                 self._on_success(response, now)
@@ -196,12 +264,13 @@ class OutboundCall(CallBase):
         log.info("%s: < %s", self.call_id, summary(response))
         assert self._invite is not None
         try:
-            self._dialog = Dialog.from_response(self._invite, response)
+            dialog = Dialog.from_response(self._invite, response)
         except SipParseError as exc:
             log.warning("%s: unusable 2xx: %s", self.call_id, exc)
             self._end(Ended(errors.REJECTED, response.code, "Invalid answer from the trunk"), now)
             return
-        self._ack = self._dialog.create_request(
+        self._dialog = dialog
+        self._ack = dialog.create_request(
             "ACK", self._via(), cseq=self._invite.cseq.sequence, headers=self._invite_auth
         )
         self._outbox.append(self._ack)
@@ -210,9 +279,15 @@ class OutboundCall(CallBase):
             # The 2xx crossed our CANCEL (or came too late): end the dialog it made.
             self._send_bye(now)
             return
-        self._set_state(CallState.CONFIRMED)
         answer = sdp_of(response) or ""
-        self._in_dialog = self._make_in_dialog(self._dialog, response, answer, now)
+        self._confirm(
+            dialog,
+            local_sdp=self._offer.decode(),
+            remote_sdp=answer,
+            settled=negotiated(response),
+            use_update=allows_update(response),
+            now=now,
+        )
         self._events.append(Answered(answer))
 
     def _on_forked_success(self, response: Response, now: float) -> None:

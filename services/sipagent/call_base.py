@@ -1,10 +1,16 @@
-"""The parts of an outbound call that outlive its set-up, sans-I/O.
+"""A call's dialog with the trunk once set up, and its end, sans-I/O.
 
-``CallBase`` holds the call's state, transactions, outbox and events, ends
-it (a BYE for a confirmed dialog, exactly one ``Ended``), answers the
-trunk's requests, and once the dialog is confirmed hands everything but BYE
-to ``InDialog``: session changes, hold, DTMF by INFO, keep-alive, REFER.
-``OutboundCall`` (``call.py``) adds the INVITE and its responses.
+``CallBase`` is what both directions share: the call's state, transactions,
+outbox and events; the end of the call (a BYE for a confirmed dialog,
+exactly one ``Ended``); the trunk's requests (BYE, CANCEL, OPTIONS, 481 to
+strangers); and, once the dialog is confirmed, ``InDialog`` for everything
+but BYE: session changes, hold, DTMF by INFO, keep-alive, REFER. How the
+dialog comes to be is the subclass's: ``OutboundCall`` (``call.py``) sends
+the INVITE, ``InboundCall`` (``inbound_call.py``) answers one.
+
+A subclass drives the base through the underscore methods below (its
+protected interface) and implements ``start``, ``receive``, ``hangup``,
+``_setup_timer``, ``_on_setup_timer`` and ``_on_setup_event``.
 """
 
 from __future__ import annotations
@@ -23,10 +29,7 @@ from services.common.sip.message import (
     SipMessage,
     make_response,
     new_branch,
-    new_call_id,
-    new_tag,
     summary,
-    tag_of,
     top_branch,
 )
 from services.common.sip.transaction import (
@@ -38,16 +41,13 @@ from services.common.sip.transaction import (
     TransactionEvent,
 )
 from services.sipagent.dialog_context import ALLOW, USER_AGENT, DialogContext
-from services.sipagent.events import CallEvent, Ended, HoldRefused, Progress
+from services.sipagent.events import CallEvent, Ended, HoldRefused
 from services.sipagent.in_dialog import InDialog
-from services.sipagent.session_timer import SESSION_EXPIRES
+from services.sipagent.session_timer import Negotiated
 
 log = logging.getLogger(__name__)
 
 __all__ = ["ALLOW", "USER_AGENT", "CallBase", "CallState"]
-
-MAX_AUTH_ATTEMPTS = 3
-"Challenges answered per request; only ``stale=true`` ones after the first."
 
 # Causes a hang-up request may carry through to CallEnded as they are.
 _SPECIFIC_CAUSES = frozenset(
@@ -58,6 +58,7 @@ _SPECIFIC_CAUSES = frozenset(
         errors.MEDIA_SHUTDOWN,
         errors.MAX_DURATION,
         errors.SETUP_FAILED,
+        errors.OPERATOR,
         errors.INTERNAL,
     }
 )
@@ -68,7 +69,10 @@ class CallState(enum.Enum):
     CALLING = "calling"
     "INVITE sent, no provisional response yet: a CANCEL is not allowed."
     PROCEEDING = "proceeding"
+    "Outbound: a provisional response came. Inbound: the INVITE is being answered."
     CANCELLING = "cancelling"
+    ACCEPTED = "accepted"
+    "Inbound: our 2xx is sent, its ACK not in yet."
     CONFIRMED = "confirmed"
     TERMINATING = "terminating"
     "BYE sent."
@@ -77,36 +81,31 @@ class CallState(enum.Enum):
 
 END_STATES = frozenset({CallState.ENDED})
 
-_ClientTx = InviteClientTransaction | NonInviteClientTransaction
+ClientTx = InviteClientTransaction | NonInviteClientTransaction
 
 
 class CallBase:
-    """What every outbound call is made of: state, transactions, outbox, BYE, the dialog."""
+    """What every call is made of: state, transactions, outbox, BYE, the confirmed dialog."""
 
     def __init__(
         self,
         *,
         call_id: str,
+        sip_call_id: str,
         request_uri: str,
-        from_uri: str,
+        local_tag: str,
         contact: str,
         sent_by: str,
-        offer_sdp: str,
-        username: str = "",
-        password: str = "",
         transport: str = "udp",
-        invite_timeout: float = 60.0,
         t1: float = T1,
-        sip_call_id: str | None = None,
         authenticator: DigestAuthenticator | None = None,
         user_agent: str = USER_AGENT,
-        invite_headers: list[tuple[str, str]] | None = None,
         dtmf: str = "rfc4733",
         keepalive: float = 0.0,
         transfer: str = "follow",
         rng: random.Random | None = None,
     ) -> None:
-        """``invite_headers``: custom headers (already checked) for the INVITE only.
+        """``local_tag``: our tag in the dialog (From of our INVITE, To of the trunk's).
 
         ``dtmf``: the trunk's DTMF mode; ``keepalive``: seconds between
         in-dialog OPTIONS (0: none); ``transfer``: ``follow`` or ``decline``
@@ -114,55 +113,45 @@ class CallBase:
         """
         self.call_id = call_id
         "The bridge's call id, for logs."
-        self.sip_call_id = sip_call_id or new_call_id()
+        self.sip_call_id = sip_call_id
         self.request_uri = request_uri
         self.state = CallState.IDLE
-        self._from = f"<{from_uri}>;tag={new_tag()}"
-        self._to = f"<{request_uri}>"
+        self._local_tag = local_tag
         self._contact = contact
         self._sent_by = sent_by
-        self._offer = offer_sdp.encode()
         self._transport = transport.lower()
         self._reliable = self._transport != "udp"
-        self._invite_timeout = invite_timeout
         self._t1 = t1
         self._user_agent = user_agent
-        self._invite_headers = list(invite_headers or [])
         self._auth = authenticator
-        if self._auth is None and username:
-            self._auth = DigestAuthenticator(username, password)
-
-        self._cseq = 0
-        self._invite: Request | None = None
-        self._invite_auth: list[tuple[str, str]] = []
-        self._invite_tx: InviteClientTransaction | None = None
-        self._cancel_tx: NonInviteClientTransaction | None = None
         self._bye_tx: NonInviteClientTransaction | None = None
-        self._client_txs: list[_ClientTx] = []
+        self._client_txs: list[ClientTx] = []
         self._server_txs: list[NonInviteServerTransaction] = []
-        self._auth_attempts = 0
         self._bye_auth_attempts = 0
         self._dialog: Dialog | None = None
-        self._ack: Request | None = None
-        self._forks: dict[str, Request] = {}
-        "ACKs of the 2xx of other forks, by their To tag, re-sent on retransmission."
-        self._invite_deadline: float | None = None
-        self._cancel_deadline: float | None = None
         self._pending: Ended | None = None
-        "How the call ends once the CANCEL or BYE in flight completes."
+        "How the call ends once the transaction in flight (CANCEL, BYE) completes."
         self._reported = False
         "Whether ``Ended`` was emitted; SIP clean-up may go on after it."
-        self._last_progress: Progress | None = None
         self._dtmf = dtmf
         self._keepalive = keepalive
         self._transfer = transfer
         self._rng = rng
         self._in_dialog: InDialog | None = None
-        self._session_expires = SESSION_EXPIRES
-        "Session-Expires of our INVITE (raised by a 422's Min-SE)."
-        self._min_se: int | None = None
         self._outbox: list[SipMessage] = []
         self._events: deque[CallEvent] = deque()
+
+    # --- driving (the subclass's) ------------------------------------------------
+
+    def start(self, now: float) -> None:
+        raise NotImplementedError
+
+    def receive(self, message: SipMessage, now: float) -> None:
+        """Handle a message of this call (same SIP Call-ID)."""
+        raise NotImplementedError
+
+    def hangup(self, cause: str, now: float) -> None:
+        raise NotImplementedError
 
     # --- in the confirmed dialog -------------------------------------------------
 
@@ -187,6 +176,8 @@ class CallBase:
         """End this dialog after a transfer replaced it: BYE, unless the trunk sent one."""
         self.hangup(errors.NORMAL, now)
 
+    # --- output and timers -------------------------------------------------------
+
     def messages_to_send(self) -> list[SipMessage]:
         # Cleared in place: the in-dialog parts share this list.
         out = list(self._outbox)
@@ -196,11 +187,27 @@ class CallBase:
     def next_event(self) -> CallEvent | None:
         return self._events.popleft() if self._events else None
 
-    def hangup(self, cause: str, now: float) -> None:
-        raise NotImplementedError
+    def handle_timer(self, now: float) -> None:
+        for tx in list(self._client_txs) + list(self._server_txs):
+            deadline = tx.get_timer()
+            if deadline is not None and deadline <= now:
+                tx.handle_timer(now)
+                self._drain(tx, now)
+        self._on_setup_timer(now)
+        in_dialog = self._in_dialog
+        if self.state is CallState.CONFIRMED and in_dialog is not None:
+            deadline = in_dialog.get_timer()
+            if deadline is not None and deadline <= now:
+                in_dialog.handle_timer(now)
+        self._prune()
 
     def get_timer(self) -> float | None:
-        raise NotImplementedError
+        timers = [tx.get_timer() for tx in self._client_txs]
+        timers += [tx.get_timer() for tx in self._server_txs]
+        timers.append(self._setup_timer())
+        if self.state is CallState.CONFIRMED and self._in_dialog is not None:
+            timers.append(self._in_dialog.get_timer())
+        return min((t for t in timers if t is not None), default=None)
 
     @property
     def finished(self) -> bool:
@@ -209,27 +216,37 @@ class CallBase:
 
     @property
     def dialog(self) -> Dialog | None:
-        """The confirmed dialog (from the 2xx), for the call registry; None before."""
+        """The dialog with the trunk (confirmed, or being confirmed), for the call registry."""
         return self._dialog
 
-    def _drain(self, tx: _ClientTx | NonInviteServerTransaction, now: float) -> None:
-        self._outbox.extend(tx.messages_to_send())
-        if isinstance(tx, NonInviteServerTransaction):
-            return
-        while (event := tx.next_event()) is not None:
-            if tx is self._invite_tx:
-                self._on_invite_event(event, now)
-            elif tx is self._bye_tx:
-                self._on_bye_event(event, now)
-            elif isinstance(event, ResponseReceived):
-                log.info("%s: < %s (%s)", self.call_id, summary(event.response), tx.request.method)
+    # --- the set-up's hooks ------------------------------------------------------
 
-    def _on_invite_event(self, event: TransactionEvent, now: float) -> None:
-        raise NotImplementedError
+    def _setup_timer(self) -> float | None:
+        """When the set-up (INVITE, CANCEL) next needs the clock, besides its transactions."""
+        return None
 
-    def _make_in_dialog(
-        self, dialog: Dialog, response: Response, answer: str, now: float
-    ) -> InDialog:
+    def _on_setup_timer(self, now: float) -> None:
+        """Run the set-up's own deadlines that are due."""
+
+    def _on_setup_event(self, tx: ClientTx, event: TransactionEvent, now: float) -> bool:
+        """An event of a set-up transaction; False when ``tx`` is not one."""
+        return False
+
+    # --- the confirmed dialog ----------------------------------------------------
+
+    def _confirm(
+        self,
+        dialog: Dialog,
+        *,
+        local_sdp: str,
+        remote_sdp: str,
+        settled: Negotiated,
+        use_update: bool,
+        now: float,
+    ) -> None:
+        """The dialog is confirmed: hand it to ``InDialog``."""
+        self._dialog = dialog
+        self._set_state(CallState.CONFIRMED)
         context = DialogContext(
             call_id=self.call_id,
             dialog=dialog,
@@ -245,16 +262,22 @@ class CallBase:
             rng=self._rng,
             secure=self._transport == "tls",
         )
-        return InDialog(
+        self._in_dialog = InDialog(
             context,
-            offer_sdp=self._offer.decode(),
-            answer_sdp=answer,
+            local_sdp=local_sdp,
+            remote_sdp=remote_sdp,
             dtmf=self._dtmf,
             keepalive=self._keepalive,
             transfer=self._transfer,
             now=now,
-            answer=response,
+            settled=settled,
+            use_update=use_update,
         )
+
+    def _in_dialog_response(self, response: Response, now: float) -> bool:
+        """Pass ``response`` to an in-dialog transaction; False when none matches."""
+        in_dialog = self._in_dialog
+        return in_dialog is not None and in_dialog.context.receive_response(response, now)
 
     def _on_dead(self, reason: str, now: float) -> None:
         """The trunk forgot the dialog: tell the caller now, BYE all the same."""
@@ -265,6 +288,29 @@ class CallBase:
         self._pending = ended
         self._report(ended)
         self._send_bye(now)
+
+    # --- transactions ------------------------------------------------------------
+
+    def _drain(self, tx: ClientTx | NonInviteServerTransaction, now: float) -> None:
+        self._outbox.extend(tx.messages_to_send())
+        if isinstance(tx, NonInviteServerTransaction):
+            return
+        while (event := tx.next_event()) is not None:
+            if tx is self._bye_tx:
+                self._on_bye_event(event, now)
+            elif self._on_setup_event(tx, event, now):
+                pass
+            elif isinstance(event, ResponseReceived):
+                log.info("%s: < %s (%s)", self.call_id, summary(event.response), tx.request.method)
+
+    def _client_response(self, response: Response, now: float) -> bool:
+        """Pass ``response`` to our client transaction of it; False when none matches."""
+        for tx in self._client_txs:
+            if tx.matches(response):
+                tx.receive(response, now)
+                self._drain(tx, now)
+                return True
+        return False
 
     def _on_bye_event(self, event: TransactionEvent, now: float) -> None:
         if isinstance(event, ResponseReceived):
@@ -351,7 +397,7 @@ class CallBase:
         response = make_response(
             request,
             code,
-            to_tag=tag_of(self._from),
+            to_tag=self._local_tag,
             headers=[("User-Agent", self._user_agent), *(headers or [])],
         )
         server_tx = NonInviteServerTransaction(request, reliable=self._reliable, t1=self._t1)
@@ -376,7 +422,7 @@ class CallBase:
             self._set_state(CallState.TERMINATING)
         self._start(self._bye_tx, now)
 
-    def _start(self, tx: _ClientTx, now: float) -> None:
+    def _start(self, tx: ClientTx, now: float) -> None:
         log.info("%s: > %s", self.call_id, tx.request.method)
         self._client_txs.append(tx)
         tx.start(now)
@@ -393,7 +439,6 @@ class CallBase:
             self._send_bye(now)
             return
         self._set_state(CallState.ENDED)
-        self._invite_deadline = self._cancel_deadline = None
         self._report(ended)
 
     def _report(self, ended: Ended) -> None:
@@ -422,9 +467,9 @@ def cause_of(requested: str, default: str) -> str:
     return requested if requested in _SPECIFIC_CAUSES else default
 
 
-def sdp_of(response: Response) -> str | None:
-    """The SDP body of a response, if any."""
-    content_type = (response.headers.get("Content-Type") or "application/sdp").lower()
-    if not response.body or "application/sdp" not in content_type:
+def sdp_of(message: Request | Response) -> str | None:
+    """The SDP body of a message, if any."""
+    content_type = (message.headers.get("Content-Type") or "application/sdp").lower()
+    if not message.body or "application/sdp" not in content_type:
         return None
-    return response.body.decode("utf-8", "replace")
+    return message.body.decode("utf-8", "replace")

@@ -8,14 +8,14 @@ CANCEL and the call's end stay with ``CallBase``.
 
 from __future__ import annotations
 
-from sipmessage import Request, Response
+from sipmessage import Request
 
 from services.sipagent.dialog_context import ALLOW, DialogContext, timers_of
 from services.sipagent.dtmf_info import InfoDtmf
 from services.sipagent.keepalive import KeepAlive
-from services.sipagent.session_timer import SessionTimer
+from services.sipagent.referral import Referral
+from services.sipagent.session_timer import Negotiated, SessionTimer
 from services.sipagent.session_update import SessionUpdates
-from services.sipagent.transfer import Referral
 
 
 class InDialog:
@@ -25,33 +25,34 @@ class InDialog:
         self,
         context: DialogContext,
         *,
-        offer_sdp: str,
-        answer_sdp: str,
+        local_sdp: str,
+        remote_sdp: str,
         dtmf: str = "rfc4733",
         keepalive: float = 0.0,
         transfer: str = "follow",
         now: float = 0.0,
-        answer: Response | None = None,
+        settled: Negotiated = None,
+        use_update: bool = False,
     ) -> None:
-        """``offer_sdp``/``answer_sdp``: the INVITE's offer and the trunk's answer.
+        """``local_sdp``/``remote_sdp``: our SDP and the trunk's as the INVITE settled them.
 
-        ``answer``: the INVITE's 2xx, for its session timer (none without it).
+        ``settled``: the session timer the INVITE's 2xx set (None: none yet; a
+        re-INVITE or UPDATE may start one); ``use_update``: the trunk allows UPDATE.
         """
         self.context = context
-        self.session = SessionUpdates(context, offer_sdp, answer_sdp)
+        self.session = SessionUpdates(context, local_sdp, remote_sdp)
         self.dtmf = InfoDtmf(context, dtmf, lambda: self.session.remote_sdp)
         self.keepalive = KeepAlive(context, keepalive, now)
         self.referral = Referral(context, transfer)
-        self.timer: SessionTimer | None = None
-        if answer is not None:
-            self.timer = SessionTimer(
-                context,
-                answer,
-                now,
-                refreshed=lambda: self.session.refreshed,
-                reinvite=self.session.refresh,
-            )
-            self.session.timer = self.timer
+        self.timer = SessionTimer(
+            context,
+            settled,
+            now,
+            use_update=use_update,
+            refreshed=lambda: self.session.refreshed,
+            reinvite=self.session.refresh,
+        )
+        self.session.timer = self.timer
 
     def on_request(self, request: Request, now: float) -> None:
         """A new request in the dialog (CSeq already checked), other than BYE and ACK."""
@@ -85,15 +86,14 @@ class InDialog:
         self.context.handle_timer(now)
         self.session.handle_timer(now)
         self.keepalive.handle_timer(now)
-        if self.timer is not None:
-            self.timer.handle_timer(now)
+        self.timer.handle_timer(now)
 
     def get_timer(self) -> float | None:
         return timers_of(
             self.context.get_timer(),
             self.session.get_timer(),
             self.keepalive.get_timer(),
-            self.timer.get_timer() if self.timer is not None else None,
+            self.timer.get_timer(),
         )
 
     def cancels(self, cancel: Request) -> bool:

@@ -1,8 +1,9 @@
 """RFC 4028 session timers in a confirmed dialog.
 
-Our INVITE offers ``Session-Expires`` (``Supported: timer``); the 2xx says
-who refreshes. When we do, an UPDATE (a re-INVITE if the trunk does not
-allow UPDATE) goes every half interval; when the trunk does and no re-INVITE
+Our INVITE offers ``Session-Expires`` (``Supported: timer``) and the 2xx
+says who refreshes; to the trunk's INVITE our 2xx says it (``answer_timer``).
+When we refresh, an UPDATE (a re-INVITE if the trunk does not allow UPDATE)
+goes every half interval; when the trunk does and no re-INVITE
 or UPDATE of its own comes before the interval is nearly over
 (``interval - min(32, interval / 3)``, RFC 4028 10), the call is ended as a
 dead dialog. A 2xx without ``Session-Expires`` means no session timer.
@@ -109,6 +110,12 @@ def negotiated(response: Response) -> Negotiated:
     return None if parsed is None else (parsed[0], parsed[1] == "uac")
 
 
+def allows_update(message: Request | Response) -> bool:
+    """Whether ``message`` lists UPDATE in its Allow."""
+    allow = ",".join(message.headers.getlist("Allow")).upper()
+    return "UPDATE" in [method.strip() for method in allow.split(",")]
+
+
 def min_se(response: Response) -> int | None:
     """The Min-SE of a 422, if readable."""
     value = (response.headers.get("Min-SE") or "").split(";")[0].strip()
@@ -121,13 +128,18 @@ class SessionTimer:
     def __init__(
         self,
         context: DialogContext,
-        answer: Response,
+        settled: Negotiated,
         now: float,
         *,
+        use_update: bool,
         refreshed: Callable[[], float | None],
         reinvite: Callable[[list[tuple[str, str]], float], None],
     ) -> None:
-        """``refreshed()``: when the trunk last refreshed; ``reinvite(headers, now)``: ours."""
+        """``settled``: what the INVITE's 2xx settled (``negotiated`` of the trunk's 2xx,
+        or ``answer_timer`` of the trunk's INVITE); ``use_update``: the trunk allows UPDATE.
+
+        ``refreshed()``: when the trunk last refreshed; ``reinvite(headers, now)``: ours.
+        """
         self._context = context
         self._refreshed = refreshed
         self._reinvite = reinvite
@@ -135,13 +147,12 @@ class SessionTimer:
         self._tx: NonInviteClientTransaction | None = None
         self._challenged = False
         "Our UPDATE refresh answered a challenge already."
-        allow = (answer.headers.get("Allow") or "").upper()
-        self._use_update = "UPDATE" in [method.strip() for method in allow.split(",")]
+        self._use_update = use_update
         self.interval: int | None = None
         self.ours = False
         "We refresh."
         self._next: float | None = None
-        self.renegotiate(negotiated(answer), now)
+        self.renegotiate(settled, now)
 
     @property
     def current(self) -> Negotiated:

@@ -1,32 +1,22 @@
-"""Blind transfer asked by the trunk (REFER, RFC 3515), sans-I/O.
+"""Blind transfer asked by the trunk: the call the SIP agent hosts, sans-I/O.
 
-``Referral`` is the in-dialog half: it answers REFER (202, or 603 when the
-trunk's ``transfer`` setting is ``decline``) and sends the ``Event: refer``
-NOTIFYs with ``message/sipfrag`` progress. ``TransferringCall`` is what the
-SIP agent hosts: it runs the original ``OutboundCall`` and, once a REFER was
-accepted, a new one to the Refer-To URI through the same trunk (new
-Call-ID, the same SDP offer). On its 2xx the new call becomes the call and
-the old dialog is ended with BYE; on its failure the trunk is told and the
-original call goes on.
+``TransferringCall`` runs the original call (``OutboundCall`` or
+``InboundCall``) and, once its ``Referral`` accepted a REFER, a new
+``OutboundCall`` to the Refer-To URI through the same trunk (new Call-ID,
+the same SDP offer). On its 2xx the new call becomes the call and the old
+dialog is ended with BYE; on its failure the trunk is told and the original
+call goes on.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
-from sipmessage import URI, Request
-
+from services.common.sip.dialog import Dialog
 from services.common.sip.message import SipMessage
-from services.common.sip.transaction import (
-    NonInviteClientTransaction,
-    ResponseReceived,
-    TransactionEvent,
-)
-from services.sipagent.dialog_context import DialogContext
+from services.sipagent.call_base import CallBase
 from services.sipagent.events import (
     Answered,
     CallEvent,
@@ -36,116 +26,19 @@ from services.sipagent.events import (
 )
 from services.sipagent.trunk_sdp import is_held
 
-if TYPE_CHECKING:
-    from services.common.sip.dialog import Dialog
-    from services.sipagent.call import OutboundCall
-
 log = logging.getLogger(__name__)
-
-FOLLOW = "follow"
-DECLINE = "decline"
-TRANSFER_MODES = (FOLLOW, DECLINE)
-SUBSCRIPTION_EXPIRES = 60
-"Seconds the implicit refer subscription lasts while the new call is set up."
-
-
-def refer_target(value: str) -> str:
-    """The Refer-To URI without its embedded headers or password; ``ValueError`` if unusable."""
-    value = value.strip()
-    if "<" in value:
-        start = value.index("<") + 1
-        end = value.find(">", start)
-        if end < 0:
-            raise ValueError("unterminated Refer-To")
-        text = value[start:end]
-    else:
-        text = value.split(";", 1)[0]
-    # Embedded headers (Replaces, ...) are not followed: a blind transfer only.
-    text = text.split("?", 1)[0]
-    uri = URI.parse(text)
-    if uri.scheme not in ("sip", "sips"):
-        raise ValueError(f"cannot call a {uri.scheme}: URI")
-    return str(dataclasses.replace(uri, password=None))
-
-
-def sipfrag(status: int, phrase: str) -> bytes:
-    return f"SIP/2.0 {status} {phrase}\r\n".encode()
-
-
-class Referral:
-    """The REFER the trunk sent in our dialog, and the NOTIFYs it is owed."""
-
-    def __init__(self, context: DialogContext, mode: str = FOLLOW) -> None:
-        self._context = context
-        self._mode = mode
-        self.active = False
-        "A REFER was accepted and its final NOTIFY is not sent yet."
-        self._event = "refer"
-        "The Event of the NOTIFYs: ``refer;id=<CSeq>`` after the dialog's first REFER."
-        self._refers = 0
-
-    def on_refer(self, request: Request, now: float) -> None:
-        context = self._context
-        if self._mode == DECLINE:
-            context.respond(request, 603, now)
-            return
-        if self.active:
-            context.respond(request, 491, now)
-            return
-        try:
-            target = refer_target(request.headers["Refer-To"])
-        except (KeyError, ValueError) as exc:
-            log.info("%s: REFER refused: %s", context.call_id, exc)
-            context.respond(request, 400, now)
-            return
-        if target.startswith("sips:") and not context.secure:
-            # RFC 3261 26.2.2: a sips: URI is reached over TLS end to end, or not at all.
-            log.info("%s: REFER to a sips: URI refused: the call is not over TLS", context.call_id)
-            context.respond(request, 403, now)
-            return
-        context.respond(request, 202, now)
-        self.active = True
-        self._refers += 1
-        # RFC 3515 2.4.6: a later REFER's subscription is told apart by its CSeq.
-        self._event = "refer" if self._refers == 1 else f"refer;id={request.cseq.sequence}"
-        self.notify(100, "Trying", now)
-        context.events.append(TransferRequested(target))
-
-    def notify(self, status: int, phrase: str, now: float) -> None:
-        """Tell the referrer how the new call goes; a final ``status`` ends the subscription."""
-        if not self.active:
-            return
-        final = status >= 200
-        state = (
-            "terminated;reason=noresource" if final else f"active;expires={SUBSCRIPTION_EXPIRES}"
-        )
-        context = self._context
-        request = context.request(
-            "NOTIFY",
-            headers=[("Event", self._event), ("Subscription-State", state)],
-            body=sipfrag(status, phrase),
-            content_type="message/sipfrag;version=2.0",
-        )
-        if final:
-            self.active = False
-        tx = NonInviteClientTransaction(request, reliable=context.reliable, t1=context.t1)
-        context.start(tx, now, self._on_event)
-
-    def _on_event(self, event: TransactionEvent, now: float) -> None:
-        if isinstance(event, ResponseReceived) and event.response.code >= 300:
-            log.info("%s: NOTIFY refused: %d", self._context.call_id, event.response.code)
 
 
 class TransferringCall:
     """One call as the SIP agent hosts it: the original dialog, or the one a REFER made."""
 
-    def __init__(self, call: OutboundCall, place: Callable[[str], OutboundCall]) -> None:
-        """``place(uri)``: a new, unstarted call to ``uri`` through the same trunk."""
+    def __init__(self, call: CallBase, place: Callable[[str], CallBase]) -> None:
+        """``place(uri)``: a new, unstarted ``OutboundCall`` to ``uri`` through the same trunk."""
         self._active = call
         self._place = place
-        self._attempt: OutboundCall | None = None
+        self._attempt: CallBase | None = None
         self._target = ""
-        self._retired: list[OutboundCall] = []
+        self._retired: list[CallBase] = []
         "Calls replaced or failed, kept until their SIP clean-up is done."
         self._held_end: Ended | None = None
         "The original call's end while a transfer attempt may still take over."
@@ -164,7 +57,7 @@ class TransferringCall:
         return self._active.dialog
 
     @property
-    def call(self) -> OutboundCall:
+    def call(self) -> CallBase:
         """The call now in place (the new one after a transfer)."""
         return self._active
 
@@ -172,7 +65,7 @@ class TransferringCall:
     def sip_call_ids(self) -> list[str]:
         return [call.sip_call_id for call in self._calls()]
 
-    def _calls(self) -> list[OutboundCall]:
+    def _calls(self) -> list[CallBase]:
         calls = [self._active, *self._retired]
         if self._attempt is not None:
             calls.append(self._attempt)
@@ -256,7 +149,7 @@ class TransferringCall:
         self._attempt = self._place(target)
         self._attempt.start(now)
 
-    def _on_attempt(self, attempt: OutboundCall, event: CallEvent, now: float) -> None:
+    def _on_attempt(self, attempt: CallBase, event: CallEvent, now: float) -> None:
         if isinstance(event, Answered):
             old = self._active
             old.notify_transfer(200, "OK", now)

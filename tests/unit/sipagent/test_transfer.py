@@ -8,7 +8,7 @@ from sipmessage import Request, Response
 from proto import errors
 from services.sipagent.call_base import CallState
 from services.sipagent.events import Ended, SessionChanged
-from services.sipagent.transfer import refer_target
+from services.sipagent.referral import refer_target
 from tests.unit.sipagent.peer import OUR_OFFER, Peer, answered_call, methods, trunk_sdp
 from tests.unit.sipagent.trunk import respond
 
