@@ -70,4 +70,12 @@ class Audit:
     record: dict[str, object]
 
 
-Action = SendMessage | Publish | Subscribe | Unsubscribe | Close | Admit | Release | Audit
+@dataclass(frozen=True, slots=True)
+class Deliver:
+    """Send this JSON object to the browser on socket ``socket`` (the switchboard's rings)."""
+
+    socket: str
+    message: Outgoing
+
+
+Action = SendMessage | Publish | Subscribe | Unsubscribe | Close | Admit | Release | Audit | Deliver

@@ -27,13 +27,16 @@ from services.common.lifecycle import Lifecycle
 from services.common.logs import LogBudget
 from services.common.metrics import Metrics
 from services.common.settings import Settings, SettingsError
-from services.signaling import messages
+from services.signaling import ice_config, messages
 from services.signaling.abuse_limits import AbuseLimits, LocalLimits
 from services.signaling.audit import AuditLog
 from services.signaling.caller import Caller, source_address, token_deadline
 from services.signaling.connection import BrowserConnection
+from services.signaling.inbound import InboundLink
 from services.signaling.limits import Limits
+from services.signaling.operator import answer_hangups, calls_page
 from services.signaling.session import SHUTDOWN_GRACE, BrowserSession
+from services.signaling.switchboard import Switchboard
 from services.signaling.tokens import Claims, TokenError, TokenVerifier, load_problem
 
 log = logging.getLogger(__name__)
@@ -86,6 +89,8 @@ class SignalingServer:
         self._draining = draining or asyncio.Event()
         self._metrics = metrics
         self._connections: set[BrowserConnection] = set()
+        self._inbound = InboundLink(Switchboard(settings.instance_id), bus)
+        "Calls from the trunk: who listens here, what rings (``switchboard.py``)."
         self._stopping = False
         # Only files shipped with the page are served, whatever the URL says.
         self._static = {p.name: p for p in STATIC_DIR.iterdir() if p.is_file()}
@@ -97,6 +102,13 @@ class SignalingServer:
     def holds(self, call_id: str) -> bool:
         """Whether a live browser session of this process holds the call."""
         return any(c.session.call_id == call_id for c in self._connections)
+
+    def end_by_operator(self, call_id: str) -> bool:
+        """``bridge calls hangup``: end the call if a session here holds it."""
+        for connection in list(self._connections):
+            if connection.session.call_id == call_id:
+                return connection.end_by_operator()
+        return False
 
     def attach(self, fleet: FleetMember) -> None:
         """Place calls with ``fleet``'s leases and keep its call records."""
@@ -127,13 +139,26 @@ class SignalingServer:
         return web.Response(text="ok")
 
     async def _config(self, request: web.Request) -> web.Response:
+        """The page's settings and ICE servers. Where tokens are required, servers
+        with a credential go only to a request with a valid token (``ice_config``)."""
+        now = time.time()
+        identity: str | None = None
+        entitled = not self._access.required
+        if self._access.required and (token := _token_of(request)):
+            try:
+                identity = self._verifier.verify(token, now).sub
+                entitled = True
+            except TokenError:
+                pass  # The page still gets its settings and STUN; /ws says why.
+        ice = ice_config.ice_servers(self._settings, identity, now, with_credentials=entitled)
         return web.json_response(
             {
                 "demo": self._settings.demo,
                 "auth": self._access.required,
                 "default_destination": self._settings.default_destination,
+                **ice,
             },
-            headers={"Cache-Control": "no-cache"},
+            headers={"Cache-Control": "no-store"},
         )
 
     async def _websocket(self, request: web.Request) -> web.StreamResponse:
@@ -162,7 +187,7 @@ class SignalingServer:
                 text = "too many connections from your address"
                 refusal = (errors.RATE_LIMITED, text, CLOSE_RATE_LIMITED)
         try:
-            return await self._serve(request, source, claims, refusal)
+            return await self._serve(request, source, claims, refusal, socket_id)
         finally:
             if counted:
                 await self._limits.close_socket(source, socket_id)
@@ -173,6 +198,7 @@ class SignalingServer:
         source: str,
         claims: Claims | None,
         refusal: tuple[str, str, int] | None,
+        socket_id: str,
     ) -> web.WebSocketResponse:
         """The socket's life after the checks: refused with a reason, or a session."""
         ws = web.WebSocketResponse(max_msg_size=WS_MAX_FRAME, heartbeat=WS_HEARTBEAT)
@@ -189,7 +215,13 @@ class SignalingServer:
             else token_deadline(claims, time.time(), loop.time()),
         )
         connection = BrowserConnection(
-            BrowserSession(self._settings, placement=self._placement, caller=caller),
+            BrowserSession(
+                self._settings,
+                placement=self._placement,
+                caller=caller,
+                desk=self._inbound.switchboard,
+                socket_id=socket_id,
+            ),
             self._bus,
             ws,
             self._connections.discard,
@@ -198,6 +230,7 @@ class SignalingServer:
             fleet=self._fleet,
             limits=self._limits,
             audit=self._audit,
+            inbound=self._inbound,
         )
         self._connections.add(connection)
         log.debug("websocket from %s (%s)", source, caller.identity or "no token")
@@ -225,8 +258,10 @@ class SignalingServer:
     async def shutdown(self) -> None:
         """Hang up every call, wait briefly for them to end, then drop the rest."""
         self._stopping = True
+        self._inbound.drain()
         connections = list(self._connections)
         if not connections:
+            await self._inbound.close()
             return
         log.info("stopping: ending %d browser session(s)", len(connections))
         for connection in connections:
@@ -237,6 +272,11 @@ class SignalingServer:
             task.cancel()
         for connection in list(self._connections):
             await connection.abort()
+        await self._inbound.close()
+
+    def drain_inbound(self) -> None:
+        """Draining: calls from the trunk arriving from now on ring nobody here."""
+        self._inbound.drain()
 
 
 def _origin_allowed(request: web.Request, allowed: tuple[str, ...], http_host: str) -> bool:
@@ -264,7 +304,7 @@ def _hostname(host: str) -> str:
 
 
 def _token_of(request: web.Request) -> str:
-    """The client token: ``Authorization: Bearer …`` on the upgrade, else ``?token=``."""
+    """The client token: ``Authorization: Bearer …``, else ``?token=``."""
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
@@ -312,6 +352,8 @@ async def main(lc: Lifecycle) -> None:
     await runner.setup()
     try:
         await fleet.start()
+        lc.serve_json("calls", calls_page(bus, fleet))
+        await answer_hangups(bus, settings.instance_id, server.end_by_operator)
         site = web.TCPSite(runner, settings.http_host, settings.http_port)
         await site.start()
         await bus.announce_ready("signaling")
@@ -319,6 +361,7 @@ async def main(lc: Lifecycle) -> None:
         for address in runner.addresses:
             log.info("listening on http://%s:%s", *address[:2])
         await lc.draining.wait()
+        server.drain_inbound()
         await fleet.beat()
         if await lc.wait_idle(lambda: server.active_calls):
             log.info("signaling %s drained: no call left", settings.instance_id)

@@ -15,10 +15,24 @@ from services.signaling.destinations import Destination
 
 class Attempt:
     def __init__(
-        self, call_id: str, caller: Caller, given: str, target: Destination | None = None
+        self,
+        call_id: str,
+        caller: Caller,
+        given: str,
+        target: Destination | None = None,
+        *,
+        direction: str = "outbound",
+        user: str | None = None,
+        peer: str = "",
     ) -> None:
         self.call_id = call_id
         self.caller = caller
+        self.direction = direction
+        "``outbound`` (the browser's offer) or ``inbound`` (a call from the trunk it accepted)."
+        self.user = user if user is not None else caller.identity
+        "Who the browser is: the token's ``sub``, or the user an inbound call rang."
+        self.peer = peer
+        "Inbound: the trunk's caller (From user)."
         self.given = given
         "The destination as the page sent it."
         self.target = target
@@ -34,7 +48,7 @@ class Attempt:
         return Audit(
             audit.record(
                 call_id=self.call_id,
-                identity=self.caller.identity,
+                identity=self.user,
                 source=self.caller.source,
                 given=self.given,
                 destination=target.number if target else "",
@@ -43,6 +57,8 @@ class Attempt:
                 cause=cause,
                 status=status,
                 duration=now - self.answered_at if answered and self.answered_at else None,
+                direction=self.direction,
+                caller=self.peer,
             )
         )
 

@@ -41,9 +41,14 @@ def record(
     cause: str,
     status: int | None = None,
     duration: float | None = None,
+    direction: str = "outbound",
+    caller: str = "",
 ) -> dict[str, object]:
+    """One attempt's line; an inbound one (a call from the trunk) also names its caller."""
+    extra: dict[str, object] = {"caller": caller} if direction == "inbound" else {}
     return {
         "event": "call_attempt",
+        "direction": direction,
         "call_id": call_id,
         "identity": identity,
         "source": source,
@@ -54,6 +59,7 @@ def record(
         "cause": cause,
         "status": status,
         "duration": None if duration is None else round(duration, 3),
+        **extra,
     }
 
 

@@ -20,14 +20,21 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from proto import errors
-from proto.events import AnyEvent, CallEnded, CallRequested, DialRequested, HangupRequested
+from proto.events import (
+    AnswerRequested,
+    AnyEvent,
+    CallEnded,
+    CallRequested,
+    DialRequested,
+    HangupRequested,
+)
 from services.common.bus import Bus
 from services.common.fleet import records
 from services.common.fleet.member import FleetMember
 from services.common.logs import call_context
 from services.common.metrics import Metrics
 from services.common.telemetry import tracer
-from services.signaling import messages
+from services.signaling import messages, pickup
 from services.signaling.actions import (
     Action,
     Admit,
@@ -40,6 +47,7 @@ from services.signaling.actions import (
     Unsubscribe,
 )
 from services.signaling.audit import AuditLog
+from services.signaling.inbound import InboundLink
 from services.signaling.session import BrowserSession
 from services.signaling.states import END_STATES
 
@@ -81,8 +89,12 @@ class BrowserConnection:
         fleet: FleetMember | None = None,
         limits: CallLimits | None = None,
         audit: AuditLog | None = None,
+        inbound: InboundLink | None = None,
     ) -> None:
         self.session = session
+        self._inbound = inbound
+        if inbound is not None:
+            inbound.attach(session.socket_id, self)
         self._limits = limits
         self._audit = audit or AuditLog()
         self._fleet = fleet
@@ -132,6 +144,17 @@ class BrowserConnection:
             if not self._ws.closed:
                 await self._ws.send_str(json.dumps(error))
 
+    def end_by_operator(self) -> bool:
+        """``bridge calls hangup``: end the session's call; False when it holds none."""
+        ended = self.session.end_by_operator(self._loop.time())
+        self._schedule_flush()
+        return ended
+
+    def deliver(self, message: messages.Outgoing) -> None:
+        """A message of a call ringing this socket (``incoming``, its ``ended``)."""
+        self.session.deliver(message)
+        self._schedule_flush()
+
     def shutdown(self) -> None:
         """The service is stopping: let the session end its call and close."""
         self.session.shutdown(self._loop.time())
@@ -172,6 +195,8 @@ class BrowserConnection:
             self._arm_timer()
             if self.session.state in END_STATES and not self.finished.is_set():
                 await self._release()
+        if self._inbound is not None:
+            self._inbound.kick()  # the session may have asked the switchboard something
 
     async def _perform(self, action: Action) -> None:
         try:
@@ -232,9 +257,22 @@ class BrowserConnection:
         fleet = self._fleet
         if fleet is None:
             return
-        if isinstance(event, CallRequested):
-            await fleet.create(records.requested(event.call_id, event.signaling_id, time.time()))
-        elif isinstance(event, DialRequested):
+        if isinstance(event, CallRequested) and event.direction == "inbound":
+            # The SIP agent may have written the call's record as it rang: add to it.
+            fresh = pickup.call_record(event, self.session.attempt, time.time())
+            await fleet.create(fresh)
+            await fleet.update(event.call_id, lambda r: pickup.joined(r, fresh))
+        elif isinstance(event, CallRequested):
+            record = records.requested(
+                event.call_id,
+                event.signaling_id,
+                time.time(),
+                identity=self.session.identity,
+                callee=event.destination,
+                trunk=event.trunk,
+            )
+            await fleet.create(record)
+        elif isinstance(event, DialRequested | AnswerRequested):
             media_id = event.media_id
             await fleet.update(
                 event.call_id, lambda r: records.media_prepared(r, media_id, time.time())
@@ -300,15 +338,18 @@ class BrowserConnection:
                 log.debug("unsubscribe failed: %s", exc)
         self._subscriptions.clear()
         self._end_span()
+        if self._inbound is not None:
+            self._inbound.detach(self.session.socket_id)
         if not self.finished.is_set():
             self.finished.set()
             self._on_finished(self)
 
 
 def _is_offer(text: str) -> bool:
-    """True if a text frame is an ``offer`` (anything else goes to the session)."""
+    """True if a text frame starts a call: an ``offer``, or the ``accept`` of a ringing one
+    (anything else goes to the session)."""
     try:
         message = json.loads(text)
     except (ValueError, RecursionError):
         return False
-    return isinstance(message, dict) and message.get("type") == "offer"
+    return isinstance(message, dict) and message.get("type") in ("offer", "accept")

@@ -28,6 +28,10 @@ TOO_LARGE = "too_large"
 CALL_IN_PROGRESS = "call_in_progress"
 NO_CALL = "no_call"
 BAD_DESTINATION = "bad_destination"
+BAD_USER = "bad_user"
+"A ``listen`` without a token named no user, or one not of 1-64 ``[A-Za-z0-9._@+-]``."
+FORBIDDEN = "forbidden"
+"A ``listen`` named a user other than the client token's ``sub``."
 NO_DESTINATION = "no_destination"
 BAD_HEADERS = errors.BAD_HEADERS
 UNKNOWN_DESTINATION = errors.UNKNOWN_DESTINATION
@@ -41,6 +45,8 @@ MAX_DTMF_DIGITS = 32
 # covers numbers like +15551234567 and names like support or ai_assistant.
 _DESTINATION = re.compile(r"^[A-Za-z0-9+\-_.!~*'()&=$,;?/#]{1,64}$")
 _DTMF = re.compile(rf"[0-9*#A-D]{{1,{MAX_DTMF_DIGITS}}}")
+_USER = re.compile(r"[A-Za-z0-9._@+-]{1,64}")
+_CALL_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class MessageError(Exception):
@@ -93,7 +99,35 @@ class Dtmf:
     "1 to 32 of ``0-9``, ``*``, ``#``, ``A-D`` (lower-case letters are taken as upper)."
 
 
-BrowserMessage = Offer | Hangup | Ice | Hold | Dtmf
+@dataclass(frozen=True, slots=True)
+class Listen:
+    """``{"type": "listen"}``: ring this socket for calls to a user."""
+
+    user: str | None
+    "As sent (checked for syntax); None when left out."
+
+
+@dataclass(frozen=True, slots=True)
+class Unlisten:
+    """``{"type": "unlisten"}``: ring this socket no more."""
+
+
+@dataclass(frozen=True, slots=True)
+class Accept:
+    """``{"type": "accept"}``: take a ringing call with the browser's offer."""
+
+    call_id: str
+    sdp: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """``{"type": "reject"}``: decline a ringing call."""
+
+    call_id: str
+
+
+BrowserMessage = Offer | Hangup | Ice | Hold | Dtmf | Listen | Unlisten | Accept | Reject
 
 
 def is_valid_destination(destination: str) -> bool:
@@ -181,6 +215,43 @@ def _parse_dtmf(data: dict[str, Any]) -> Dtmf:
     return Dtmf(digits=digits.upper())
 
 
+def _parse_listen(data: dict[str, Any]) -> Listen:
+    user = data.get("user")
+    if user is None:
+        return Listen(user=None)
+    if not isinstance(user, str) or not _USER.fullmatch(user):
+        raise MessageError(
+            BAD_USER, "'user' must be 1-64 of A-Z, a-z, 0-9, '.', '_', '@', '+', '-'"
+        )
+    return Listen(user=user)
+
+
+def _parse_unlisten(data: dict[str, Any]) -> Unlisten:
+    return Unlisten()
+
+
+def _call_id(data: dict[str, Any]) -> str:
+    call_id = data.get("call_id")
+    if not isinstance(call_id, str) or not call_id:
+        raise MessageError(BAD_MESSAGE, "needs a string field 'call_id'")
+    if not _CALL_ID.fullmatch(call_id):
+        # No call has such an id: the same answer as for one that has ended.
+        raise MessageError(NO_CALL, "no call with that 'call_id' rings here")
+    return call_id
+
+
+def _parse_accept(data: dict[str, Any]) -> Accept:
+    call_id = _call_id(data)
+    sdp = data.get("sdp")
+    if not isinstance(sdp, str) or not sdp.startswith("v=0") or not _unicode(sdp):
+        raise MessageError(BAD_MESSAGE, "accept needs an SDP string 'sdp' starting with v=0")
+    return Accept(call_id=call_id, sdp=sdp)
+
+
+def _parse_reject(data: dict[str, Any]) -> Reject:
+    return Reject(call_id=_call_id(data))
+
+
 _PARSERS: dict[str, Callable[[dict[str, Any]], BrowserMessage]] = {
     "offer": _parse_offer,
     "hangup": _parse_hangup,
@@ -188,6 +259,10 @@ _PARSERS: dict[str, Callable[[dict[str, Any]], BrowserMessage]] = {
     "hold": _parse_hold,
     "unhold": _parse_unhold,
     "dtmf": _parse_dtmf,
+    "listen": _parse_listen,
+    "unlisten": _parse_unlisten,
+    "accept": _parse_accept,
+    "reject": _parse_reject,
 }
 
 
@@ -211,8 +286,29 @@ def connected() -> Outgoing:
     return {"type": "connected"}
 
 
-def ended(status: int | None, reason: str, cause: str) -> Outgoing:
-    return {"type": "ended", "status": status, "reason": reason, "cause": cause}
+def ended(status: int | None, reason: str, cause: str, call_id: str | None = None) -> Outgoing:
+    """The end of a call; ``call_id`` is added for inbound calls (a socket may ring for several)."""
+    message: Outgoing = {"type": "ended"}
+    if call_id is not None:
+        message["call_id"] = call_id
+    message.update(status=status, reason=reason, cause=cause)
+    return message
+
+
+def listening(user: str | None) -> Outgoing:
+    """Who the socket listens as now (None: nobody)."""
+    return {"type": "listening", "user": user}
+
+
+def incoming(call_id: str, caller: str, caller_name: str, called: str) -> Outgoing:
+    """A call from the trunk rings this socket."""
+    return {
+        "type": "incoming",
+        "call_id": call_id,
+        "from": caller,
+        "from_name": caller_name,
+        "to": called,
+    }
 
 
 def hold_changed(local: bool, remote: bool) -> Outgoing:

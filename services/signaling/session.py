@@ -5,9 +5,11 @@ the socket closing) with the current time, and says what to do as action
 records pulled with ``pop_actions()``. The adapter in ``app.py`` moves bytes
 and re-arms one timer from ``get_timer()``; nothing here touches a socket.
 
-A session holds at most one call at a time. Each call gets a fresh id, its own
-subscriptions and one timer per waiting state; whatever happens, it ends with
-an ``ended`` message to the browser and the session back in ``IDLE``.
+A session holds at most one call at a time: its own offer, or a call from the
+trunk it accepted (``listen``/``accept``: the rings themselves are the
+``Desk``'s, ``switchboard.py``). Each call gets its own subscriptions and one
+timer per waiting state; whatever happens, it ends with an ``ended`` message
+to the browser and the session back in ``IDLE``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from proto import errors, subjects
 from proto.events import (
     AnyEvent,
     CallAnswered,
+    CallArrived,
+    CallClaimed,
     CallDeclined,
     CallEnded,
     CallRequested,
@@ -40,7 +44,7 @@ from proto.events import (
 )
 from services.common.fleet.placement import Placement
 from services.common.settings import Settings
-from services.signaling import audit, messages
+from services.signaling import audit, messages, pickup
 from services.signaling.actions import (
     Action,
     Admit,
@@ -55,14 +59,20 @@ from services.signaling.caller import Caller, Gate, MessageGate
 from services.signaling.controls import CallControls
 from services.signaling.destinations import Destination, Refused, resolve
 from services.signaling.messages import (
+    Accept,
     BrowserMessage,
     Dtmf,
     Hangup,
     Hold,
     Ice,
+    Listen,
     MessageError,
     Offer,
+    Reject,
+    Unlisten,
 )
+from services.signaling.pickup import Desk
+from services.signaling.ringing import CLAIM_TIMEOUT
 from services.signaling.states import END_STATES, IN_CALL, State
 
 log = logging.getLogger(__name__)
@@ -109,10 +119,14 @@ class BrowserSession:
         make_call_id: Callable[[], str] = new_call_id,
         placement: Placement | None = None,
         caller: Caller | None = None,
+        desk: Desk | None = None,
+        socket_id: str = "",
     ) -> None:
         """``placement``: chooses the media worker of each call (one per process);
         without it every call goes to the media queue group. ``caller``: who is on
-        the socket (source address, token claims)."""
+        the socket (source address, token claims). ``desk``: the calls from the
+        trunk ringing this process's sockets (none: ``listen`` is refused);
+        ``socket_id`` names this socket to it."""
         self._settings = settings
         self._caller = caller or Caller()
         self._gate = MessageGate(settings.access.ws_message_rate)
@@ -138,6 +152,12 @@ class BrowserSession:
         self._candidates: list[Ice] = []
         self._controls: CallControls | None = None
         "Hold and DTMF of the current call, once it is connected."
+        self._desk = desk
+        self._socket_id = socket_id or uuid.uuid4().hex
+        self._user: str | None = None
+        "Who the socket last listened as."
+        self._arrival: CallArrived | None = None
+        "The current call's ``CallArrived`` when it is one from the trunk."
 
     # --- what the adapter reads ------------------------------------------------
 
@@ -154,6 +174,24 @@ class BrowserSession:
     def destination(self) -> str:
         """Where the current (or last) call goes."""
         return self._destination
+
+    @property
+    def identity(self) -> str:
+        """Who is on the socket (the client token's ``sub``); empty without a token."""
+        return self._caller.identity or ""
+
+    @property
+    def socket_id(self) -> str:
+        return self._socket_id
+
+    @property
+    def attempt(self) -> Attempt | None:
+        """The current call as the audit and the registry see it (who, from, to, trunk)."""
+        return self._attempt
+
+    def deliver(self, message: messages.Outgoing) -> None:
+        """Send a message of the desk's rings (``incoming``, a ring's ``ended``)."""
+        self._send(message)
 
     def get_timer(self) -> float | None:
         """When ``handle_timer()`` should next be called, or None."""
@@ -221,6 +259,8 @@ class BrowserSession:
                 self._on_progress(event, now)
             case CallAnswered():
                 self._on_answered(event, now)
+            case CallClaimed():
+                self._on_claimed(event, now)
             case HangupRequested():
                 self._on_hangup_requested(event, now)
             case SessionUpdated() | HoldFailed() | DtmfReceived():
@@ -253,14 +293,35 @@ class BrowserSession:
             return
         self._clock = now
         self._socket_open = False
+        if self._desk is not None:
+            self._desk.socket_closed(self._socket_id, now)
         if self._state == State.ADMITTING:
             self._drop_attempt(errors.BROWSER_GONE, now)
+        elif self._state == State.ACCEPTING:
+            self._finish_call(None, "", errors.BROWSER_GONE)
         if self._state == State.IDLE:
             self._set_state(State.CLOSED)
-        elif self._state != State.HANGING_UP:
+        elif self._state not in (State.HANGING_UP, State.CLOSED):
             self._hang_up(errors.BROWSER_GONE, now, HANGUP_GRACE)
         # A call already hanging up finishes on its own timer; only the
         # ``ended`` message is dropped since nobody is there to read it.
+
+    def end_by_operator(self, now: float) -> bool:
+        """An operator ends the current call (``bridge calls hangup``): as if the browser
+        hung up, with cause ``operator``. False when the session holds no call."""
+        if self._call_id is None or self._state not in (State.ADMITTING, *IN_CALL):
+            return False
+        self._clock = now
+        log.info("call %s: ended by an operator", self._call_id)
+        if self._state == State.ADMITTING:
+            ended = self._ended(None, "Ended by an operator", errors.OPERATOR)
+            self._drop_attempt(errors.OPERATOR, now)
+            self._send(ended)
+        elif self._state == State.ACCEPTING:
+            self._finish_call(None, "Ended by an operator", errors.OPERATOR)
+        elif self._state != State.HANGING_UP:
+            self._hang_up(errors.OPERATOR, now, HANGUP_GRACE)
+        return True
 
     def shutdown(self, now: float) -> None:
         """The service is stopping: end the call quickly, then close the socket."""
@@ -269,6 +330,9 @@ class BrowserSession:
         self._closing = True
         if self._state == State.ADMITTING:
             self._drop_attempt(errors.SETUP_FAILED, now)
+        elif self._state == State.ACCEPTING:
+            self._finish_call(None, _REASONS[errors.SETUP_FAILED], errors.SETUP_FAILED)
+            return
         if self._state == State.IDLE:
             self._close_socket()
         elif self._state == State.HANGING_UP:
@@ -287,6 +351,12 @@ class BrowserSession:
             self._handle_hangup(now)
         elif isinstance(message, Ice):
             self._handle_ice(message)
+        elif isinstance(message, Listen | Unlisten):
+            self._handle_listen(message, now)
+        elif isinstance(message, Accept):
+            self._handle_accept(message, now)
+        elif isinstance(message, Reject):
+            self._handle_reject(message, now)
         else:
             self._handle_control(message)
 
@@ -311,20 +381,68 @@ class BrowserSession:
             self._refuse(attempt, exc.code, exc.message, now)
             return
         attempt.target = target
-        call_id = attempt.call_id
+        log.info(
+            "call %s: offer to %s from %s", attempt.call_id, target.number, caller.identity or "-"
+        )
+        self._begin(attempt, offer.sdp, None, now)
+
+    def _begin(self, attempt: Attempt, sdp: str, arrival: CallArrived | None, now: float) -> None:
+        """A call attempt (an offer, or an accept of ``arrival``) asks the limits for a place."""
+        assert attempt.target is not None
+        caller = attempt.caller
         self._attempt = attempt
-        self._call_id = call_id
-        self._destination = target.number
-        self._headers = target.headers
-        self._offer_sdp = offer.sdp
+        self._arrival = arrival
+        self._call_id = attempt.call_id
+        self._destination = arrival.caller if arrival is not None else attempt.target.number
+        self._headers = attempt.target.headers
+        self._offer_sdp = sdp
         self._answered = False
         self._hangup_cause = ""
         self._candidates = []
-        log.info("call %s: offer to %s from %s", call_id, target.number, caller.identity or "-")
-        log.debug("call %s: browser offer\n%s", call_id, offer.sdp)
+        log.debug("call %s: browser offer\n%s", attempt.call_id, sdp)
         max_calls = caller.claims.max_calls if caller.claims is not None else None
-        self._actions.append(Admit(call_id, caller.identity, caller.source, max_calls))
+        self._actions.append(Admit(attempt.call_id, caller.identity, caller.source, max_calls))
         self._set_state(State.ADMITTING, now + self._settings.setup_timeout)
+
+    def _handle_listen(self, message: Listen | Unlisten, now: float) -> None:
+        desk = self._inbound_desk()
+        if isinstance(message, Unlisten):
+            desk.unlisten(self._socket_id, now)
+            self._send(messages.listening(None))
+            return
+        user = pickup.listening_user(message, self._caller)
+        self._user = user
+        desk.listen(self._socket_id, user, now)
+        log.info("browser: listening as %s", user)
+        self._send(messages.listening(user))
+
+    def _handle_accept(self, accept: Accept, now: float) -> None:
+        desk = self._inbound_desk()
+        if self._state != State.IDLE:
+            raise MessageError(messages.CALL_IN_PROGRESS, "a call is already in progress")
+        arrival = desk.ringing(self._socket_id, accept.call_id)
+        if arrival is None:
+            raise MessageError(messages.NO_CALL, "no call with that 'call_id' rings here")
+        if self._closing:
+            raise MessageError(errors.SETUP_FAILED, "the bridge is shutting down")
+        attempt = pickup.attempt(arrival, self._caller, self._user or "")
+        if self._caller.token_expired(now):
+            text = "your token has expired: connect again with a new one"
+            self._refuse(attempt, errors.UNAUTHORIZED, text, now)
+            return
+        log.info("call %s: accepted by %s", arrival.call_id, attempt.user or "-")
+        self._begin(attempt, accept.sdp, arrival, now)
+
+    def _handle_reject(self, reject: Reject, now: float) -> None:
+        if reject.call_id == self._call_id and self._arrival is not None:
+            self._handle_hangup(now)  # the call it accepted: as a hang-up
+        elif not self._inbound_desk().reject(self._socket_id, reject.call_id, now):
+            raise MessageError(messages.NO_CALL, "no call with that 'call_id' rings here")
+
+    def _inbound_desk(self) -> Desk:
+        if self._desk is None:
+            raise MessageError(messages.UNKNOWN_TYPE, "calls from the trunk are not served here")
+        return self._desk
 
     def admitted(self, call_id: str, refusal: str | None, now: float) -> bool:
         """The limits' answer to an ``Admit``: None to go on, else the refusal's code.
@@ -344,16 +462,12 @@ class BrowserSession:
             self._refuse(attempt, refusal, text, now)
             return False
         attempt.admitted = True
-        self._start_call(call_id, now)
-        return True
-
-    def _start_call(self, call_id: str, now: float) -> None:
-        assert self._attempt is not None
-        target = self._attempt.target
+        if self._arrival is not None:
+            self._accept(self._arrival, now)
+            return True
+        target = attempt.target
         assert target is not None
-        self._actions.append(Subscribe(subjects.call_events(call_id, "media")))
-        self._actions.append(Subscribe(subjects.call_events(call_id, "sipagent")))
-        self._request = CallRequested(
+        request = CallRequested(
             call_id=call_id,
             offer_sdp=self._offer_sdp,
             destination=target.number,
@@ -361,6 +475,43 @@ class BrowserSession:
             headers=target.headers,
             trunk=target.trunk,
         )
+        self._start_call(request, now)
+        return True
+
+    def _accept(self, arrival: CallArrived, now: float) -> None:
+        """Admitted: ask the SIP agent for the call, unless another browser here was first."""
+        assert self._desk is not None and self._attempt is not None
+        if not self._desk.accept(self._socket_id, arrival.call_id, now):
+            # It stopped ringing here meanwhile; the browser was told how.
+            self._finish_call(None, "", errors.ANSWERED_ELSEWHERE, tell=False)
+            return
+        call_id = arrival.call_id
+        self._actions.append(Subscribe(subjects.call_events(call_id, "sipagent")))
+        user = self._attempt.user or ""
+        event = pickup.accept_requested(arrival, self._settings.instance_id, user)
+        self._publish(subjects.call_events(call_id, "signaling"), event)
+        self._set_state(State.ACCEPTING, now + CLAIM_TIMEOUT)
+
+    def _on_claimed(self, event: CallClaimed, now: float) -> None:
+        arrival = self._arrival
+        if self._state != State.ACCEPTING or arrival is None:
+            return
+        if event.signaling_id != self._settings.instance_id:
+            self._finish_call(None, "Answered elsewhere", errors.ANSWERED_ELSEWHERE)
+            return
+        log.info("call %s: claimed for this browser", event.call_id)
+        assert self._desk is not None
+        self._desk.claimed(self._socket_id, event.call_id, now)
+        request = pickup.call_requested(arrival, self._offer_sdp, self._settings.instance_id)
+        self._start_call(request, now)
+
+    def _start_call(self, request: CallRequested, now: float) -> None:
+        """Ask a media worker for the call (an accepted one listens to its SIP agent already)."""
+        call_id = request.call_id
+        self._actions.append(Subscribe(subjects.call_events(call_id, "media")))
+        if self._arrival is None:
+            self._actions.append(Subscribe(subjects.call_events(call_id, "sipagent")))
+        self._request = request
         self._offer_sdp = ""
         if self._placement is None:
             subject = subjects.media_work()
@@ -373,15 +524,19 @@ class BrowserSession:
         if self._state == State.IDLE:
             raise MessageError(messages.NO_CALL, "there is no call to hang up")
         if self._state == State.ADMITTING:
+            ended = self._ended(None, _REASONS[errors.CANCELLED], errors.CANCELLED)
             self._drop_attempt(errors.CANCELLED, now)
-            self._send(messages.ended(None, _REASONS[errors.CANCELLED], errors.CANCELLED))
+            self._send(ended)
+            return
+        if self._state == State.ACCEPTING:
+            self._finish_call(None, _REASONS[errors.CANCELLED], errors.CANCELLED)
             return
         if self._state == State.HANGING_UP:
             return  # Already on its way down.
         self._hang_up(errors.NORMAL if self._answered else errors.CANCELLED, now, HANGUP_GRACE)
 
     def _handle_ice(self, ice: Ice) -> None:
-        if self._state in (State.ADMITTING, State.WAITING_MEDIA):
+        if self._state in (State.ADMITTING, State.ACCEPTING, State.WAITING_MEDIA):
             # No media worker has subscribed yet: keep it until one has.
             if len(self._candidates) < MAX_BUFFERED_CANDIDATES:
                 self._candidates.append(ice)
@@ -424,21 +579,26 @@ class BrowserSession:
         if self._placement is not None:
             self._placement.finished(event.call_id)
         self._send(messages.answer(event.answer_sdp))
-        self._publish(
-            subjects.sipagent_work(),
-            DialRequested(
+        if self._arrival is not None:
+            # The SIP agent answers the trunk with media's SDP; CallAnswered once ACKed.
+            signaling = subjects.call_events(event.call_id, "signaling")
+            self._publish(signaling, pickup.answer_requested(event))
+            state, wait = State.ANSWERING, self._settings.setup_timeout + pickup.ANSWER_TIMEOUT
+        else:
+            dial = DialRequested(
                 call_id=event.call_id,
                 destination=self._destination,
                 offer_sdp=event.trunk_offer_sdp,
                 media_id=event.media_id,
                 signaling_id=self._settings.instance_id,
                 headers=self._headers,
-            ),
-        )
+            )
+            self._publish(subjects.sipagent_work(), dial)
+            state, wait = State.WAITING_INVITE, self._settings.setup_timeout
         candidates, self._candidates = self._candidates, []
         for ice in candidates:
             self._forward_candidate(ice)
-        self._set_state(State.WAITING_INVITE, now + self._settings.setup_timeout)
+        self._set_state(state, now + wait)
 
     def _on_declined(self, event: CallDeclined, now: float) -> None:
         if self._state != State.WAITING_MEDIA or self._request is None:
@@ -489,7 +649,7 @@ class BrowserSession:
             self._set_state(State.RINGING, self._deadline)
 
     def _on_answered(self, event: CallAnswered, now: float) -> None:
-        if self._state in (State.WAITING_INVITE, State.INVITING, State.RINGING):
+        if self._state in (State.WAITING_INVITE, State.INVITING, State.RINGING, State.ANSWERING):
             self._answered = True
             if self._attempt is not None:
                 self._attempt.answered_at = now
@@ -523,8 +683,13 @@ class BrowserSession:
         assert attempt is not None
         self._call_id = None
         self._attempt = None
+        self._arrival = None
         self._set_state(State.IDLE, None)
         self._refuse(attempt, errors.SETUP_FAILED, "the call could not be admitted", now)
+
+    def _timeout_claim(self, now: float) -> None:
+        log.warning("call %s: accepted, but no SIP agent handed it over", self._call_id)
+        self._finish_call(None, _REASONS[errors.SETUP_FAILED], errors.SETUP_FAILED)
 
     def _timeout_duration(self, now: float) -> None:
         log.info("call %s: reached its time limit", self._call_id)
@@ -557,11 +722,13 @@ class BrowserSession:
 
     _timer_handlers: ClassVar[dict[State, Callable[[BrowserSession, float], None]]] = {
         State.ADMITTING: _timeout_admission,
+        State.ACCEPTING: _timeout_claim,
         State.CONNECTED: _timeout_duration,
         State.WAITING_MEDIA: _timeout_media,
         State.WAITING_INVITE: _timeout_invite,
         State.INVITING: _timeout_ringing,
         State.RINGING: _timeout_ringing,
+        State.ANSWERING: _timeout_ringing,
         State.HANGING_UP: _timeout_hangup,
     }
 
@@ -585,8 +752,11 @@ class BrowserSession:
         attempt = self._attempt
         assert attempt is not None
         self._actions.append(attempt.audit(audit.FAILED, cause, now))
+        if self._arrival is not None and self._desk is not None:
+            self._desk.withdraw(self._socket_id, attempt.call_id, now)
         self._call_id = None
         self._attempt = None
+        self._arrival = None
         self._candidates = []
         self._set_state(State.IDLE, None)
 
@@ -611,18 +781,27 @@ class BrowserSession:
         self._set_state(State.HANGING_UP, now + grace)
 
     def _fail_setup(self, code: str, message: str, cause: str) -> None:
-        """Set-up failed before any SIP agent held the call: end it ourselves."""
+        """Set-up failed before any SIP agent held the call: end it ourselves. A call
+        from the trunk is held by its SIP agent from the start: it is hung up."""
         assert self._call_id is not None
         log.warning("call %s: set-up failed: %s (%s)", self._call_id, message, code)
         self._send(messages.error(code, message))
+        if self._arrival is not None:
+            self._hang_up(cause, self._clock, HANGUP_GRACE)
+            return
         self._publish(
             subjects.call_events(self._call_id, "signaling"),
             CallEnded(call_id=self._call_id, cause=cause, reason=message),
         )
         self._finish_call(None, message, cause)
 
-    def _finish_call(self, status: int | None, reason: str, cause: str) -> None:
+    def _finish_call(
+        self, status: int | None, reason: str, cause: str, *, tell: bool = True
+    ) -> None:
+        """The call is over: release, audit, ``ended`` (unless ``tell`` is False), ``IDLE``."""
         assert self._call_id is not None
+        if self._state == State.ACCEPTING and self._desk is not None:
+            self._desk.withdraw(self._socket_id, self._call_id, self._clock)
         log.info(
             "call %s: ended: cause=%s status=%s reason=%r", self._call_id, cause, status, reason
         )
@@ -635,7 +814,8 @@ class BrowserSession:
                 self._actions.append(release)
             outcome = audit.ANSWERED if self._answered else audit.FAILED
             self._actions.append(attempt.audit(outcome, cause, self._clock, status))
-        self._send(messages.ended(status, reason, cause))
+        if tell:
+            self._send(self._ended(status, reason, cause))
         self._actions.append(Unsubscribe(subjects.call_events(self._call_id, "media")))
         self._actions.append(Unsubscribe(subjects.call_events(self._call_id, "sipagent")))
         if self._placement is not None:
@@ -643,6 +823,7 @@ class BrowserSession:
         self._request = None
         self._set_state(State.IDLE, None)
         self._call_id = None
+        self._arrival = None
         self._candidates = []
         self._controls = None
         if not self._socket_open:
@@ -653,7 +834,14 @@ class BrowserSession:
     def _close_socket(self) -> None:
         self._actions.append(Close(1001, "server shutting down"))
         self._socket_open = False
+        if self._desk is not None:
+            self._desk.socket_closed(self._socket_id, self._clock)
         self._set_state(State.CLOSED, None)
+
+    def _ended(self, status: int | None, reason: str, cause: str) -> messages.Outgoing:
+        """``ended`` for the current call; one from the trunk names its id."""
+        call_id = self._call_id if self._arrival is not None else None
+        return messages.ended(status, reason, cause, call_id)
 
     def _send(self, message: messages.Outgoing) -> None:
         if self._socket_open:

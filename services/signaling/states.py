@@ -9,7 +9,9 @@ class State(enum.Enum):
     IDLE = "idle"
     "No call; waiting for an offer (no timer: a person may take their time)."
     ADMITTING = "admitting"
-    "The offer passed the dial plan; the abuse limits are asked (SETUP_TIMEOUT)."
+    "An offer passed the dial plan, or an accept found its call ringing; the limits are asked."
+    ACCEPTING = "accepting"
+    "An inbound call accepted: AcceptRequested sent; waiting for CallClaimed (CLAIM_TIMEOUT)."
     WAITING_MEDIA = "waiting_media"
     "CallRequested sent; waiting for MediaPrepared (SETUP_TIMEOUT)."
     WAITING_INVITE = "waiting_invite"
@@ -18,6 +20,8 @@ class State(enum.Enum):
     "A SIP agent sent the INVITE (safety timer: INVITE_TIMEOUT + SETUP_TIMEOUT)."
     RINGING = "ringing"
     "The trunk sent 180/183 (same safety timer)."
+    ANSWERING = "answering"
+    "Inbound: AnswerRequested sent; waiting for CallAnswered (SETUP_TIMEOUT + ANSWER_TIMEOUT)."
     CONNECTED = "connected"
     "The trunk answered (MAX_CALL_DURATION, or the token's ``max_duration``)."
     HANGING_UP = "hanging_up"
@@ -29,10 +33,12 @@ class State(enum.Enum):
 END_STATES = frozenset({State.CLOSED})
 IN_CALL = frozenset(
     {
+        State.ACCEPTING,
         State.WAITING_MEDIA,
         State.WAITING_INVITE,
         State.INVITING,
         State.RINGING,
+        State.ANSWERING,
         State.CONNECTED,
         State.HANGING_UP,
     }
