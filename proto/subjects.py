@@ -73,6 +73,19 @@ def registrations() -> str:
     return f"{PREFIX}.registrations.sipagent"
 
 
+def call_stats_query() -> str:
+    """Where ``bridge calls`` asks for the media of live calls; every media worker
+    answers with a ``proto.calls.CallStatsReply`` (no queue group)."""
+    return f"{PREFIX}.calls.media"
+
+
+def operator_hangup() -> str:
+    """Where ``bridge calls hangup`` sends ``HangupRequested(cause="operator")``: every
+    signaling instance listens (no queue group); the one holding the call ends it and
+    answers with a ``proto.calls.HangupAnswer``."""
+    return f"{PREFIX}.calls.hangup"
+
+
 # --- the fleet: liveness and placement ------------------------------------------
 
 _TOKEN_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")

@@ -64,6 +64,22 @@ def main(argv: list[str] | None = None) -> int:
         metavar="S",
         help="seconds to gather answers from SIP agents (default 1)",
     )
+    calls_parser = commands.add_parser(
+        "calls", help="live calls with their media quality (asked over NATS); 'hangup ID' ends one"
+    )
+    calls_parser.add_argument("--json", action="store_true", help="print one JSON array")
+    calls_parser.add_argument(
+        "--timeout",
+        type=float,
+        metavar="S",
+        help="seconds to gather answers from media workers (default 1), "
+        "or to wait for the call's signaling to answer a hangup (default 2)",
+    )
+    calls_actions = calls_parser.add_subparsers(dest="calls_action", metavar="ACTION")
+    hangup_parser = calls_actions.add_parser(
+        "hangup", help="end one call: BYE to the trunk, the browser told (cause operator)"
+    )
+    hangup_parser.add_argument("call_id", metavar="ID", help="the call id `bridge calls` shows")
     token_parser = commands.add_parser(
         "token", help="mint a client token from CLIENT_TOKEN_SECRET (tests, small set-ups)"
     )
@@ -111,6 +127,11 @@ def main(argv: list[str] | None = None) -> int:
         from services.sipagent.registrations_cli import main as show_registrations
 
         return show_registrations(args.json, args.timeout)
+    if args.command == "calls":
+        from services.common.calls_cli import main as calls
+
+        hangup = args.call_id if args.calls_action == "hangup" else None
+        return calls(args.json, args.timeout, hangup)
     if args.command == "nats-config":
         from services.common import nats_access
 

@@ -8,13 +8,15 @@ page so that probes and scrapes never share a port with browsers.
 - ``/readyz``: 200 ready, 429 at capacity, 503 starting, draining or without NATS.
 - ``/metrics``: the process's ``bridge_*`` metrics, Prometheus text format.
 - any ``/<name>`` a service added with ``Lifecycle.serve_json`` (the SIP
-  agent's ``/registrations``): JSON read at each request.
+  agent's ``/registrations``, signaling's ``/calls``): JSON read at each
+  request, from a function or a coroutine function.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import inspect
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -79,7 +81,7 @@ class ProcessState:
     bus_lost_for: Callable[[float], float] = lambda now: 0.0
     "Seconds NATS has been lost, given the loop's time."
     json_routes: dict[str, Callable[[], object]] = field(default_factory=dict)
-    "Extra ``GET /<name>`` pages of the service: what to serve as JSON, by name."
+    "Extra ``GET /<name>`` pages of the service: what to serve as JSON (or an awaitable of it)."
 
     def readiness(self) -> Readiness:
         return readiness(
@@ -143,7 +145,10 @@ class OpsServer:
         provider = self._state.json_routes.get(request.match_info["name"])
         if provider is None:
             raise web.HTTPNotFound()
-        return web.Response(body=msgspec.json.encode(provider()), content_type="application/json")
+        value = provider()
+        if inspect.isawaitable(value):
+            value = await value
+        return web.Response(body=msgspec.json.encode(value), content_type="application/json")
 
     async def _metrics_page(self, request: web.Request) -> web.Response:
         return web.Response(

@@ -106,6 +106,11 @@ class FleetMember:
         await self._beat.close()
         await self._listener.close()
 
+    @property
+    def registry(self) -> CallRegistry | None:
+        """The call registry, once open (``bridge calls`` reads it through signaling)."""
+        return self._registry
+
     # --- records: best effort ------------------------------------------------------
 
     async def create(self, record: CallRecord) -> None:

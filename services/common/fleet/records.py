@@ -14,9 +14,32 @@ from proto.subjects import Source
 from services.common.fleet.leases import Owner
 
 
-def requested(call_id: str, signaling_id: str, wall: float) -> CallRecord:
-    """Signaling, as it publishes ``CallRequested``."""
-    return CallRecord(call_id=call_id, state="setup", updated_at=wall, signaling_id=signaling_id)
+def requested(
+    call_id: str,
+    signaling_id: str,
+    wall: float,
+    *,
+    identity: str = "",
+    callee: str = "",
+    trunk: str = "",
+) -> CallRecord:
+    """Signaling, as it publishes the ``CallRequested`` of an outbound call.
+
+    ``identity``: the browser's (also the caller); ``callee``: the destination;
+    ``trunk``: the trunk it routes to.
+    """
+    return CallRecord(
+        call_id=call_id,
+        state="setup",
+        updated_at=wall,
+        signaling_id=signaling_id,
+        direction="outbound",
+        identity=identity,
+        caller=identity,
+        callee=callee,
+        trunk=trunk,
+        started_at=wall,
+    )
 
 
 def media_prepared(record: CallRecord, media_id: str, wall: float) -> CallRecord:
@@ -35,7 +58,8 @@ def inviting(
 def confirmed(record: CallRecord, dialog: SipDialogRecord, wall: float) -> CallRecord:
     """SIP agent, once the 2xx is ACKed, before it publishes ``CallAnswered``."""
     state = record.state if record.state == "reaping" else "confirmed"
-    return _replace(record, state=state, dialog=dialog, updated_at=wall)
+    answered = record.answered_at or wall
+    return _replace(record, state=state, dialog=dialog, updated_at=wall, answered_at=answered)
 
 
 def claimed(record: CallRecord, reaper: Owner, wall: float) -> CallRecord:
