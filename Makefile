@@ -25,9 +25,11 @@ $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 # sipp plays the SIP trunk, Chromium the person at the page; docker-compose
 # validates compose.yaml (tests/deploy). baresip is a real phone, kamailio a
 # registrar and proxy, dnsmasq a DNS server for SRV/NAPTR and stunnel puts TLS
-# in front of sipp (Debian's sipp is built without it).
+# in front of sipp (Debian's sipp is built without it); coturn relays for a
+# browser that may only use TURN.
 SYSTEM_TOOLS := sipp:sip-tester chromium:chromium docker-compose:docker-compose \
-	baresip:baresip kamailio:kamailio dnsmasq:dnsmasq-base stunnel4:stunnel4
+	baresip:baresip kamailio:kamailio dnsmasq:dnsmasq-base stunnel4:stunnel4 \
+	turnserver:coturn
 system-deps:
 	@PATH="$$PATH:/usr/sbin:/sbin"; missing=""; for pair in $(SYSTEM_TOOLS); do \
 	  command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair#*:}"; \

@@ -1,8 +1,8 @@
 """The locked bus: who may publish and subscribe what on NATS, sans-I/O.
 
 Each service connects as a NATS user of its own (``signaling``, ``sipagent``,
-``media``) and ``admin`` is the operator's (``bridge registrations``, the
-readiness probe of ``bridge up``). Their permissions are derived here from
+``media``) and ``admin`` is the operator's (``bridge registrations``,
+``bridge calls``, the readiness probe of ``bridge up``). Their permissions are derived here from
 ``proto/subjects.py``, the only place subjects are built, so a subject that
 changes there changes here. What they say:
 
@@ -12,12 +12,17 @@ changes there changes here. What they say:
   (``call.*.signaling``, ``call.*.sipagent``, ``call.*.media``) and its own
   heartbeat; it subscribes to the call subjects of the others, every heartbeat
   and its own readiness probe;
-- the SIP agent answers ``registrations.sipagent``; replies (``ready``,
-  ``registrations``) go out through ``allow_responses``, so no service may
-  publish on another's ``_INBOX``;
+- only the SIP agent publishes arrived calls (``inbound.<user>``) and only
+  signaling subscribes to them;
+- the SIP agent answers ``registrations.sipagent``, media workers answer
+  ``calls.media`` (asked by ``admin`` and signaling's ``GET /calls``) and
+  signaling answers ``calls.hangup`` (asked by ``admin`` only: the operator's
+  ``bridge calls hangup``); replies go out through ``allow_responses``, so no
+  service may publish on another's ``_INBOX``;
 - JetStream: every service reads and writes the call registry (KV bucket
   ``bridge_calls``) through the KV API of that bucket only, and signaling the
-  ``bridge-limits`` bucket as well; nobody may delete a bucket.
+  ``bridge-limits`` bucket as well; ``admin`` only reads the call registry
+  (``kv_read``: no write, no create); nobody may delete a bucket.
 
 ``render_authorization`` turns the table into the ``authorization`` block of a
 nats-server config: with the passwords written in (the embedded server of
@@ -66,6 +71,12 @@ def _call(source: Source) -> str:
     return _wildcard(subjects.call_events(_ANY, source))
 
 
+def _inbound() -> str:
+    """``bridge.v1.inbound.*``: the arrived calls of every user (the token is a hash)."""
+    head, _, _ = subjects.inbound_calls(_ANY).rpartition(".")
+    return f"{head}.*"
+
+
 def kv_publish(bucket: str) -> tuple[str, ...]:
     """What a client of one JetStream KV bucket publishes (nats.py's KeyValue).
 
@@ -87,6 +98,13 @@ def kv_publish(bucket: str) -> tuple[str, ...]:
         f"$JS.API.CONSUMER.DELETE.{stream}.>",
         f"$JS.FC.{stream}.>",
     )
+
+
+def kv_read(bucket: str) -> tuple[str, ...]:
+    """What a reader of one JetStream KV bucket publishes: ``kv_publish`` without
+    writing keys (``$KV.<bucket>.>``) or creating the bucket."""
+    writes = (f"$KV.{bucket}.>", f"$JS.API.STREAM.CREATE.KV_{bucket}")
+    return tuple(subject for subject in kv_publish(bucket) if subject not in writes)
 
 
 @dataclass(frozen=True)
@@ -128,12 +146,13 @@ PERMISSIONS: Final[Mapping[User, Permissions]] = {
             _wildcard(subjects.media_work_for(_ANY)),
             subjects.sipagent_work(),
             *kv_publish(LIMITS_BUCKET),
+            subjects.call_stats_query(),
         ),
-        subscribe=(),
+        subscribe=(_inbound(), subjects.operator_hangup()),
     ),
     "sipagent": _service(
         "sipagent",
-        publish=(),
+        publish=(_inbound(),),
         subscribe=(
             f"{subjects.sipagent_work()} {subjects.SIPAGENT_QUEUE}",
             subjects.registrations(),
@@ -145,10 +164,17 @@ PERMISSIONS: Final[Mapping[User, Permissions]] = {
         subscribe=(
             f"{subjects.media_work()} {subjects.MEDIA_QUEUE}",
             _wildcard(subjects.media_work_for(_ANY)),
+            subjects.call_stats_query(),
         ),
     ),
     ADMIN: Permissions(
-        publish=(subjects.registrations(), *(subjects.ready(s) for s in SERVICES)),
+        publish=(
+            subjects.registrations(),
+            *(subjects.ready(s) for s in SERVICES),
+            subjects.call_stats_query(),
+            subjects.operator_hangup(),
+            *kv_read(CALLS_BUCKET),
+        ),
         subscribe=(INBOX,),
     ),
 }

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -30,6 +30,14 @@ from services.common.custom_headers import (
     is_token,
 )
 from services.common.dialplan import Pattern, parse_patterns
+from services.common.inbound_routes import (
+    InboundAuth,
+    InboundRoute,
+    Network,
+    parse_inbound,
+    parse_inbound_auth,
+    parse_inbound_from,
+)
 from services.common.sipaddr import DEFAULT_PORTS, OutboundProxy, parse_outbound_proxy
 
 DEFAULT_TRUNK = "default"
@@ -99,6 +107,10 @@ class Trunk:
     "Destinations calls to this trunk may have (exact or ``prefix*``); None: any."
     deny: tuple[Pattern, ...] = ()
     "Destinations refused on this trunk, whatever else allows them."
+    inbound_from: tuple[Network, ...] = ()
+    "Networks this trunk's INVITEs may come from, besides the addresses its host resolves to."
+    inbound_auth: InboundAuth | None = None
+    "Digest credentials this trunk's INVITEs may prove themselves with instead of an address."
 
     @property
     def realm_domain(self) -> str:
@@ -112,8 +124,11 @@ class Trunk:
 
     @property
     def missing_secret(self) -> str:
-        """The ``password_env`` variable that was not set, or empty."""
-        return self.password_env if self.password_env and not self.password else ""
+        """The ``password_env`` variable that was not set (the trunk's or its
+        ``inbound_auth``'s), or empty."""
+        if self.password_env and not self.password:
+            return self.password_env
+        return self.inbound_auth.missing_secret if self.inbound_auth is not None else ""
 
 
 @dataclass(frozen=True)
@@ -183,6 +198,8 @@ class Providers:
     "Trunk for destinations no route matches; empty: they are unknown."
     source: str = ""
     "The file they came from, for messages; empty without a file."
+    inbound: tuple[InboundRoute, ...] = ()
+    "``[[inbound]]``: which identities a called number rings, first match wins."
 
     @classmethod
     def single(cls, trunk: Trunk) -> Providers:
@@ -206,7 +223,7 @@ class Providers:
     def missing_secrets(self) -> list[str]:
         """One message per trunk whose ``password_env`` is not set (for the SIP agent)."""
         return [
-            f"{self.source}: trunk {name!r}: password_env {trunk.password_env} is not set"
+            f"{self.source}: trunk {name!r}: password_env {trunk.missing_secret} is not set"
             for name, trunk in self.trunks.items()
             if trunk.missing_secret
         ]
@@ -246,7 +263,7 @@ def parse_providers(
     def fail(where: str, problem: str) -> ProvidersError:
         return ProvidersError(f"{source}: {where}: {problem}")
 
-    unknown = set(data) - {"trunks", "routes", "fallback"}
+    unknown = set(data) - {"trunks", "routes", "fallback", "inbound"}
     if unknown:
         raise fail("top level", f"unknown key {sorted(unknown)[0]!r}")
     raw_trunks = data.get("trunks", {})
@@ -273,7 +290,19 @@ def parse_providers(
         raise fail("fallback", _unknown_trunk(fallback))
     if not routes and not fallback:
         raise fail("routes", "no [[routes]] and no fallback: every destination would be unknown")
-    return Providers(trunks=trunks, routes=routes, fallback=fallback, source=source)
+    raw_inbound = data.get("inbound", [])
+    if not isinstance(raw_inbound, list):
+        raise fail("inbound", "must be an array of [[inbound]] tables")
+    inbound = tuple(
+        replace(
+            parse_inbound(raw, trunks, partial(fail, f"inbound {number}")),
+            name=f"inbound {number}",
+        )
+        for number, raw in enumerate(raw_inbound, start=1)
+    )
+    return Providers(
+        trunks=trunks, routes=routes, fallback=fallback, source=source, inbound=inbound
+    )
 
 
 def _unknown_trunk(name: str) -> str:
@@ -304,6 +333,8 @@ _TRUNK_KEYS = frozenset(
         "outbound_proxy",
         "allow",
         "deny",
+        "inbound_from",
+        "inbound_auth",
     }
 )
 
@@ -411,6 +442,14 @@ def _trunk(name: str, raw: object, env: Mapping[str, str], fail: _Fail) -> Trunk
         register_expires=register_expires,
         allow=_patterns(raw, "allow", fail),
         deny=_patterns(raw, "deny", fail) or (),
+        inbound_from=parse_inbound_from(raw.get("inbound_from", []), fail),
+        inbound_auth=(
+            parse_inbound_auth(
+                raw["inbound_auth"], env, lambda path: _read_secret(path, fail), fail
+            )
+            if "inbound_auth" in raw
+            else None
+        ),
     )
 
 

@@ -17,6 +17,15 @@ from pathlib import Path
 
 from services.common import env_values
 from services.common.access import Access, AccessError, load_access
+from services.common.inbound_routes import (
+    DEFAULT_RING_TIMEOUT,
+    RING_TIMEOUT_RANGE,
+    InboundRoute,
+    Network,
+    check_identity,
+    default_user_route,
+    parse_inbound_from,
+)
 from services.common.providers import (
     DEFAULT_REGISTER_EXPIRES,
     DEFAULT_TRUNK,
@@ -79,6 +88,17 @@ class Settings:
     "SIP_TRANSPORT was set: NAPTR does not choose the transport."
     sip_tls_ca: str = ""
     sip_tls_verify: bool = True
+    sip_tls_cert: str = ""
+    sip_tls_key: str = ""
+    "``SIP_TLS_CERT`` / ``SIP_TLS_KEY``: the SIP agent's certificate; set: it listens for TLS."
+    sip_tls_port: int = 5061
+    "``SIP_TLS_PORT``: where it listens for TLS when SIP_TRANSPORT is not tls (0: any port)."
+    inbound_user: str = ""
+    "``INBOUND_USER``: the identity every call from the ``.env`` trunk rings."
+    inbound_ring_timeout: float = DEFAULT_RING_TIMEOUT
+    "``INBOUND_RING_TIMEOUT``: seconds an ``INBOUND_USER`` call rings before 480."
+    sip_inbound_from: tuple[Network, ...] = ()
+    "``SIP_INBOUND_FROM``: networks the ``.env`` trunk's INVITEs may come from, besides its host."
     sip_dns_servers: tuple[tuple[str, int], ...] = ()
     "``SIP_DNS_SERVERS``: (ip, port) pairs used instead of /etc/resolv.conf."
     sip_outbound_proxy: OutboundProxy | None = None
@@ -100,6 +120,14 @@ class Settings:
     ice_servers: tuple[str, ...] = ()
     ice_username: str = ""
     ice_credential: str = field(default="", repr=False)
+    ice_transport_policy: str = "all"
+    "``ICE_TRANSPORT_POLICY``: the page's ``all`` candidates, or ``relay`` (TURN only)."
+    turn_urls: tuple[str, ...] = ()
+    "``TURN_URLS``: TURN servers the page gets short-lived credentials for."
+    turn_secret: str = field(default="", repr=False)
+    "``TURN_SECRET``: the TURN server's ``static-auth-secret`` (TURN REST API)."
+    turn_ttl: int = 3600
+    "``TURN_TTL``: seconds a minted TURN credential lasts."
     max_calls: int = 50
     "Calls one media worker (process) takes."
     media_workers: int = 1
@@ -150,6 +178,7 @@ class Settings:
             outbound_proxy=self.sip_outbound_proxy,
             transfer=self.sip_transfer,
             srtp=self.sip_srtp,
+            inbound_from=self.sip_inbound_from,
         )
 
     @property
@@ -159,6 +188,15 @@ class Settings:
             return self.providers_config
         trunk = self.default_trunk or Trunk(name=DEFAULT_TRUNK, host="", srtp=self.sip_srtp)
         return Providers.single(trunk)
+
+    @property
+    def inbound_routes(self) -> tuple[InboundRoute, ...]:
+        """``[[inbound]]`` in file order, then ``INBOUND_USER`` for the ``.env`` trunk."""
+        routes = self.providers.inbound
+        if self.inbound_user:
+            last = default_user_route(self.inbound_user, self.inbound_ring_timeout, DEFAULT_TRUNK)
+            routes = (*routes, last)
+        return routes
 
     @property
     def trunk_configured(self) -> bool:
@@ -245,6 +283,30 @@ def _secret(env: Mapping[str, str], name: str) -> str:
         raise SettingsError(f"{name}_FILE {path} is not a readable text file") from None
 
 
+def _turn(
+    env: Mapping[str, str], ice_servers: tuple[str, ...]
+) -> tuple[tuple[str, ...], str, int, str]:
+    """TURN_URLS, TURN_SECRET (or TURN_SECRET_FILE), TURN_TTL and ICE_TRANSPORT_POLICY."""
+    urls = tuple(url.strip() for url in env.get("TURN_URLS", "").split(",") if url.strip())
+    for url in urls:
+        if not url.startswith(("turn:", "turns:")):
+            raise SettingsError(f"TURN_URLS entries must start with turn: or turns:, got {url!r}")
+    secret = _secret(env, "TURN_SECRET").strip()
+    if urls and not secret:
+        raise SettingsError("TURN_URLS needs TURN_SECRET (the TURN server's static-auth-secret)")
+    if secret and not urls:
+        raise SettingsError("TURN_SECRET needs TURN_URLS (the TURN servers it is for)")
+    ttl = _int(env, "TURN_TTL", Settings.turn_ttl, 60, 86400)
+    policy = env.get("ICE_TRANSPORT_POLICY", "").strip().lower() or Settings.ice_transport_policy
+    if policy not in ("all", "relay"):
+        raise SettingsError(f"ICE_TRANSPORT_POLICY must be all or relay, got {policy!r}")
+    if policy == "relay" and not urls and not any(u.startswith("turn") for u in ice_servers):
+        raise SettingsError(
+            "ICE_TRANSPORT_POLICY=relay needs TURN_URLS or a turn: ICE_SERVERS entry"
+        )
+    return urls, secret, ttl, policy
+
+
 def _bool(env: Mapping[str, str], name: str, default: bool = False) -> bool:
     return env_values.boolean(env, name, default, SettingsError)
 
@@ -303,6 +365,8 @@ def load_settings(
                 f"ICE_SERVERS entries must start with stun:, turn: or turns:, got {url!r}"
             )
 
+    turn_urls, turn_secret, turn_ttl, ice_policy = _turn(env, ice_servers)
+
     nats_url = env.get("NATS_URL", "").strip() or Settings.nats_url
     for url in nats_urls(nats_url):
         if not url.startswith(("nats://", "tls://", "ws://", "wss://")):
@@ -350,6 +414,27 @@ def load_settings(
         raise SettingsError("SIP_REGISTER=true needs SIP_USERNAME")
     register_expires = _int(
         env, "SIP_REGISTER_EXPIRES", DEFAULT_REGISTER_EXPIRES, *REGISTER_EXPIRES_RANGE
+    )
+
+    sip_tls_cert, sip_tls_key = (env.get(n, "").strip() for n in ("SIP_TLS_CERT", "SIP_TLS_KEY"))
+    if bool(sip_tls_cert) != bool(sip_tls_key):
+        raise SettingsError("SIP_TLS_CERT and SIP_TLS_KEY go together: set both or neither")
+    for name, path in (("SIP_TLS_CERT", sip_tls_cert), ("SIP_TLS_KEY", sip_tls_key)):
+        if path and not Path(path).is_file():
+            raise SettingsError(f"{name} {path} is not a readable file")
+    inbound_user = env.get("INBOUND_USER", "").strip()
+    if inbound_user:
+        try:
+            check_identity(inbound_user)
+        except ValueError as exc:
+            raise SettingsError(f"INBOUND_USER: {exc}") from None
+    ring_timeout = _seconds(
+        env, "INBOUND_RING_TIMEOUT", DEFAULT_RING_TIMEOUT, hi=RING_TIMEOUT_RANGE[1]
+    )
+    if ring_timeout < RING_TIMEOUT_RANGE[0]:
+        raise SettingsError(f"INBOUND_RING_TIMEOUT must be at least {RING_TIMEOUT_RANGE[0]:g} s")
+    sip_inbound_from = parse_inbound_from(
+        env.get("SIP_INBOUND_FROM", ""), SettingsError, key="SIP_INBOUND_FROM"
     )
 
     http_host = _host(env, "HTTP_HOST", Settings.http_host)
@@ -401,6 +486,12 @@ def load_settings(
         sip_transport_explicit=bool(env.get("SIP_TRANSPORT", "").strip()),
         sip_tls_ca=tls_ca,
         sip_tls_verify=_bool(env, "SIP_TLS_VERIFY", default=True),
+        sip_tls_cert=sip_tls_cert,
+        sip_tls_key=sip_tls_key,
+        sip_tls_port=_int(env, "SIP_TLS_PORT", Settings.sip_tls_port, 0, 65535),
+        inbound_user=inbound_user,
+        inbound_ring_timeout=ring_timeout,
+        sip_inbound_from=sip_inbound_from,
         sip_dns_servers=dns_servers,
         sip_outbound_proxy=outbound_proxy,
         sip_bind_host=_host(env, "SIP_BIND_HOST", Settings.sip_bind_host),
@@ -420,6 +511,10 @@ def load_settings(
         rtp_timeout=_seconds(env, "RTP_TIMEOUT", Settings.rtp_timeout, hi=86400),
         ice_username=env.get("ICE_USERNAME", "").strip(),
         ice_credential=env.get("ICE_CREDENTIAL", ""),
+        ice_transport_policy=ice_policy,
+        turn_urls=turn_urls,
+        turn_secret=turn_secret,
+        turn_ttl=turn_ttl,
         max_calls=_int(env, "MAX_CALLS", Settings.max_calls, 1, 100000),
         media_workers=_int(
             env, "MEDIA_WORKERS", min(cores(), MAX_MEDIA_WORKERS), 1, MAX_MEDIA_WORKERS

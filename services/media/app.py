@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import time
 from collections.abc import Coroutine
 from typing import Any
 
@@ -32,6 +33,7 @@ from services.common.metrics import Metrics
 from services.common.settings import Settings, local_address_toward
 from services.media.browser_transport import gather_on
 from services.media.call import MediaCall
+from services.media.call_listing import LatestStats, answer_call_stats
 from services.media.ports import PortAllocator
 
 log = logging.getLogger(__name__)
@@ -77,6 +79,8 @@ class MediaWorker:
         self._calls: dict[str, MediaCall] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._reporter: asyncio.Task[None] | None = None
+        self.stats = LatestStats()
+        "Each call's latest figures, for ``bridge calls``."
         self.draining = False
         "Set once the worker takes no new call (it declines them)."
 
@@ -89,7 +93,9 @@ class MediaWorker:
         while True:
             await asyncio.sleep(interval)
             for call in list(self._calls.values()):
-                call.report()
+                event = call.report()
+                if event is not None:
+                    self.stats.keep(event, time.time())
 
     @property
     def active_calls(self) -> int:
@@ -101,6 +107,10 @@ class MediaWorker:
 
     def holds(self, call_id: str) -> bool:
         return call_id in self._calls
+
+    def call_ids(self) -> list[str]:
+        """The calls this worker carries now."""
+        return list(self._calls)
 
     async def on_work(self, event: AnyEvent) -> None:
         if not isinstance(event, CallRequested):
@@ -131,6 +141,7 @@ class MediaWorker:
     def _forget(self, call: MediaCall) -> None:
         if self._calls.get(call.call_id) is call:
             del self._calls[call.call_id]
+            self.stats.forget(call.call_id)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
@@ -178,6 +189,7 @@ async def main(lc: Lifecycle) -> None:
         )
         # Calls placed on this very worker; kept while draining, to decline them.
         await bus.subscribe(subjects.media_work_for(settings.instance_id), worker.on_work)
+        await answer_call_stats(bus, settings.instance_id, worker.stats, worker.call_ids)
         await bus.announce_ready("media")
         worker.start_reporting()
         lc.set_ready()

@@ -2,9 +2,10 @@
 
 The decisions about the call's packets are ``MediaCore``'s and moving them
 is ``MediaPath``'s; this class answers the browser (``WebRtcLeg``), opens
-the trunk port, applies each SDP the SIP agent reports (address, codec,
-hold, SDES keys) and publishes what the core reports (digits, a media
-timeout, the call's figures).
+the trunk port, offers to the trunk (a call out) or answers the trunk's offer
+(a call in, ``trunk_answer``), applies each SDP the SIP agent reports
+(address, codec, hold, SDES keys) and publishes what the core reports
+(digits, a media timeout, the call's figures).
 
 Every operation on a call runs under one lock, in the order events arrive:
 a trickled candidate waits for the answer to exist, and a ``CallEnded`` that
@@ -33,6 +34,7 @@ from proto.events import (
     CallAnswered,
     CallEnded,
     CallRequested,
+    CallStatsReported,
     DtmfReceived,
     DtmfRequested,
     HangupRequested,
@@ -50,6 +52,7 @@ from services.common.settings import Settings
 from services.common.telemetry import tracer
 from services.media import sdes
 from services.media.addresses import is_unspecified, resolve
+from services.media.browser_transport import BrowserTransport
 from services.media.call_report import CallReporter
 from services.media.core import CoreEvent, DigitReceived, MediaCore, MediaTimedOut
 from services.media.path import MediaPath
@@ -62,6 +65,8 @@ from services.media.sdp import (
     trunk_codecs,
 )
 from services.media.transcode import UnsupportedCodecError
+from services.media.trunk_answer import TrunkOffer, choose_codec, read_offer
+from services.media.trunk_answer import build_answer as build_trunk_answer
 from services.media.webrtc_leg import BadOfferError, WebRtcLeg
 
 log = logging.getLogger(__name__)
@@ -158,7 +163,7 @@ class MediaCall:
             async with self._lock:
                 if self._ending:
                     return
-                outcome = await self._prepare(request.offer_sdp, request.trunk)
+                outcome = await self._prepare(request)
             if isinstance(outcome, MediaFailed):
                 span.set_status(trace.StatusCode.ERROR, outcome.code)
                 span.set_attribute("bridge.error", outcome.code)
@@ -171,18 +176,29 @@ class MediaCall:
         if isinstance(outcome, MediaFailed):
             await self.release(f"set-up failed: {outcome.code}")
 
-    async def _prepare(self, offer_sdp: str, trunk_name: str) -> MediaPrepared | MediaFailed:
+    async def _prepare(self, request: CallRequested) -> MediaPrepared | MediaFailed:
         settings = self._settings
-        trunk = settings.providers.trunks.get(trunk_name) if trunk_name else None
+        trunk = settings.providers.trunks.get(request.trunk) if request.trunk else None
         codecs = (trunk.codecs if trunk is not None else ()) or settings.sip_codecs
         srtp = trunk.srtp if trunk is not None else settings.sip_srtp
+        inbound: TrunkOffer | None = None
+        if request.direction == "inbound":
+            try:
+                inbound = read_offer(request.trunk_offer_sdp, srtp)
+                trunk_host = await resolve(inbound.address, inbound.port)
+            except (SdpError, OSError) as exc:
+                code = exc.code if isinstance(exc, SdpError) else errors.BAD_SDP
+                log.warning("call %s: cannot answer the trunk's offer: %s", self.call_id, exc)
+                return MediaFailed(call_id=self.call_id, code=code, reason=str(exc))
+            # The browser's answer prefers what the trunk offered: the audio passes through.
+            codecs = inbound.names
         try:
             self._port, rtp, rtcp = self._ports.allocate()
             self._sockets = (rtp, rtcp)
             await self._path.open(rtp, rtcp)
             self._webrtc = WebRtcLeg(settings, self._on_connected, self._on_failed)
             answer_sdp = await self._webrtc.answer(
-                offer_sdp, self._path.from_browser, self._path.from_browser_rtcp, codecs
+                request.offer_sdp, self._path.from_browser, self._path.from_browser_rtcp, codecs
             )
             codec, transport = self._webrtc.codec, self._webrtc.transport
             assert codec is not None and transport is not None
@@ -202,6 +218,8 @@ class MediaCall:
             wall_offset=time.time() - now,
             cname=f"bridge-{self.call_id[:16]}".encode(),
         )
+        if inbound is not None:
+            return self._answer_trunk(inbound, trunk_host, core, transport, srtp, answer_sdp)
         self._path.start(core, transport, srtp)
         self._offered = trunk_codecs(codec, codecs)
         offer = build_offer(
@@ -218,6 +236,56 @@ class MediaCall:
             media_id=self._settings.instance_id,
             answer_sdp=answer_sdp,
             trunk_offer_sdp=offer,
+        )
+
+    def _answer_trunk(
+        self,
+        offer: TrunkOffer,
+        host: str,
+        core: MediaCore,
+        transport: BrowserTransport,
+        srtp: str,
+        answer_sdp: str,
+    ) -> MediaPrepared | MediaFailed:
+        """A call in: answer the trunk's offer, which is the trunk's SDP from now on."""
+        assert self._port is not None
+        codec = choose_codec(offer, core.browser_codec)
+        key = sdes.answer(offer.crypto[0]) if offer.crypto else None
+        self._path.start(core, transport, srtp, (key,) if key is not None else ())
+        self._offered = (codec,)
+        media = offer.trunk_media(codec)
+        now = self._loop.time()
+        try:
+            core.apply_trunk_answer((host, offer.port), codec, offer.dtmf_pt, now)
+        except UnsupportedCodecError as exc:
+            log.warning("call %s: %s", self.call_id, exc)
+            return MediaFailed(call_id=self.call_id, code=errors.NO_COMMON_CODEC, reason=str(exc))
+        if not self._path.key(media, update=False):
+            return MediaFailed(
+                call_id=self.call_id, code=errors.BAD_SDP, reason="the trunk's SRTP key is unusable"
+            )
+        core.set_hold(offer.held, now)
+        self._path.arm_timer()
+        answer = build_trunk_answer(
+            offer, codec, self._address, self._port, secrets.randbits(62), key
+        )
+        log.info(
+            "call %s media started: trunk %s/%d at %s:%d (inbound%s), browser %s, %s",
+            self.call_id,
+            codec.name,
+            codec.payload_type,
+            host,
+            offer.port,
+            ", on hold" if offer.held else "",
+            self._browser_codec,
+            "passthrough" if core.passthrough else "transcoding",
+        )
+        return MediaPrepared(
+            call_id=self.call_id,
+            media_id=self._settings.instance_id,
+            answer_sdp=answer_sdp,
+            trunk_offer_sdp="",
+            trunk_answer_sdp=answer,
         )
 
     # -- events ----------------------------------------------------------------
@@ -470,8 +538,14 @@ class MediaCall:
         else:
             log.info("call %s media ended: %s (no media)", self.call_id, reason)
 
-    def report(self) -> None:
-        """Publish the call's figures and add them to the metrics (every few seconds)."""
+    def report(self) -> CallStatsReported | None:
+        """Publish the call's figures and add them to the metrics (every few seconds).
+
+        The figures published; None before the browser leg is answered or once ending.
+        """
         core = self._path.core
-        if core is not None and not self._ending:
-            self._spawn(self._publish(self._reporter.report(core, final=False)))
+        if core is None or self._ending:
+            return None
+        event = self._reporter.report(core, final=False)
+        self._spawn(self._publish(event))
+        return event

@@ -42,7 +42,7 @@ class MediaPath:
         self._closed = False
         self._srtp = sdes.OFF
         self.crypto: tuple[sdes.Crypto, ...] = ()
-        "Our SDES offer (keys); empty without SRTP toward the trunk."
+        "Our SDES keys (our offer, or our answer's); empty without SRTP toward the trunk."
         self._keyed: sdes.Crypto | None = None
         "The trunk's key in force."
 
@@ -51,11 +51,22 @@ class MediaPath:
         self._trunk = await TrunkSocket.open(rtp, self.from_trunk)
         self._trunk_rtcp = await TrunkSocket.open(rtcp, self.from_trunk_rtcp, rtcp=True)
 
-    def start(self, core: MediaCore, browser: BrowserTransport, srtp: str) -> None:
-        """The browser leg is answered: packets flow through ``core`` from now on."""
+    def start(
+        self,
+        core: MediaCore,
+        browser: BrowserTransport,
+        srtp: str,
+        crypto: tuple[sdes.Crypto, ...] | None = None,
+    ) -> None:
+        """The browser leg is answered: packets flow through ``core`` from now on.
+
+        ``crypto``: our SDES keys when they are not a fresh offer (the answer to a
+        trunk's offer: the one key of our answer, or none)."""
         self.core, self._browser = core, browser
         self._srtp = srtp
-        self.crypto = sdes.offer() if srtp != sdes.OFF else ()
+        if crypto is None:
+            crypto = sdes.offer() if srtp != sdes.OFF else ()
+        self.crypto = crypto
 
     def key(self, media: TrunkMedia, update: bool) -> bool:
         """Apply the SDES keys of the trunk's SDP; False when the call cannot go on."""

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import pylibsrtp
 
+from services.common.sdp import CryptoLine
 from services.media.srtp import SrtpTransform
 
 OFF = "off"
@@ -58,8 +59,13 @@ class Crypto:
 
     @property
     def line(self) -> str:
+        return f"a=crypto:{self.sdp_line.value}"
+
+    @property
+    def sdp_line(self) -> CryptoLine:
+        """The attribute in the shared SDP model."""
         inline = base64.b64encode(self.key).decode()
-        return f"a=crypto:{self.tag} {self.suite} inline:{inline}"
+        return CryptoLine(self.tag, self.suite, f"inline:{inline}")
 
 
 def parse_crypto(value: str) -> Crypto | None:
@@ -86,6 +92,12 @@ def offer() -> tuple[Crypto, ...]:
         Crypto(tag, suite, secrets.token_bytes(SUITES[suite][1]))
         for tag, suite in enumerate(OFFERED, start=1)
     )
+
+
+def answer(theirs: Crypto) -> Crypto:
+    """Our attribute in the answer to an offered one (RFC 4568 5.1.2): the same tag
+    and suite, with a fresh key of ours."""
+    return Crypto(theirs.tag, theirs.suite, secrets.token_bytes(SUITES[theirs.suite][1]))
 
 
 def _session(crypto: Crypto, direction: int) -> pylibsrtp.Session:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from functools import partial
+from typing import Protocol, runtime_checkable
 
 from nats.aio.msg import Msg
 from opentelemetry.trace import Status, StatusCode
@@ -18,8 +20,11 @@ from opentelemetry.trace import Status, StatusCode
 from proto import errors, subjects
 from proto import registrations as registrations_proto
 from proto.events import (
+    AcceptRequested,
+    AnswerRequested,
     AnyEvent,
     CallAnswered,
+    CallClaimed,
     CallEnded,
     DialRequested,
     DtmfReceived,
@@ -30,6 +35,8 @@ from proto.events import (
     InviteSent,
     MediaFailed,
     ProgressReceived,
+    RingingStarted,
+    RingingStopped,
     SessionUpdated,
 )
 from services.common.bus import Bus, drain_subscription
@@ -42,7 +49,8 @@ from services.common.fleet.reaper import SendBye
 from services.common.lifecycle import Lifecycle
 from services.common.metrics import Metrics
 from services.common.providers import Providers, Target
-from services.common.settings import SettingsError
+from services.common.settings import Settings, SettingsError
+from services.common.sip.dialog import Dialog
 from services.common.telemetry import tracer
 from services.sipagent import recovery
 from services.sipagent.agent import (
@@ -61,9 +69,17 @@ from services.sipagent.events import (
     Progress,
     SessionChanged,
 )
+from services.sipagent.inbound import (
+    Arrival,
+    DigestTrunks,
+    InboundDoor,
+    answering_record,
+    inbound_calls,
+    ringing_record,
+)
 from services.sipagent.offer import restrict_codecs
+from services.sipagent.ringing import Answer, Publish, Reject, Ring, Ringing
 from services.sipagent.spans import SipSpans
-from services.sipagent.transfer import TransferringCall
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +89,25 @@ UNREGISTER_GRACE = 5.0
 "Seconds given to the REGISTERs with ``Expires: 0`` when the service stops."
 
 TRACER_NAME = "bridge.sipagent"
+
+RING_EVENTS = (
+    RingingStarted,
+    RingingStopped,
+    AcceptRequested,
+    AnswerRequested,
+    HangupRequested,
+    CallEnded,
+    MediaFailed,
+)
+"What a ringing inbound call's ``Ringing`` core hears from the bus."
+
+
+@runtime_checkable
+class _InDialog(Protocol):
+    """A call that holds a confirmed dialog once answered (outbound or inbound)."""
+
+    @property
+    def dialog(self) -> Dialog | None: ...
 
 
 class SipAgentService:
@@ -87,11 +122,16 @@ class SipAgentService:
         metrics: Metrics | None = None,
         providers: Providers | None = None,
         dial_deny: tuple[Pattern, ...] = (),
+        door: InboundDoor | None = None,
     ) -> None:
         """``providers``: the trunks and routes; default: every call to the agent's trunk.
         ``dial_deny``: ``DIAL_DENY``, checked again here with the routes' and trunks' deny
-        lists, whatever signaling decided."""
+        lists, whatever signaling decided. ``door``: admits the trunks' INVITEs (``inbound.py``);
+        the calls it admits reach ``on_inbound_call``."""
         self._dial_deny = dial_deny
+        self._door = door
+        self._ringing: dict[str, tuple[CallHandle, asyncio.Queue[AnyEvent]]] = {}
+        "Inbound calls not answered yet: their handle, and the bus events for their ring."
         self._bus = bus
         self._providers = providers or Providers.single(agent.default_trunk())
         self._fleet: FleetMember | None = None
@@ -149,6 +189,7 @@ class SipAgentService:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         self._stopping = True
+        self.close_door()
         for call_id in list(self._tasks):
             self._hangup(call_id, errors.NORMAL)
         tasks = list(self._tasks.values())
@@ -180,18 +221,154 @@ class SipAgentService:
             self._background.add(publish)
             publish.add_done_callback(self._background.discard)
 
+    # --- calls from the trunks ---------------------------------------------------------
+
+    def close_door(self) -> None:
+        """Take no more calls from the trunks (their INVITEs get 503): draining, stopping."""
+        if self._door is not None:
+            self._door.open = False
+
+    def on_inbound_call(self, handle: CallHandle) -> None:
+        """``SipAgent.on_call``: the agent hosts a call ``InboundDoor`` admitted; ring it."""
+        call_id = handle.call.call_id
+        arrival = self._door.next_arrival() if self._door is not None else None
+        while arrival is not None and arrival.call_id != call_id:
+            arrival = self._door.next_arrival() if self._door is not None else None
+        if arrival is None or self._stopping or call_id in self._tasks:
+            handle.reject(503, "Service Unavailable")
+            return
+        inbox: asyncio.Queue[AnyEvent] = asyncio.Queue()
+        self._ringing[call_id] = (handle, inbox)
+        attributes = {
+            "bridge.call_id": call_id,
+            "bridge.direction": "inbound",
+            "bridge.called": arrival.called,
+            "bridge.trunk": arrival.trunk,
+            "bridge.sipagent_id": self._instance_id,
+        }
+        body = partial(self._answer_inbound, arrival, handle, inbox)
+        task = asyncio.create_task(self._run(call_id, attributes, body), name=f"call-{call_id}")
+        self._tasks[call_id] = task
+        self._unreported.add(call_id)
+        task.add_done_callback(lambda done: self._call_done(call_id, done))
+
+    async def _answer_inbound(
+        self,
+        arrival: Arrival,
+        handle: CallHandle,
+        inbox: asyncio.Queue[AnyEvent],
+        spans: SipSpans,
+    ) -> CallEnded:
+        """Ring the users of an admitted call until one answers, then follow it to its end."""
+        call_id = arrival.call_id
+        loop = asyncio.get_running_loop()
+        if self._fleet is not None:
+            dialog = recovery.invite_record(
+                arrival.sip_call_id, transport=arrival.transport, trunk=arrival.source
+            )
+            await self._fleet.create(
+                ringing_record(arrival, self._instance_id, dialog, time.time())
+            )
+        # Subscribed to the call's signaling subject already (``_run``): announce it now.
+        event = arrival.event(self._instance_id)
+        for user in arrival.route.users:
+            try:
+                await self._bus.publish(subjects.inbound_calls(user), event)
+            except Exception as exc:  # nobody hears it: the ring ends with 480
+                log.warning("%s: cannot announce the call: %s", call_id, exc)
+        route = arrival.route
+        ringing = Ringing(
+            call_id,
+            loop.time(),
+            ring_timeout=route.ring_timeout,
+            reject_status=route.reject_status,
+        )
+        ended = await self._ring(ringing, handle, inbox)
+        if ended is not None:
+            return ended
+        # Answered: from here on it is a call like an outbound one.
+        spans.call.add_event("answering", {"bridge.signaling_id": ringing.claimed_by})
+        del self._ringing[call_id]
+        self._handles[call_id] = handle
+        while not inbox.empty():  # what came after the answer: a hang-up, say
+            await self._on_peer_event(inbox.get_nowait())
+        if self._fleet is not None:
+            claimed_by, identity, media_id = ringing.claimed_by, ringing.identity, ringing.media_id
+            await self._fleet.update(
+                call_id,
+                lambda r: answering_record(r, claimed_by, identity, media_id, time.time()),
+            )
+        return await self._follow(call_id, handle, spans)
+
+    async def _ring(
+        self, ringing: Ringing, handle: CallHandle, inbox: asyncio.Queue[AnyEvent]
+    ) -> CallEnded | None:
+        """Run the ``Ringing`` core: the ``CallEnded`` of a call that ended unanswered, or
+        None once it answered the trunk."""
+        loop = asyncio.get_running_loop()
+        from_bus = asyncio.ensure_future(inbox.get())
+        from_sip = asyncio.ensure_future(handle.events.get())
+        try:
+            while True:
+                ended: CallEnded | None = None
+                while (action := ringing.next_action()) is not None:
+                    if isinstance(action, Ring):
+                        handle.ring()
+                    elif isinstance(action, Reject):
+                        handle.reject(action.status, action.reason)
+                    elif isinstance(action, Answer):
+                        handle.answer(action.sdp)
+                    elif isinstance(action, Publish) and isinstance(action.event, CallEnded):
+                        ended = action.event  # published by ``_run`` with the call's end
+                    elif isinstance(action, Publish):
+                        await self._publish(action.event)
+                if ended is not None:
+                    return ended
+                if ringing.answering:
+                    return None
+                timer = ringing.get_timer()
+                timeout = None if timer is None else max(timer - loop.time(), 0.0)
+                done, _ = await asyncio.wait(
+                    {from_bus, from_sip}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+                now = loop.time()
+                if from_bus in done:
+                    event = from_bus.result()
+                    if isinstance(event, RING_EVENTS):
+                        ringing.receive(event, now)
+                    from_bus = asyncio.ensure_future(inbox.get())
+                if from_sip in done:
+                    ringing.sip_event(from_sip.result(), now)
+                    from_sip = asyncio.ensure_future(handle.events.get())
+                timer = ringing.get_timer()
+                if timer is not None and timer <= now:
+                    ringing.handle_timer(now)
+        finally:
+            # A cancelled get takes nothing: what is queued stays for ``_follow``.
+            from_bus.cancel()
+            from_sip.cancel()
+
     # --- one call ----------------------------------------------------------------
 
     async def _run_call(self, dial: DialRequested) -> None:
-        call_id = dial.call_id
         target = self._providers.route(dial.destination)
         attributes = {
-            "bridge.call_id": call_id,
+            "bridge.call_id": dial.call_id,
             "bridge.destination": dial.destination,
             "bridge.trunk": target.trunk.name if target else "",
             "bridge.trunk_host": target.trunk.host if target else "",
             "bridge.sipagent_id": self._instance_id,
         }
+        await self._run(dial.call_id, attributes, partial(self._place, dial))
+
+    async def _run(
+        self,
+        call_id: str,
+        attributes: dict[str, str],
+        body: Callable[[SipSpans], Awaitable[CallEnded]],
+    ) -> None:
+        """Run one call, outbound or inbound: subscribe to its peers' events, run ``body``
+        until the call ends, report the end (``CallEnded``), let go of everything."""
         call_tracer = tracer(TRACER_NAME)
         with call_tracer.start_as_current_span("sipagent.call", attributes=attributes) as span:
             spans = self._spans[call_id] = SipSpans(call_tracer, span, attributes)
@@ -203,7 +380,7 @@ class SipAgentService:
                         subscriptions.append(
                             await self._bus.subscribe(subject, self._on_peer_event)
                         )
-                    ended = await self._place(dial, spans)
+                    ended = await body(spans)
                 except Exception as exc:
                     # A bug must not leave the browser waiting, nor the trunk's side open.
                     log.exception("%s: call failed", call_id)
@@ -224,6 +401,7 @@ class SipAgentService:
                 spans.end_invite(None)
                 self._spans.pop(call_id, None)
                 self._handles.pop(call_id, None)
+                self._ringing.pop(call_id, None)
                 self._early_hangups.pop(call_id, None)
                 for subscription in subscriptions:
                     try:
@@ -332,6 +510,10 @@ class SipAgentService:
         early = self._early_hangups.pop(call_id, None)
         if early is not None:
             handle.hangup(early)
+        return await self._follow(call_id, handle, spans)
+
+    async def _follow(self, call_id: str, handle: CallHandle, spans: SipSpans) -> CallEnded:
+        """Report what the SIP call does until it ends; the ``CallEnded`` to publish."""
         while True:
             event = await handle.events.get()
             if isinstance(event, Progress):
@@ -404,7 +586,7 @@ class SipAgentService:
 
     async def _record_confirmed(self, call_id: str, handle: CallHandle) -> None:
         call = handle.call
-        if self._fleet is None or not isinstance(call, TransferringCall) or call.dialog is None:
+        if self._fleet is None or not isinstance(call, _InDialog) or call.dialog is None:
             return
         dialog = recovery.dialog_record(
             call.dialog, transport=self._transport_of(handle), trunk=handle.trunk
@@ -412,11 +594,13 @@ class SipAgentService:
         await self._fleet.update(call_id, lambda r: records.confirmed(r, dialog, time.time()))
 
     def _transport_of(self, handle: CallHandle) -> str:
-        if handle.transport is not None:
-            return handle.transport.name
-        return self._agent.config.transport
+        return handle.transport_name or self._agent.config.transport
 
     async def _on_peer_event(self, event: AnyEvent) -> None:
+        ringing = self._ringing.get(event.call_id)
+        if ringing is not None and isinstance(event, RING_EVENTS):
+            ringing[1].put_nowait(event)  # its Ringing core decides
+            return
         if isinstance(event, HangupRequested | CallEnded):
             self._hangup(event.call_id, event.cause)
         elif isinstance(event, MediaFailed):
@@ -441,6 +625,9 @@ class SipAgentService:
     def _abandon(self, call_id: str) -> None:
         """Hang up the SIP side of a call that failed, if it got that far."""
         handle = self._handles.pop(call_id, None)
+        ringing = self._ringing.pop(call_id, None)
+        if handle is None and ringing is not None:
+            handle = ringing[0]
         if handle is None:
             return
         try:
@@ -453,14 +640,18 @@ class SipAgentService:
         if spans is not None:
             spans.call.add_event("hangup requested", {"bridge.cause": cause})
         handle = self._handles.get(call_id)
+        ringing = self._ringing.get(call_id)
         if handle is not None:
             handle.hangup(cause)
+        elif ringing is not None:
+            ringing[0].hangup(cause)  # the trunk gets a final response; Ended follows
         elif call_id in self._tasks:
             self._early_hangups.setdefault(call_id, cause)
 
     async def _publish(
         self,
         event: CallEnded
+        | CallClaimed
         | InviteSent
         | ProgressReceived
         | CallAnswered
@@ -528,6 +719,30 @@ async def answer_registrations(bus: Bus, agent: SipAgent, instance_id: str) -> N
     await bus.client.subscribe(subjects.registrations(), cb=on_request)
 
 
+def inbound_door(agent: SipAgent, settings: Settings) -> InboundDoor:
+    """Who may call in and what a called number rings (``inbound.py``); the agent's screen
+    lets through the INVITEs of the trunks' ``inbound_from``, and all when one has
+    ``inbound_auth`` (the door challenges them)."""
+    trunks = settings.providers.trunks
+    auth = DigestTrunks(trunks.values())
+    networks = [network for trunk in trunks.values() for network in trunk.inbound_from]
+    agent.screen.open_inbound(networks, anywhere=bool(auth))
+    config, connections = agent.config, agent.connections
+
+    def sent_by(addr: tuple[str, int], transport: str) -> str:
+        return connections.sent_by(addr, connections.get(transport))
+
+    return InboundDoor(
+        trunks,
+        settings.inbound_routes,
+        inbound_calls(sent_by, t1=config.t1, keepalive=config.keepalive_interval),
+        trunks_at=agent.screen.trunks_at,
+        auth=auth if auth else None,
+        refused=agent.screen.refused_invite,
+        national=settings.access.national,
+    )
+
+
 async def main(lc: Lifecycle) -> None:
     """Run one SIP agent; drain on SIGTERM, hang up every call on SIGINT."""
     settings = lc.settings
@@ -554,6 +769,7 @@ async def main(lc: Lifecycle) -> None:
         start_registrations(lc, agent, providers)
         bus = await lc.connect_bus()
         await answer_registrations(bus, agent, settings.instance_id)
+        door = inbound_door(agent, settings)
         service = SipAgentService(
             bus,
             agent,
@@ -561,6 +777,7 @@ async def main(lc: Lifecycle) -> None:
             metrics=lc.metrics,
             providers=providers,
             dial_deny=settings.access.dial_deny,
+            door=door,
         )
         lc.serve_load(lambda: service.active_calls)
         fleet = FleetMember(
@@ -576,10 +793,14 @@ async def main(lc: Lifecycle) -> None:
         work = await bus.subscribe(
             subjects.sipagent_work(), service.on_work, queue=subjects.SIPAGENT_QUEUE
         )
+        # Calls from the trunks: once the registry and the bus can carry them.
+        agent.on_call = service.on_inbound_call
+        agent.on_invite = door.on_invite
         await bus.announce_ready("sipagent")
         lc.set_ready()
         log.info("sipagent %s ready", settings.instance_id)
         await lc.draining.wait()
+        service.close_door()  # the trunks' new INVITEs get 503: they try another agent
         await fleet.beat()
         # Drained, not dropped: a dial already routed here is still placed.
         await drain_subscription(work)

@@ -35,6 +35,11 @@ class AgentConfig:
     t1: float = T1
     tls_ca: str = ""
     tls_verify: bool = True
+    tls_cert: str = ""
+    tls_key: str = ""
+    "The agent's certificate and key (PEM): set, it listens for TLS (trunks call in over it)."
+    tls_port: int = 5061
+    "Where it listens for TLS when ``transport`` is not tls (0: any port)."
     dns_servers: tuple[tuple[str, int], ...] = ()
     outbound_proxy: OutboundProxy | None = None
     keepalive_interval: float = 30.0
@@ -62,6 +67,9 @@ class AgentConfig:
             invite_timeout=settings.invite_timeout,
             tls_ca=settings.sip_tls_ca,
             tls_verify=settings.sip_tls_verify,
+            tls_cert=settings.sip_tls_cert,
+            tls_key=settings.sip_tls_key,
+            tls_port=settings.sip_tls_port,
             dns_servers=settings.sip_dns_servers,
             outbound_proxy=settings.sip_outbound_proxy,
             keepalive_interval=settings.sip_keepalive_interval,

@@ -14,7 +14,7 @@ import ssl
 from collections.abc import Callable, Sequence
 
 from services.common.providers import Trunk
-from services.common.settings import local_address_toward
+from services.common.settings import SettingsError, local_address_toward
 from services.common.sipaddr import OutboundProxy, host_literal
 from services.sipagent.config import AgentConfig, DialError, UnreachableError
 from services.sipagent.resolve import Target
@@ -25,6 +25,7 @@ from services.sipagent.transport import (
     TlsTransport,
     client_context,
     open_transport,
+    server_context,
 )
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,13 @@ class Connections:
             self.primary = await self._open(config.transport, config.local_port)
         self._transports[self.primary.name] = self.primary
         self.primary.on_error = self._on_error_of(self.primary)
+        if config.tls_cert and self.primary.name != "tls":
+            # A certificate: trunks may call in over TLS, on a port of its own.
+            try:
+                self._transports["tls"] = await self._open("tls", config.tls_port)
+            except OSError as exc:
+                raise OSError(f"SIP_TLS_PORT {config.tls_port}: cannot listen: {exc}") from None
+            log.info("sip tls on %s:%d", config.bind_host, self._transports["tls"].local_port)
         return self.primary
 
     def get(self, name: str) -> SipTransport:
@@ -157,7 +165,13 @@ class Connections:
         def on_message(data: bytes, addr: Addr) -> None:
             self._receive(data, addr, holder[0] if holder else None)
 
-        transport = await open_transport(name, self.config.bind_host, port, on_message)
+        listen = None
+        if name == "tls" and self.config.tls_cert:
+            try:
+                listen = server_context(self.config.tls_cert, self.config.tls_key)
+            except (OSError, ValueError) as exc:
+                raise SettingsError(f"SIP_TLS_CERT/SIP_TLS_KEY: cannot load: {exc}") from None
+        transport = await open_transport(name, self.config.bind_host, port, on_message, listen)
         transport.on_error = self._on_error_of(transport)
         if isinstance(transport, TlsTransport):
             transport.default_context = self.context_for(self.config.tls_ca)

@@ -14,7 +14,7 @@ import ssl
 
 from cryptography import x509
 
-from services.common.sip.message import SipParseError, StreamFramer
+from services.common.sip.framing import MessageFramed, StreamFramer
 
 Addr = tuple[str, int]
 
@@ -92,10 +92,11 @@ class TcpChannel(Channel):
     async def _read(self, reader: asyncio.StreamReader) -> None:
         framer = StreamFramer()
         try:
-            while data := await reader.read(65536):
-                for message in framer.feed(data):
-                    self.incoming.put_nowait(message)
-        except (OSError, SipParseError):
+            while not framer.broken and (data := await reader.read(65536)):
+                for event in framer.receive(data):
+                    if isinstance(event, MessageFramed):
+                        self.incoming.put_nowait(event.data)
+        except OSError:
             pass
         self.incoming.put_nowait(b"")
 

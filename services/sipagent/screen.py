@@ -9,33 +9,48 @@ counts every refusal in ``bridge_sip_refused_total`` and logs them within the
 guard's budget. The guard knows the configured trunks' addresses, those their
 names resolve to (``know_trunks``, and every resolution of a dial or a
 registration: ``allow_targets``) and those of adopted dialogs (``allow``).
+
+Calls from the trunks: the screen also says which trunks an address is
+(``trunks_at``) and lets an INVITE through from the networks of the trunks'
+``inbound_from``, or from anywhere when some trunk proves itself by digest
+(``open_inbound``): ``InboundDoor`` (``inbound.py``) decides on it, and
+reports its refusals here (``refused_invite``), counted and logged alike.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from sipmessage import Request
 
+from services.common.inbound_routes import Network, in_networks
 from services.common.metrics import Metrics
 from services.common.providers import Trunk
 from services.common.sip.message import make_response, new_tag
 from services.common.sipaddr import OutboundProxy, host_literal, is_ip
 from services.sipagent.config import AgentConfig
 from services.sipagent.resolve import Target
-from services.sipagent.source_guard import KNOWN_FACTOR, OVER_BUDGET, SourceGuard, Verdict
-from services.sipagent.transport import Addr, SipTransport
+from services.sipagent.source_guard import (
+    KNOWN_FACTOR,
+    MAX_KNOWN,
+    OVER_BUDGET,
+    SourceGuard,
+    Verdict,
+    normalize,
+)
+from services.sipagent.transport import Addr
 
 log = logging.getLogger(__name__)
 
 TRUNK_REFRESH = 300.0
 "Seconds between two resolutions of the trunks' names for the source guard."
 
-Send = Callable[[bytes, Addr, SipTransport | None], None]
-"Sends bytes to an address over a transport (None: the agent's first one), logging nothing."
-Resolve = Callable[[Trunk, OutboundProxy | None], Awaitable[object]]
+Send = Callable[[bytes, Addr, str], None]
+"Sends bytes to an address over the transport of that name (``udp``, ``tcp``, ``tls``), unlogged."
+Resolve = Callable[[Trunk, OutboundProxy | None], Awaitable[Sequence[Target]]]
 "Resolves a trunk, or its outbound proxy (what it finds reaches ``allow_targets``)."
 
 
@@ -53,6 +68,10 @@ class SourceScreen:
         self._refused_unknown = metrics.sip_refused.labels("unknown_source")
         self._refused_rate = metrics.sip_refused.labels("rate")
         self._trunk_names: asyncio.Task[None] | None = None
+        self._trunks_at: dict[str, tuple[str, ...]] = {}
+        "Trunk names by address (the trunks' hosts and proxies, as resolved)."
+        self._inbound_from: tuple[Network, ...] = ()
+        self._inbound_anywhere = False
 
     # --- decisions -------------------------------------------------------------------
 
@@ -82,7 +101,7 @@ class SourceScreen:
         self,
         request: Request,
         addr: Addr,
-        transport: SipTransport | None,
+        transport: str,
         now: float,
         in_dialog: bool,
     ) -> bool:
@@ -94,13 +113,52 @@ class SourceScreen:
         """
         if self._guard.known(addr[0]):
             return True
+        if request.method in ("INVITE", "ACK") and self._inbound(addr[0]):
+            return True  # InboundDoor decides (the ACK: of its refusal)
         verdict = self._guard.source(addr[0], in_dialog)
         if verdict is Verdict.PASS:
             return True
         self._refuse(request, verdict, addr, transport, now)
         return False
 
+    def refused_invite(self, addr: Addr, now: float) -> bool:
+        """An INVITE ``InboundDoor`` refused for its source: counted and logged like the
+        screen's own; True: answer it 403, False (``SIP_UNKNOWN_SOURCES=drop``): say nothing."""
+        self._refused_unknown.inc()
+        self._report_unknown(addr, "INVITE", now)
+        return self._guard.mode == "reject"
+
     # --- what is known ---------------------------------------------------------------
+
+    def trunks_at(self, host: str) -> tuple[str, ...]:
+        """The trunks ``host`` is an address of (their host or outbound proxy)."""
+        address = normalize(host)
+        return self._trunks_at.get(address, ()) if address is not None else ()
+
+    def open_inbound(self, networks: Iterable[Network], anywhere: bool) -> None:
+        """Let INVITEs through to ``InboundDoor`` from ``networks`` (the trunks'
+        ``inbound_from``), or from ``anywhere`` (a trunk has ``inbound_auth``)."""
+        self._inbound_from = tuple(networks)
+        self._inbound_anywhere = anywhere
+
+    def _inbound(self, host: str) -> bool:
+        return self._inbound_anywhere or in_networks(host, self._inbound_from)
+
+    def _note_trunk(self, host: str, name: str) -> None:
+        address = normalize(host)
+        if address is None:
+            return
+        forms = [address]  # and the other form a dual-stack socket may report
+        parsed = ipaddress.ip_address(address)
+        if isinstance(parsed, ipaddress.IPv4Address):
+            forms.append(f"::ffff:{address}")
+        elif parsed.ipv4_mapped is not None:
+            forms.append(str(parsed.ipv4_mapped))
+        for form in forms:
+            names = self._trunks_at.pop(form, ())
+            self._trunks_at[form] = names if name in names else (*names, name)
+        while len(self._trunks_at) > 2 * MAX_KNOWN:
+            del self._trunks_at[next(iter(self._trunks_at))]
 
     def known(self, host: str) -> bool:
         """Whether ``host`` (an address as the transports report it) is a trunk's."""
@@ -126,6 +184,7 @@ class SourceScreen:
         registration resolving them adds what it finds too).
         """
         named: dict[tuple[object, ...], tuple[Trunk, OutboundProxy | None]] = {}
+        names: dict[tuple[object, ...], list[str]] = {}
         for trunk in trunks:
             if not trunk.host:
                 continue
@@ -133,14 +192,17 @@ class SourceScreen:
             for host, via in ((trunk.host, None), (proxy.host if proxy else "", proxy)):
                 if is_ip(host):
                     self._guard.allow(host, pinned=True)
+                    self._note_trunk(host, trunk.name)
                 elif host:
                     # The same name through the same way once (the default trunk is
                     # often among the providers' too).
                     key = (trunk.host, trunk.port, trunk.transport, trunk.transport_explicit, via)
                     named.setdefault(key, (trunk, via))
+                    names.setdefault(key, []).append(trunk.name)
         if named and self._trunk_names is None:
+            work = [(trunk, via, tuple(names[key])) for key, (trunk, via) in named.items()]
             self._trunk_names = loop.create_task(
-                self._resolve_trunks(list(named.values()), resolve), name="sip-trunk-addresses"
+                self._resolve_trunks(work, resolve), name="sip-trunk-addresses"
             )
 
     def close(self) -> None:
@@ -149,14 +211,20 @@ class SourceScreen:
             self._trunk_names.cancel()
 
     async def _resolve_trunks(
-        self, named: Sequence[tuple[Trunk, OutboundProxy | None]], resolve: Resolve
+        self,
+        named: Sequence[tuple[Trunk, OutboundProxy | None, tuple[str, ...]]],
+        resolve: Resolve,
     ) -> None:
         while True:
-            for trunk, proxy in named:
+            for trunk, proxy, names in named:
                 try:
-                    await resolve(trunk, proxy)  # allowed by allow_targets
+                    targets = await resolve(trunk, proxy)  # allowed by allow_targets
                 except Exception as exc:  # best effort: a dial resolves it again
                     log.debug("trunk %s: no address for the source guard: %s", trunk.name, exc)
+                    continue
+                for target in targets:
+                    for name in names:
+                        self._note_trunk(target.host, name)
             await asyncio.sleep(TRUNK_REFRESH)
 
     # --- refusals --------------------------------------------------------------------
@@ -166,7 +234,7 @@ class SourceScreen:
         request: Request,
         verdict: Verdict,
         addr: Addr,
-        transport: SipTransport | None,
+        transport: str,
         now: float,
     ) -> None:
         """A request from an unknown source: 403 (never to an ACK) or nothing."""

@@ -48,15 +48,44 @@ def sdp_of(message: Request | Response) -> str | None:
 
 @dataclass
 class _Answered:
-    """A re-INVITE of the trunk we answered 2xx, until its ACK."""
+    """A re-INVITE of the trunk we answered 2xx, until its ACK.
+
+    The whole 2xx retransmission of this module (RFC 3261 13.3.1.4): ``start``,
+    ``due``, ``expired`` and ``get_timer``. An RFC 6026 INVITE server
+    transaction takes its place here, and nowhere else.
+    """
 
     request: Request
     response: Response
+    offered: bool
+    "Our 200 carried the offer (re-INVITE without SDP): the answer comes in the ACK."
     retransmit_at: float | None
     interval: float
     give_up_at: float
-    offered: bool
-    "Our 200 carried the offer (re-INVITE without SDP): the answer comes in the ACK."
+
+    @classmethod
+    def start(
+        cls, request: Request, response: Response, offered: bool, context: DialogContext, now: float
+    ) -> _Answered:
+        """Retransmit ``response`` from ``now`` (T1 doubling to T2 on UDP) for 64*T1."""
+        t1 = context.t1
+        retransmit_at = None if context.reliable else now + t1
+        return cls(request, response, offered, retransmit_at, t1, now + 64 * t1)
+
+    def due(self, now: float) -> Response | None:
+        """The 2xx to re-send at ``now``, if a retransmission is due."""
+        if self.retransmit_at is None or now < self.retransmit_at:
+            return None
+        self.interval = min(self.interval * 2, T2)
+        self.retransmit_at = now + self.interval
+        return self.response
+
+    def expired(self, now: float) -> bool:
+        """No ACK in 64*T1: the dialog is to be ended."""
+        return now >= self.give_up_at
+
+    def get_timer(self) -> float | None:
+        return timers_of(self.retransmit_at, self.give_up_at)
 
 
 @dataclass
@@ -141,15 +170,7 @@ class SessionUpdates:
         )
         context.outbox.append(response)
         log.info("%s: > 200 OK (re-INVITE)", context.call_id)
-        t1 = context.t1
-        self._answered = _Answered(
-            request,
-            response,
-            retransmit_at=None if context.reliable else now + t1,
-            interval=t1,
-            give_up_at=now + 64 * t1,
-            offered=offer is None,
-        )
+        self._answered = _Answered.start(request, response, offer is None, context, now)
         self.refreshed = now
         if offer is not None:
             self._accept(narrowed(offer, body))
@@ -372,14 +393,12 @@ class SessionUpdates:
             self._give_up(outgoing, now)
         answered = self._answered
         if answered is not None:
-            if now >= answered.give_up_at:
+            if answered.expired(now):
                 self._answered = None
                 self._context.dead("no ACK for our 200 to the re-INVITE", now)
                 return
-            if answered.retransmit_at is not None and now >= answered.retransmit_at:
-                self._context.outbox.append(answered.response)
-                answered.interval = min(answered.interval * 2, T2)
-                answered.retransmit_at = now + answered.interval
+            if (response := answered.due(now)) is not None:
+                self._context.outbox.append(response)
         if self._retry_at is not None and now >= self._retry_at:
             self._retry_at = None
             held, self._wanted = self._wanted, None
@@ -390,8 +409,7 @@ class SessionUpdates:
         outgoing = self._outgoing
         return timers_of(
             outgoing.give_up_at if outgoing else None,
-            answered.retransmit_at if answered else None,
-            answered.give_up_at if answered else None,
+            answered.get_timer() if answered else None,
             self._retry_at,
         )
 

@@ -1,12 +1,13 @@
 """SIP over UDP, TCP or TLS: bytes in, bytes out, nothing else.
 
 Each transport hands every received message (a datagram, or one message cut
-from a TCP stream by ``StreamFramer``) to ``on_message(data, addr)`` and
-sends with ``send(data, addr)``, which never blocks: TCP and TLS connections
-are opened on first use and reused, one per remote address. A connection
-that cannot be opened (refused, timed out, TLS handshake or certificate
-refused) is reported to ``on_error(addr, reason)`` so the calls waiting on
-it end at once instead of at Timer B.
+from a TCP stream by ``framing.StreamFramer``) to ``on_message(data, addr)``
+and sends with ``send(data, addr)``, which never blocks: TCP and TLS
+connections are opened on first use and reused, one per remote address, and
+answer RFC 5626 keep-alive pings themselves. A connection that cannot be
+opened (refused, timed out, TLS handshake or certificate refused) is reported
+to ``on_error(addr, reason)`` so the calls waiting on it end at once instead
+of at Timer B.
 """
 
 from __future__ import annotations
@@ -18,7 +19,13 @@ import socket
 import ssl
 from collections.abc import Callable
 
-from services.common.sip.message import SipParseError, StreamFramer
+from services.common.sip.framing import (
+    PONG,
+    MessageFramed,
+    PingReceived,
+    StreamBroken,
+    StreamFramer,
+)
 from services.common.sip.transaction import T1
 from services.common.sipaddr import host_literal
 
@@ -48,12 +55,18 @@ class SipTransport:
         raise NotImplementedError
 
 
-async def open_transport(name: str, host: str, port: int, on_message: OnMessage) -> SipTransport:
-    """Bind a transport (port 0: an ephemeral one)."""
+async def open_transport(
+    name: str,
+    host: str,
+    port: int,
+    on_message: OnMessage,
+    server_context: ssl.SSLContext | None = None,
+) -> SipTransport:
+    """Bind a transport (port 0: an ephemeral one). ``server_context``: TLS listens with it."""
     if name == "tcp":
         return await TcpTransport.open(host, port, on_message)
     if name == "tls":
-        return await TlsTransport.open(host, port, on_message)
+        return await TlsTransport.open(host, port, on_message, server_context)
     return await UdpTransport.open(host, port, on_message)
 
 
@@ -153,11 +166,16 @@ class TcpTransport(SipTransport):
                 writer.write(data)
             connection.pending.clear()
             framer = StreamFramer()
-            while data := await reader.read(65536):
-                for message in framer.feed(data):
-                    self._on_message(message, addr)
-        except SipParseError as exc:
-            log.warning("closing tcp connection to %s:%d: %s", addr[0], addr[1], exc)
+            while not framer.broken and (data := await reader.read(65536)):
+                for event in framer.receive(data):
+                    if isinstance(event, MessageFramed):
+                        self._on_message(event.data, addr)
+                    elif isinstance(event, PingReceived):
+                        writer.write(PONG)  # RFC 5626 keep-alive
+                    elif isinstance(event, StreamBroken):
+                        log.warning(
+                            "closing %s connection to %s: %s", self.name, _where(addr), event.reason
+                        )
         except OSError as exc:
             log.warning("tcp connection to %s:%d failed: %s", addr[0], addr[1], exc)
         except Exception:
@@ -214,12 +232,13 @@ class TcpTransport(SipTransport):
 
 
 class TlsTransport(TcpTransport):
-    """SIP over TLS (RFC 3261 26.2, RFC 5922): outbound connections only, reused.
+    """SIP over TLS (RFC 3261 26.2, RFC 5922): outbound connections, reused, and inbound ones
+    when the agent has a certificate (``SIP_TLS_CERT``/``SIP_TLS_KEY``).
 
-    The bridge holds no certificate of its own, so it accepts no TLS
-    connection: the trunk's requests come back over the connection the bridge
-    opened (kept for the whole call). ``local_port`` is a bound, unlistened
-    port that only fills Via and Contact.
+    Without a certificate it accepts no TLS connection: the trunk's requests
+    come back over the connection the bridge opened (kept for the whole
+    call), and ``local_port`` is a bound, unlistened port that only fills Via
+    and Contact. With one it listens there, so trunks call in over TLS.
     """
 
     name = "tls"
@@ -232,8 +251,24 @@ class TlsTransport(TcpTransport):
         "For an address nobody announced (a recovered dialog's BYE): checked against its IP."
 
     @classmethod
-    async def open(cls, host: str, port: int, on_message: OnMessage) -> TlsTransport:
+    async def open(
+        cls,
+        host: str,
+        port: int,
+        on_message: OnMessage,
+        server_context: ssl.SSLContext | None = None,
+    ) -> TlsTransport:
         self = cls(on_message)
+        if server_context is not None:
+            self._server = await asyncio.start_server(
+                self._accepted,
+                host,
+                port,
+                ssl=server_context,
+                ssl_handshake_timeout=CONNECT_TIMEOUT,
+            )
+            self.local_port = int(self._server.sockets[0].getsockname()[1])
+            return self
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         reserved = socket.socket(family, socket.SOCK_STREAM)
         try:
@@ -273,6 +308,13 @@ class TlsTransport(TcpTransport):
         await super().close()
         if self._reserved is not None:
             self._reserved.close()
+
+
+def server_context(certfile: str, keyfile: str) -> ssl.SSLContext:
+    """A TLS server context with the agent's certificate chain and key (PEM files)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certfile, keyfile)
+    return context
 
 
 def client_context(cafile: str = "", verify: bool = True) -> ssl.SSLContext:

@@ -27,6 +27,7 @@ from services.sipagent import connections as connections_module
 from services.sipagent import recovery
 from services.sipagent.agent import (
     AgentConfig,
+    CallHandle,
     DialError,
     SipAgent,
     check_destination,
@@ -36,6 +37,7 @@ from services.sipagent.app import SipAgentService
 from services.sipagent.events import Answered, Ended, Progress
 from services.sipagent.transfer import TransferringCall
 from services.sipagent.transport import Addr, SipTransport
+from tests.unit.sipagent.test_agent_core import FakeInbound, peer_request
 from tests.unit.sipagent.trunk import ANSWER, OFFER, respond
 
 TRUNK = ("127.0.0.1", 5060)
@@ -115,7 +117,7 @@ async def test_call_through_the_agent() -> None:
 async def test_agent_timer_retransmits() -> None:
     transport = FakeTransport()
     agent = SipAgent(
-        AgentConfig(trunk_host=TRUNK[0], domain="trunk.test", public_ip="192.0.2.1", t1=0.01),
+        AgentConfig(trunk_host=TRUNK[0], domain="trunk.test", public_ip="192.0.2.1", t1=0.002),
         transport,
     )
     await agent.start()
@@ -231,8 +233,10 @@ class FakeBus:
         return [event for _, event in self.published]
 
 
-async def _service() -> tuple[SipAgent, FakeTransport, FakeBus, SipAgentService]:
-    agent, transport = await _agent()
+async def _service(
+    transport_name: str = "udp",
+) -> tuple[SipAgent, FakeTransport, FakeBus, SipAgentService]:
+    agent, transport = await _agent(transport_name)
     bus = FakeBus()
     return agent, transport, bus, SipAgentService(bus, agent, "sa1")  # type: ignore[arg-type]
 
@@ -293,7 +297,8 @@ async def test_service_call_and_hangup_from_signaling() -> None:
 
 
 async def test_service_shutdown_cancels_ringing_call() -> None:
-    agent, transport, bus, service = await _service()
+    # Over TCP the call is forgotten at its 487: shutdown need not wait out Timer D.
+    agent, transport, bus, service = await _service("tcp")
     await service.on_work(_dial())
     await until(lambda: bool(bus.published))
     invite = transport.sent[0][0]
@@ -428,4 +433,30 @@ async def test_adopting_an_unconfirmed_dialog_is_refused() -> None:
     with pytest.raises(recovery.RecoveryError):
         agent.adopt_bye("c1", record)
     assert agent.active_calls == 0
+    await agent.close()
+
+
+async def test_an_inbound_call_gets_a_handle_driven_like_an_outbound_one() -> None:
+    agent, transport = await _agent()
+    handles: list[CallHandle] = []
+    agent.on_invite = lambda request, addr, name, now: FakeInbound(request)
+    agent.on_call = handles.append
+    stranger = ("198.51.100.7", 5060)  # not the trunk: on_invite screens new INVITEs itself
+    agent.receive(peer_request("INVITE"), stranger)
+    [handle] = handles
+    assert handle.inbound and handle.trunk == stranger and handle.transport_name == "udp"
+    assert agent.handle_of("in-1") is handle and agent.active_calls == 1
+    call = handle.call
+    assert isinstance(call, FakeInbound)
+    handle.ring()
+    handle.reject(486, "Busy Here")
+    handle.answer(ANSWER)
+    assert [what for what, _ in call.asked] == ["ring", "reject 486 Busy Here", "answer"]
+    assert all(now > 0 for _, now in call.asked)  # the loop's time
+    reply = transport.last()
+    assert isinstance(reply, Response) and reply.code == 180 and transport.sent[-1][1] == stranger
+    agent.receive(peer_request("CANCEL"), stranger)
+    ended = await handle.events.get()
+    assert ended == Ended(errors.CANCELLED, 487, "Request Terminated")
+    assert agent.active_calls == 0 and agent.handle_of("in-1") is None
     await agent.close()

@@ -1,4 +1,7 @@
-"""Failover between the targets of a trunk, and the outbound proxy's Route, through the agent."""
+"""Failover between the targets of a trunk, and the outbound proxy's Route, through the agent.
+
+Timer B, and what the clock decides, are tested on the core's fake clock: ``test_agent_core.py``.
+"""
 
 from __future__ import annotations
 
@@ -121,16 +124,6 @@ async def test_other_failures_do_not_fail_over() -> None:
     ended = await handle.events.get()
     assert isinstance(ended, Ended) and ended.status == 486
     assert transport.requests("INVITE", SECOND.addr) == []
-    await agent.close()
-
-
-async def test_timer_b_fails_over_then_the_last_target_ends_the_call() -> None:
-    agent, transport = await _agent(t1=0.005)
-    handle = await agent.dial("c1", "100", OFFER)
-    await until(lambda: bool(transport.requests("INVITE", SECOND.addr)))
-    ended = await handle.events.get()  # the second target is silent too
-    assert ended == Ended(errors.TIMEOUT, 408, "No answer")
-    await until(lambda: agent.active_calls == 0)
     await agent.close()
 
 
