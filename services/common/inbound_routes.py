@@ -67,6 +67,10 @@ class InboundRoute:
         return self.match.matches(did, loose=True)
 
 
+DIGEST_ALGORITHMS = ("SHA-256", "MD5")
+"What ``inbound_auth`` challenges with by default, most preferred first (RFC 8760)."
+
+
 @dataclass(frozen=True)
 class InboundAuth:
     """A trunk's ``inbound_auth``: the digest credentials its INVITEs must answer with."""
@@ -75,6 +79,9 @@ class InboundAuth:
     password: str = field(repr=False)
     password_env: str = ""
     "The environment variable the password comes from, if the file named one."
+    algorithms: tuple[str, ...] = DIGEST_ALGORITHMS
+    """Digest algorithms to challenge with, in order of preference (``algorithms``): a peer that
+    only reads the first challenge and lacks SHA-256 (sipp, some older PBXs) needs ``["MD5"]``."""
 
     @property
     def missing_secret(self) -> str:
@@ -220,7 +227,7 @@ def parse_inbound_from(value: object, fail: Fail, key: str = "inbound_from") -> 
     return tuple(networks)
 
 
-_AUTH_KEYS = frozenset({"username", "password", "password_env", "password_file"})
+_AUTH_KEYS = frozenset({"username", "password", "password_env", "password_file", "algorithms"})
 
 
 def parse_inbound_auth(
@@ -253,7 +260,20 @@ def parse_inbound_auth(
         password = read_secret(source.strip())
     elif not password:
         raise fail("inbound_auth: password is empty")
-    return InboundAuth(username=username.strip(), password=password, password_env=password_env)
+    algorithms = value.get("algorithms", list(DIGEST_ALGORITHMS))
+    if (
+        not isinstance(algorithms, list)
+        or not algorithms
+        or any(a not in DIGEST_ALGORITHMS for a in algorithms)
+        or len(set(algorithms)) != len(algorithms)
+    ):
+        raise fail('inbound_auth: algorithms must list "SHA-256" and/or "MD5", each once')
+    return InboundAuth(
+        username=username.strip(),
+        password=password,
+        password_env=password_env,
+        algorithms=tuple(algorithms),
+    )
 
 
 def in_networks(host: str, networks: Iterable[Network]) -> bool:

@@ -39,7 +39,13 @@ from sipmessage import Address, Request, Response
 from proto.events import CallArrived
 from proto.fleet import CallRecord, SipDialogRecord
 from services.common.dialplan import DestinationError, National
-from services.common.inbound_routes import InboundRoute, in_networks, normalize_did, route_inbound
+from services.common.inbound_routes import (
+    DIGEST_ALGORITHMS,
+    InboundRoute,
+    in_networks,
+    normalize_did,
+    route_inbound,
+)
 from services.common.providers import Trunk
 from services.common.sip.challenge import DigestChallenger
 from services.common.sip.message import make_response, new_tag
@@ -85,6 +91,7 @@ class DigestTrunks:
         realm: str = INBOUND_REALM,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        trunks = list(trunks)
         self._trunk_of: dict[str, str] = {}
         passwords: dict[str, str] = {}
         for trunk in trunks:
@@ -95,7 +102,13 @@ class DigestTrunks:
         key = hashlib.sha256(b"bridge inbound nonces")
         for username in sorted(passwords):
             key.update(b"\0" + username.encode() + b"\0" + passwords[username].encode())
-        self._challenger = DigestChallenger(realm, passwords, key.digest())
+        # One challenge for every trunk (which one calls is known only from the answer):
+        # the algorithms any of them accepts, most preferred first.
+        wanted = {
+            a for trunk in trunks if trunk.inbound_auth for a in trunk.inbound_auth.algorithms
+        }
+        algorithms = tuple(a for a in DIGEST_ALGORITHMS if a in wanted) or DIGEST_ALGORITHMS
+        self._challenger = DigestChallenger(realm, passwords, key.digest(), algorithms=algorithms)
         self._clock = clock
 
     def __bool__(self) -> bool:
