@@ -98,6 +98,9 @@ def test_inbound_from_and_inbound_auth_per_trunk(tmp_path: Path) -> None:
     assert not in_networks("198.51.100.1", trunk.inbound_from)
     assert trunk.inbound_auth is not None and trunk.inbound_auth.password == "from-a-file"
     assert "from-a-file" not in repr(trunk)
+    assert trunk.inbound_auth.algorithms == ("SHA-256", "MD5")
+    md5 = providers([], inbound_auth={"username": "u", "password": "p", "algorithms": ["MD5"]})
+    assert md5.trunks["carrier"].inbound_auth.algorithms == ("MD5",)
     env_auth = providers([], inbound_auth={"username": "u", "password_env": "CARRIER_IN"})
     assert env_auth.trunks["carrier"].inbound_auth.password == "s3cret"
     unset = providers([], inbound_auth={"username": "u", "password_env": "UNSET_VAR"})
@@ -115,6 +118,14 @@ def test_inbound_from_and_inbound_auth_per_trunk(tmp_path: Path) -> None:
         ({"inbound_auth": {"password": "p"}}, "inbound_auth: username is missing"),
         ({"inbound_auth": {"username": "u"}}, "give one of password"),
         ({"inbound_auth": {"username": "u", "password_file": "/nonexistent"}}, "cannot read"),
+        (
+            {"inbound_auth": {"username": "u", "password": "p", "algorithms": ["SHA-1"]}},
+            "algorithms must list",
+        ),
+        (
+            {"inbound_auth": {"username": "u", "password": "p", "algorithms": []}},
+            "algorithms must list",
+        ),
     ],
 )
 def test_bad_trunk_inbound_keys(trunk: dict[str, Any], message: str) -> None:
@@ -161,3 +172,14 @@ def test_bad_inbound_settings(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError) as caught:
         load_settings({"SIP_TRUNK_HOST": "sip.example.com", **env}, dotenv=None)
     assert message in str(caught.value)
+
+
+def test_a_file_of_inbound_entries_alone_takes_calls_and_places_none() -> None:
+    data = {
+        "trunks": {"carrier": {"host": "127.0.0.1"}},
+        "inbound": [{"number": "+15550001111", "user": "alice"}],
+    }
+    parsed = parse_providers(data, {}, None, source="providers.toml")
+    assert parsed.route("+15550002222") is None and len(parsed.inbound) == 1
+    with pytest.raises(ProvidersError, match="no \\[\\[routes\\]\\] and no fallback"):
+        parse_providers({"trunks": data["trunks"]}, {}, None, source="providers.toml")
