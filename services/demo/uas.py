@@ -3,6 +3,13 @@
 Drive it with ``receive(data, addr, now)`` and ``handle_timer(now)``; pull what it wants sent
 with ``datagrams_to_send()``, when to call it next with ``get_timer()`` and what happened to
 calls with ``next_event()``. RTP ports come from an injected ``RtpPorts`` so tests need no socket.
+
+Each INVITE (the first and every re-INVITE) is answered through the shared
+``InviteServerTransaction``: it repeats the last response to a retransmitted
+INVITE, re-sends the 2xx until its ACK and a final error until its ACK on UDP,
+and says when none came. Our BYE is a ``NonInviteClientTransaction``. The
+demo's own timers are the ring delay, the maximum duration and how long an
+ended call is remembered.
 """
 
 from __future__ import annotations
@@ -17,7 +24,9 @@ from typing import Protocol
 
 from sipmessage import Address, Request, Response
 
+from services.common.sip.invite_server import AckReceived, AckTimedOut, InviteServerTransaction
 from services.common.sip.message import (
+    SipMessage,
     SipParseError,
     bad_request,
     make_request,
@@ -27,14 +36,18 @@ from services.common.sip.message import (
     parse_message,
     tag_of,
 )
+from services.common.sip.transaction import (
+    T1,
+    T2,
+    NonInviteClientTransaction,
+    ResponseReceived,
+)
 from services.demo import sdp
 
 logger = logging.getLogger(__name__)
 
 Addr = tuple[str, int]
 
-T1 = 0.5
-T2 = 4.0
 DEFAULT_RING_DELAY = 0.5
 DEFAULT_MAX_DURATION = 3600.0
 DEFAULT_MAX_CALLS = 200
@@ -79,7 +92,7 @@ Event = CallAnswered | CallEnded
 
 class CallState(enum.Enum):
     RINGING = "ringing"  # 100 and 180 sent, 200 due at the end of the ring delay
-    ANSWERED = "answered"  # 200 sent, retransmitted until the ACK
+    ANSWERED = "answered"  # 200 sent, re-sent by its transaction until the ACK
     CONFIRMED = "confirmed"  # ACK received, the echo runs
     REJECTED = "rejected"  # a final error sent to the INVITE, waiting for its ACK
     ENDING = "ending"  # our BYE sent, waiting for its response
@@ -96,32 +109,39 @@ class _Call:
     invite: Request
     cseq: int
     local_tag: str
+    tx: InviteServerTransaction
+    "The transaction of the latest INVITE (the first or a re-INVITE)."
     state: CallState = CallState.RINGING
     negotiated: sdp.Negotiated | None = None
-    response: bytes = b""  # the last response to the INVITE, replayed on retransmissions
     rtp_port: int | None = None
     sdp_version: int = 0
     ended: bool = False
     local_cseq: int = 0
-    bye: bytes = b""
+    bye: NonInviteClientTransaction | None = None
     # Deadlines, in the clock of ``now``; None when not armed.
     answer_at: float | None = None
-    retransmit_at: float | None = None
-    retransmit_interval: float = T1
-    give_up_at: float | None = None
     ends_at: float | None = None
     forget_at: float | None = None
     routes: list[str] = field(default_factory=list)
 
+    def tx_timer(self) -> float | None:
+        """When the INVITE's transaction is due; its timers stop once we end the call."""
+        if self.state in (CallState.ENDING, CallState.TERMINATED):
+            return None
+        return self.tx.get_timer()
+
+    def bye_timer(self) -> float | None:
+        return self.bye.get_timer() if self.bye and self.state is CallState.ENDING else None
+
     def deadline(self) -> float | None:
-        times = [
-            t
-            for t in (self.answer_at, self.retransmit_at, self.give_up_at, self.ends_at)
-            if t is not None
-        ]
-        if self.forget_at is not None:
-            times.append(self.forget_at)
-        return min(times) if times else None
+        times = (
+            self.answer_at,
+            self.ends_at,
+            self.forget_at,
+            self.tx_timer(),
+            self.bye_timer(),
+        )
+        return min((t for t in times if t is not None), default=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +172,7 @@ class DemoUas:
         self._rtp_host = rtp_host
         self._rtp_ports = rtp_ports
         self._transport = transport.upper()
-        # Over TCP the transport does not lose messages: only the 2xx is retransmitted.
+        # Over TCP the transport does not lose messages: only the 2xx is re-sent (end to end).
         self._reliable = self._transport != "UDP"
         self._ring_delay = ring_delay
         self._max_duration = max_duration
@@ -252,8 +272,9 @@ class DemoUas:
     def _handle_invite(self, request: Request, ctx: _Context, addr: Addr, now: float) -> None:
         call = self._calls.get(ctx.call_id)
         if call is not None and ctx.cseq == call.cseq:
-            if call.response:  # a retransmission: replay what we said last
-                self._send(call.response, addr)
+            if call.tx.matches(request):  # a retransmission: its transaction answers it
+                call.tx.receive(request, now)
+                self._drain(call, now)
             return
         if call is not None and call.state is CallState.TERMINATED and not ctx.to_tag:
             self._forget(call)  # a new call that reuses the Call-ID of an old one
@@ -268,19 +289,18 @@ class DemoUas:
             self._send(build_response(request, 481), addr)
             return
 
-        call = _Call(ctx.call_id, addr, request, ctx.cseq, new_tag())
+        call = _Call(ctx.call_id, addr, request, ctx.cseq, new_tag(), self._transaction(request))
         # The route set is fixed by the dialog-creating INVITE; a re-INVITE has no Record-Route.
         call.routes = request.headers.getlist("Record-Route")
         self._calls[call.call_id] = call
-        self._send(build_response(request, 100), addr)
+        self._respond(call, build_response(request, 100), now)
         if error := self._check_offer(call, request):
             self._reject(call, error[0], now, reason=f"rejected {error[0]}", headers=error[1])
             return
         ringing = build_response(
             request, 180, to_tag=call.local_tag, headers=[("Contact", self._contact())]
         )
-        call.response = ringing
-        self._send(ringing, addr)
+        self._respond(call, ringing, now)
         call.answer_at = now + self._ring_delay
         if self._ring_delay <= 0:
             self._answer(call, now)
@@ -310,9 +330,9 @@ class DemoUas:
         # Keep the media, renegotiate the codec: a refresh or hold must not end the echo.
         negotiated = sdp.negotiate(request.body) if request.body else call.negotiated
         call.invite, call.cseq = request, ctx.cseq
+        call.tx = self._transaction(request)
         if negotiated is None:
-            call.response = build_response(request, 488, to_tag=call.local_tag)
-            self._send(call.response, addr)
+            self._respond(call, build_response(request, 488, to_tag=call.local_tag), now)
             return
         call.negotiated = negotiated
         call.sdp_version += 1
@@ -320,12 +340,11 @@ class DemoUas:
 
     def _handle_ack(self, request: Request, ctx: _Context, addr: Addr, now: float) -> None:
         call = self._calls.get(ctx.call_id)
-        if call is None or ctx.cseq != call.cseq:
+        if call is None or not call.tx.matches(request):
             return
-        if call.state is CallState.ANSWERED:
-            call.state = CallState.CONFIRMED
-            call.retransmit_at = call.give_up_at = None
-        elif call.state is CallState.REJECTED:
+        call.tx.receive(request, now)
+        self._drain(call, now)
+        if call.state is CallState.REJECTED and call.tx.acknowledged:
             self._terminate(call, now)
 
     def _handle_bye(self, request: Request, ctx: _Context, addr: Addr, now: float) -> None:
@@ -370,15 +389,10 @@ class DemoUas:
 
     def _handle_response(self, response: Response, now: float) -> None:
         call = self._calls.get(response.call_id)
-        cseq = response.cseq
-        if (
-            call is not None
-            and call.state is CallState.ENDING
-            and cseq.method == "BYE"
-            and cseq.sequence == call.local_cseq
-            and response.code >= 200
-        ):
-            self._terminate(call, now)
+        if call is None or call.bye is None or not call.bye.matches(response):
+            return
+        call.bye.receive(response, now)
+        self._drain_bye(call, now)
 
     # -- timers ----------------------------------------------------------------------------
 
@@ -390,24 +404,44 @@ class DemoUas:
             call.answer_at = None
             self._answer(call, now)
             return
-        if call.give_up_at is not None and call.give_up_at <= now:
-            self._give_up(call, now)
-            return
         if call.ends_at is not None and call.ends_at <= now:
             self._send_bye(call, now, reason="maximum duration")
             return
-        if call.retransmit_at is not None and call.retransmit_at <= now:
-            self._send(call.bye if call.state is CallState.ENDING else call.response, call.addr)
-            call.retransmit_interval = min(2 * call.retransmit_interval, self._t2)
-            call.retransmit_at = now + call.retransmit_interval
+        if (deadline := call.tx_timer()) is not None and deadline <= now:
+            call.tx.handle_timer(now)
+            self._drain(call, now)
+            return
+        if call.bye is not None and (deadline := call.bye_timer()) is not None and deadline <= now:
+            call.bye.handle_timer(now)
+            self._drain_bye(call, now)
 
-    def _give_up(self, call: _Call, now: float) -> None:
-        if call.state is CallState.ANSWERED:
-            # Timer H without an ACK: the dialog exists, so end it with a BYE (RFC 3261 13.3.1.4).
-            self._send_bye(call, now, reason="no ACK")
-        else:
-            # No ACK for an error response, or no answer to our BYE (Timer F).
-            self._terminate(call, now)
+    def _drain(self, call: _Call, now: float) -> None:
+        """Send what the INVITE's transaction wants sent; act on its ACK or the lack of one."""
+        tx = call.tx
+        for response in tx.messages_to_send():
+            self._send(response, call.addr)
+        while (event := tx.next_event()) is not None:
+            if isinstance(event, AckReceived):
+                if call.state is CallState.ANSWERED:
+                    call.state = CallState.CONFIRMED
+            elif isinstance(event, AckTimedOut):
+                if call.state is CallState.ANSWERED:
+                    # No ACK for our 2xx: the dialog exists, so end it with a BYE
+                    # (RFC 3261 13.3.1.4).
+                    self._send_bye(call, now, reason="no ACK")
+                elif call.state is CallState.REJECTED:
+                    self._terminate(call, now)  # no ACK for our error response
+
+    def _drain_bye(self, call: _Call, now: float) -> None:
+        """Send what our BYE's transaction wants sent; its final response or Timer F ends it."""
+        bye = call.bye
+        assert bye is not None
+        for message in bye.messages_to_send():
+            self._send(message, call.addr)
+        while (event := bye.next_event()) is not None:
+            final = not isinstance(event, ResponseReceived) or event.response.code >= 200
+            if final and call.state is CallState.ENDING:
+                self._terminate(call, now)
 
     # -- output ----------------------------------------------------------------------------
 
@@ -433,22 +467,9 @@ class DemoUas:
             *(("Record-Route", rr) for rr in call.invite.headers.getlist("Record-Route")),
             ("Allow", ALLOW),
         ]
-        call.response = build_response(
-            call.invite, 200, to_tag=call.local_tag, headers=headers, body=body
-        )
-        self._send_2xx_until_ack(call, now)
-
-    def _send_2xx_until_ack(self, call: _Call, now: float) -> None:
-        """Send the 2xx in ``call.response`` and re-send it until the ACK.
-
-        T1 doubling up to T2 on every transport, for 64*T1 (RFC 3261 13.3.1.4;
-        ``_handle_ack`` stops it, ``_give_up`` ends the call without one). The
-        demo's whole 2xx retransmission: an RFC 6026 INVITE server transaction
-        takes its place here.
-        """
-        call.state = CallState.ANSWERED
-        self._send(call.response, call.addr)
-        self._arm_retransmit(call, now, reliable=False)
+        ok = build_response(call.invite, 200, to_tag=call.local_tag, headers=headers, body=body)
+        call.state = CallState.ANSWERED  # until the transaction reports the ACK
+        self._respond(call, ok, now)
 
     def _reject(
         self,
@@ -459,13 +480,10 @@ class DemoUas:
         reason: str,
         headers: list[tuple[str, str]] | None = None,
     ) -> None:
-        call.response = build_response(
-            call.invite, code, to_tag=call.local_tag, headers=headers or []
-        )
+        response = build_response(call.invite, code, to_tag=call.local_tag, headers=headers or [])
         call.state = CallState.REJECTED
         call.answer_at = None
-        self._send(call.response, call.addr)
-        self._arm_retransmit(call, now, reliable=self._reliable)
+        self._respond(call, response, now)
         self._end(call, reason)
 
     def _send_bye(self, call: _Call, now: float, *, reason: str) -> None:
@@ -492,17 +510,24 @@ class DemoUas:
                 ("User-Agent", SERVER),
             ],
         )
-        call.bye = bytes(bye)
+        call.bye = NonInviteClientTransaction(
+            bye, reliable=self._reliable, t1=self._t1, t2=self._t2
+        )
         call.state = CallState.ENDING
         call.ends_at = None
-        self._send(call.bye, call.addr)
-        self._arm_retransmit(call, now, reliable=self._reliable)
+        call.bye.start(now)
+        self._drain_bye(call, now)
         self._end(call, reason)
 
-    def _arm_retransmit(self, call: _Call, now: float, *, reliable: bool) -> None:
-        call.retransmit_interval = self._t1
-        call.retransmit_at = None if reliable else now + self._t1
-        call.give_up_at = now + 64 * self._t1
+    def _transaction(self, invite: Request) -> InviteServerTransaction:
+        # A retransmitted INVITE before the ACK gets the 2xx again at once: the caller missed it.
+        return InviteServerTransaction(
+            invite, reliable=self._reliable, t1=self._t1, t2=self._t2, resend_2xx=True
+        )
+
+    def _respond(self, call: _Call, response: Response, now: float) -> None:
+        call.tx.respond(response, now)
+        self._drain(call, now)
 
     def _end(self, call: _Call, reason: str) -> None:
         """Release the call's media and report it, once."""
@@ -514,16 +539,16 @@ class DemoUas:
         self._events.append(CallEnded(call.call_id, reason))
 
     def _terminate(self, call: _Call, now: float) -> None:
-        call.state = CallState.TERMINATED
-        call.answer_at = call.retransmit_at = call.give_up_at = call.ends_at = None
+        call.state = CallState.TERMINATED  # the transactions' timers stop with it
+        call.answer_at = call.ends_at = None
         call.forget_at = now + LINGER
 
     def _forget(self, call: _Call) -> None:
         self._end(call, "forgotten")
         self._calls.pop(call.call_id, None)
 
-    def _send(self, data: bytes, addr: Addr) -> None:
-        self._datagrams.append((data, addr))
+    def _send(self, message: SipMessage | bytes, addr: Addr) -> None:
+        self._datagrams.append((bytes(message), addr))
 
     def _hostport(self) -> str:
         host, port = self._local_addr
@@ -546,9 +571,9 @@ def build_response(
     to_tag: str | None = None,
     headers: list[tuple[str, str]] | None = None,
     body: bytes = b"",
-) -> bytes:
-    """The wire bytes of a response of the demo peer to ``request`` (To tagged if asked)."""
-    response = make_response(
+) -> Response:
+    """A response of the demo peer to ``request`` (To tagged if asked)."""
+    return make_response(
         request,
         code,
         to_tag=to_tag or "",
@@ -556,4 +581,3 @@ def build_response(
         body=body,
         content_type="application/sdp" if body else None,
     )
-    return bytes(response)

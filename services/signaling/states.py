@@ -1,4 +1,4 @@
-"""The states of a browser session and its call (see ``session.py``)."""
+"""The states of a browser call (see ``call.py``; ``session.py`` holds the socket)."""
 
 from __future__ import annotations
 

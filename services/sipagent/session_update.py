@@ -1,8 +1,9 @@
 """Session changes in a confirmed dialog: the trunk's re-INVITE and UPDATE, our hold.
 
-The trunk's re-INVITE is answered by an INVITE server transaction of our
-own making: its 2xx is re-sent (T1 doubling up to T2) until the ACK arrives,
-and a dialog whose ACK never comes in 64*T1 is ended (RFC 3261 13.3.1.4).
+The trunk's re-INVITE is answered through the shared INVITE server
+transaction (RFC 6026): its 2xx is re-sent (T1 doubling up to T2, on every
+transport) until the ACK arrives, and a dialog whose ACK never comes in 64*T1
+is ended (RFC 3261 13.3.1.4).
 Our hold and resume re-INVITEs answer challenges once, retry a 491 after a
 random 2.1 to 4 s (RFC 3261 14.1), and report a refusal without changing the
 session. One left at a provisional response is given 64*T1 more, then
@@ -17,9 +18,9 @@ from dataclasses import dataclass
 
 from sipmessage import Request, Response
 
+from services.common.sip.invite_server import AckReceived, AckTimedOut, InviteServerTransaction
 from services.common.sip.message import make_cancel, summary, top_branch
 from services.common.sip.transaction import (
-    T2,
     InviteClientTransaction,
     NonInviteClientTransaction,
     ResponseReceived,
@@ -47,48 +48,6 @@ def sdp_of(message: Request | Response) -> str | None:
 
 
 @dataclass
-class _Answered:
-    """A re-INVITE of the trunk we answered 2xx, until its ACK.
-
-    The whole 2xx retransmission of this module (RFC 3261 13.3.1.4): ``start``,
-    ``due``, ``expired`` and ``get_timer``. An RFC 6026 INVITE server
-    transaction takes its place here, and nowhere else.
-    """
-
-    request: Request
-    response: Response
-    offered: bool
-    "Our 200 carried the offer (re-INVITE without SDP): the answer comes in the ACK."
-    retransmit_at: float | None
-    interval: float
-    give_up_at: float
-
-    @classmethod
-    def start(
-        cls, request: Request, response: Response, offered: bool, context: DialogContext, now: float
-    ) -> _Answered:
-        """Retransmit ``response`` from ``now`` (T1 doubling to T2 on UDP) for 64*T1."""
-        t1 = context.t1
-        retransmit_at = None if context.reliable else now + t1
-        return cls(request, response, offered, retransmit_at, t1, now + 64 * t1)
-
-    def due(self, now: float) -> Response | None:
-        """The 2xx to re-send at ``now``, if a retransmission is due."""
-        if self.retransmit_at is None or now < self.retransmit_at:
-            return None
-        self.interval = min(self.interval * 2, T2)
-        self.retransmit_at = now + self.interval
-        return self.response
-
-    def expired(self, now: float) -> bool:
-        """No ACK in 64*T1: the dialog is to be ended."""
-        return now >= self.give_up_at
-
-    def get_timer(self) -> float | None:
-        return timers_of(self.retransmit_at, self.give_up_at)
-
-
-@dataclass
 class _Outgoing:
     """Our hold, resume or session refresh re-INVITE in flight."""
 
@@ -113,7 +72,10 @@ class SessionUpdates:
             self._local = None
         self.remote_sdp = answer_sdp
         self.local_hold = False
-        self._answered: _Answered | None = None
+        self._answering: InviteServerTransaction | None = None
+        "The trunk's re-INVITE we answered 2xx: until its ACK, then absorbing until Timer L."
+        self._offered = False
+        "Our 200 carried the offer (re-INVITE without SDP): the answer comes in the ACK."
         self._outgoing: _Outgoing | None = None
         self._cancelled: _Outgoing | None = None
         "Our re-INVITE given up on: a 2xx crossing its CANCEL still sets the session."
@@ -136,13 +98,19 @@ class SessionUpdates:
     @property
     def busy(self) -> bool:
         """An offer of ours or of the trunk's is still open."""
-        return self._outgoing is not None or self._answered is not None
+        return self._outgoing is not None or self._unacknowledged is not None
+
+    @property
+    def _unacknowledged(self) -> InviteServerTransaction | None:
+        """The transaction of the trunk's re-INVITE whose 2xx has no ACK yet."""
+        tx = self._answering
+        return tx if tx is not None and not tx.acknowledged and not tx.terminated else None
 
     # --- the trunk's re-INVITE and UPDATE ---------------------------------------
 
     def on_invite(self, request: Request, now: float) -> None:
         context = self._context
-        if self._answered is not None:
+        if self._unacknowledged is not None:
             # RFC 3261 14.2: a re-INVITE while the previous one is not ACKed yet.
             context.respond(request, 500, now, headers=[("Retry-After", str(RETRY_AFTER))])
             return
@@ -168,9 +136,11 @@ class SessionUpdates:
             body=body.encode(),
             content_type="application/sdp",
         )
-        context.outbox.append(response)
+        tx = InviteServerTransaction(request, reliable=context.reliable, t1=context.t1)
+        tx.respond(response, now)
+        context.outbox.extend(tx.messages_to_send())
         log.info("%s: > 200 OK (re-INVITE)", context.call_id)
-        self._answered = _Answered.start(request, response, offer is None, context, now)
+        self._answering, self._offered = tx, offer is None
         self.refreshed = now
         if offer is not None:
             self._accept(narrowed(offer, body))
@@ -181,7 +151,7 @@ class SessionUpdates:
         if offer is not None and self._outgoing is not None:
             context.respond(request, 491, now)
             return
-        if offer is not None and self._answered is not None:
+        if offer is not None and self._unacknowledged is not None:
             context.respond(request, 500, now, headers=[("Retry-After", str(RETRY_AFTER))])
             return
         body = b""
@@ -206,11 +176,13 @@ class SessionUpdates:
             self._accept(narrowed(offer, body.decode()))
 
     def on_ack(self, ack: Request, now: float) -> None:
-        answered = self._answered
-        if answered is None or ack.cseq.sequence != answered.request.cseq.sequence:
+        tx = self._answering
+        if tx is None or not tx.matches(ack):
             return  # the ACK of a refusal, or a stray one
-        self._answered = None
-        if answered.offered:
+        tx.receive(ack, now)
+        if not isinstance(tx.next_event(), AckReceived):
+            return  # a retransmitted ACK, absorbed
+        if self._offered:
             answer = sdp_of(ack)
             if answer is None:
                 log.warning("%s: ACK without the SDP answer: session kept", self._context.call_id)
@@ -391,25 +363,26 @@ class SessionUpdates:
         outgoing = self._outgoing
         if outgoing is not None and outgoing.give_up_at is not None and now >= outgoing.give_up_at:
             self._give_up(outgoing, now)
-        answered = self._answered
-        if answered is not None:
-            if answered.expired(now):
-                self._answered = None
+        tx = self._answering
+        if tx is not None and (deadline := tx.get_timer()) is not None and deadline <= now:
+            tx.handle_timer(now)
+            self._context.outbox.extend(tx.messages_to_send())
+            if tx.terminated:
+                self._answering = None
+            if isinstance(tx.next_event(), AckTimedOut):
                 self._context.dead("no ACK for our 200 to the re-INVITE", now)
                 return
-            if (response := answered.due(now)) is not None:
-                self._context.outbox.append(response)
         if self._retry_at is not None and now >= self._retry_at:
             self._retry_at = None
             held, self._wanted = self._wanted, None
             self._send(self._retry_held if held is None else held, now, refresh=self._retry_refresh)
 
     def get_timer(self) -> float | None:
-        answered = self._answered
+        answering = self._answering
         outgoing = self._outgoing
         return timers_of(
             outgoing.give_up_at if outgoing else None,
-            answered.get_timer() if answered else None,
+            answering.get_timer() if answering else None,
             self._retry_at,
         )
 
@@ -418,17 +391,21 @@ class SessionUpdates:
 
         Its 2xx was sent at once, so the CANCEL changes nothing (RFC 3261 9.2).
         """
-        answered = self._answered
-        return answered is not None and top_branch(cancel) == top_branch(answered.request)
+        answering = self._unacknowledged
+        return answering is not None and top_branch(cancel) == answering.branch
 
     def absorb(self, request: Request) -> bool:
-        """A retransmitted re-INVITE we answered 2xx: re-send the 2xx."""
-        answered = self._answered
-        if answered is None or request.method != "INVITE":
+        """A retransmitted re-INVITE we answered 2xx: the 2xx again until its ACK.
+
+        Its transaction absorbs it after the ACK (RFC 6026); a retransmitted
+        INVITE arms no timer in any state, so no clock is needed here.
+        """
+        tx = self._answering
+        if tx is None or request.method != "INVITE" or not tx.matches(request):
             return False
-        if top_branch(request) != top_branch(answered.request):
-            return False
-        self._context.outbox.append(answered.response)
+        final = tx.final
+        if final is not None and not tx.acknowledged:
+            self._context.outbox.append(final)
         return True
 
 

@@ -15,8 +15,9 @@ needs the clock with ``get_timer()``.
 - Accepted (2xx sent, RFC 6026): the 2xx is re-sent at T1 doubling up to T2
   until its ACK arrives (``AckReceived``), on every transport: RFC 3261
   13.3.1.4 makes this end to end, independent of the transport. Retransmitted
-  INVITEs and ACKs are absorbed; Timer L (64*T1) ends the transaction, with
-  ``AckTimedOut`` when no ACK came.
+  INVITEs and ACKs are absorbed (with ``resend_2xx``, an INVITE retransmitted
+  before the ACK gets the 2xx again at once); Timer L (64*T1) ends the
+  transaction, with ``AckTimedOut`` when no ACK came.
 """
 
 from __future__ import annotations
@@ -71,9 +72,15 @@ class InviteServerTransaction:
         t1: float = T1,
         t2: float = T2,
         t4: float = T4,
+        resend_2xx: bool = False,
     ) -> None:
+        """``resend_2xx``: in Accepted, a retransmitted INVITE gets the 2xx again
+        at once until the ACK (the caller evidently missed it), instead of being
+        absorbed until the next retransmission; RFC 6026 leaves that to the
+        transaction user."""
         self.request = request
         self.reliable = reliable
+        self._resend_2xx = resend_2xx
         self.state = ServerState.PROCEEDING
         self.acknowledged = False
         "The ACK of our final response arrived."
@@ -152,7 +159,11 @@ class InviteServerTransaction:
             if state in (ServerState.PROCEEDING, ServerState.COMPLETED) and self._last is not None:
                 log.debug("re-sending %s for a retransmitted INVITE", summary(self._last))
                 self._outbox.append(self._last)
-            return  # Accepted and Confirmed absorb it (RFC 6026 8.5)
+            elif state is ServerState.ACCEPTED and self._resend_2xx and not self.acknowledged:
+                assert self._last is not None
+                log.debug("re-sending %s for a retransmitted INVITE", summary(self._last))
+                self._outbox.append(self._last)
+            return  # otherwise Accepted and Confirmed absorb it (RFC 6026 8.5)
         if state is ServerState.COMPLETED:
             self.acknowledged = True
             self._timers.clear()

@@ -22,7 +22,8 @@ from services.signaling.actions import (
     SendMessage,
 )
 from services.signaling.caller import Caller
-from services.signaling.session import BrowserSession, State
+from services.signaling.session import BrowserSession
+from services.signaling.states import State
 
 SETTINGS = Settings(
     instance_id="sig-1", default_destination="", setup_timeout=10.0, invite_timeout=60.0

@@ -15,7 +15,8 @@ from proto.events import AnyEvent, CallEnded, CallRequested, MediaPrepared
 from services.common.bus import Bus, Handler
 from services.common.settings import Settings
 from services.signaling.connection import BrowserConnection
-from services.signaling.session import BrowserSession, State
+from services.signaling.session import BrowserSession
+from services.signaling.states import State
 
 pytestmark = pytest.mark.timeout(5)
 

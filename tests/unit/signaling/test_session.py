@@ -22,7 +22,7 @@ from services.signaling.actions import (
     Subscribe,
     Unsubscribe,
 )
-from services.signaling.session import State
+from services.signaling.states import State
 
 from .harness import (
     MEDIA,

@@ -14,7 +14,7 @@ from services.common.dialplan import parse_patterns
 from services.common.providers import parse_providers
 from services.signaling import messages
 from services.signaling.caller import Caller
-from services.signaling.session import State
+from services.signaling.states import State
 from services.signaling.tokens import Claims
 
 from .harness import SETTINGS, SIGNALING, T0, Harness, error_codes, published, sent

@@ -16,7 +16,8 @@ from services.signaling.actions import (
     Publish,
     Unsubscribe,
 )
-from services.signaling.session import HANGUP_GRACE, SHUTDOWN_GRACE, State
+from services.signaling.states import State
+from services.signaling.timers import HANGUP_GRACE, SHUTDOWN_GRACE
 
 from .harness import (
     MEDIA,

@@ -15,7 +15,8 @@ from proto.events import (
 )
 from services.signaling.actions import Deliver, Publish, Subscribe
 from services.signaling.caller import Caller
-from services.signaling.session import BrowserSession, State
+from services.signaling.session import BrowserSession
+from services.signaling.states import State
 from services.signaling.switchboard import Switchboard
 from services.signaling.tokens import Claims
 

@@ -4,6 +4,7 @@ another one when it declines, the queue group when none is known."""
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 
 from proto import errors, subjects
 from proto.events import CallDeclined, CallEnded, CallRequested
@@ -11,7 +12,8 @@ from proto.fleet import Heartbeat
 from services.common.fleet.leases import LeaseTable
 from services.common.fleet.placement import Placement
 from services.signaling.actions import Publish, SendMessage
-from services.signaling.session import BrowserSession, State
+from services.signaling.session import BrowserSession
+from services.signaling.states import State
 
 from .harness import SETTINGS, T0, Harness
 
@@ -31,7 +33,7 @@ def placed_harness(*workers: tuple[str, int]) -> Harness:
     return h
 
 
-def requested(actions: list[object]) -> list[Publish]:
+def requested(actions: Sequence[object]) -> list[Publish]:
     return [a for a in actions if isinstance(a, Publish) and isinstance(a.event, CallRequested)]
 
 

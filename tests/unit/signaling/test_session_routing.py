@@ -9,7 +9,7 @@ from typing import Any
 from proto import errors
 from proto.events import CallEnded, CallRequested, DialRequested
 from services.common.providers import Providers, Route, Trunk
-from services.signaling.session import State
+from services.signaling.states import State
 
 from .harness import OFFER_SDP, SETTINGS, Harness, error_codes, published, sent
 

@@ -167,3 +167,16 @@ def test_no_second_final_response() -> None:
     tx.respond(_response(invite, 487), 0.1)
     assert [r.code for r in tx.messages_to_send()] == [200]
     assert tx.final is not None and tx.final.code == 200
+
+
+def test_resend_2xx_answers_a_retransmitted_invite_until_the_ack() -> None:
+    invite = _invite()
+    tx = InviteServerTransaction(invite, resend_2xx=True)
+    tx.respond(_response(invite, 200), 0.0)
+    (ok,) = tx.messages_to_send()
+    tx.receive(invite, 0.2)  # before the next retransmission: the same 2xx at once
+    assert tx.messages_to_send() == [ok]
+    assert tx.get_timer() == 0.5  # the retransmission schedule is unchanged
+    tx.receive(_ack("ours", "z9hG4bKack"), 0.3)
+    tx.receive(invite, 0.4)  # acknowledged: absorbed as RFC 6026 says
+    assert tx.messages_to_send() == []

@@ -6,10 +6,13 @@ from sipmessage import Request, Response
 
 from proto import errors
 from services.common.sip.message import top_branch
+from services.sipagent.call import OutboundCall
 from services.sipagent.call_base import CallState
 from services.sipagent.events import DtmfIn, Ended, HoldRefused, SessionChanged
+from services.sipagent.transfer import TransferringCall
 from services.sipagent.trunk_sdp import Audio
 from tests.unit.sipagent.peer import (
+    OUR_OFFER,
     Peer,
     answered_call,
     methods,
@@ -134,6 +137,44 @@ def test_no_ack_for_our_2xx_ends_the_call_with_bye() -> None:
     assert "BYE" in methods(sent)
     ended = peer.events[-1]
     assert isinstance(ended, Ended) and ended.cause == errors.DEAD_DIALOG
+
+
+def _answered_over_tcp() -> Peer:
+    def place(uri: str, sip_call_id: str = "") -> OutboundCall:
+        extra = {"sip_call_id": sip_call_id} if sip_call_id else {}
+        return make_call(
+            request_uri=uri,
+            transport="tcp",
+            contact="<sip:alice@192.0.2.1:5070;transport=tcp>",
+            offer_sdp=OUR_OFFER,
+            keepalive=0.0,
+            **extra,
+        )
+
+    peer = Peer(TransferringCall(place("sip:+15551234567@trunk.test", "call-1"), place))
+    peer.call.start(peer.now)
+    (invite,) = peer.pump()
+    assert isinstance(invite, Request)
+    peer.invite = invite
+    peer.ok = respond(invite, 200, body=trunk_sdp())
+    assert methods(peer.feed(peer.ok)) == ["ACK"]
+    return peer
+
+
+def test_our_2xx_is_retransmitted_over_tcp_too_and_the_ack_stops_it() -> None:
+    """RFC 3261 13.3.1.4: the 2xx retransmission is end to end, whatever the transport."""
+    peer = _answered_over_tcp()
+    reinvite = peer.request("INVITE", HOLD_OFFER)
+    (ok,) = peer.feed(reinvite)
+    assert isinstance(ok, Response) and ok.code == 200
+    assert methods(peer.advance(peer.now + 1.6)) == ["200", "200"]
+    assert peer.feed(_ack(peer, reinvite, ok)) == []
+    assert peer.feed(reinvite) == []  # after the ACK a retransmitted re-INVITE is absorbed
+    assert peer.advance(peer.now + 40) == []
+    assert peer.call.call.state is CallState.CONFIRMED
+    # The next re-INVITE is answered as usual: the first one is settled.
+    (again,) = peer.feed(peer.request("INVITE", trunk_sdp("sendrecv", version=3)))
+    assert isinstance(again, Response) and again.code == 200
 
 
 def test_browser_hold_sends_sendonly_and_resume_sendrecv() -> None:
