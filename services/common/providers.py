@@ -288,8 +288,6 @@ def parse_providers(
         raise fail("fallback", "must be a trunk name")
     if fallback and fallback not in trunks:
         raise fail("fallback", _unknown_trunk(fallback))
-    if not routes and not fallback:
-        raise fail("routes", "no [[routes]] and no fallback: every destination would be unknown")
     raw_inbound = data.get("inbound", [])
     if not isinstance(raw_inbound, list):
         raise fail("inbound", "must be an array of [[inbound]] tables")
@@ -300,6 +298,9 @@ def parse_providers(
         )
         for number, raw in enumerate(raw_inbound, start=1)
     )
+    if not routes and not fallback and not inbound:
+        # A file of [[inbound]] entries alone takes calls in and places none.
+        raise fail("routes", "no [[routes]] and no fallback: every destination would be unknown")
     return Providers(
         trunks=trunks, routes=routes, fallback=fallback, source=source, inbound=inbound
     )

@@ -22,6 +22,7 @@ Line = tuple[str, str]
 "An SDP line kept as it came: (type letter, value)."
 
 
+@dataclass(frozen=True, slots=True)
 class Origin:
     """The ``o=`` line."""
 

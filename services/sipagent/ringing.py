@@ -38,7 +38,6 @@ from proto.events import (
     AnswerRequested,
     CallClaimed,
     CallEnded,
-    Event,
     HangupRequested,
     MediaFailed,
     RingingStarted,
@@ -281,8 +280,3 @@ class Ringing:
     def _ended(self, ended: CallEnded) -> None:
         self.state = State.ENDED
         self._actions.append(Publish(self._subject, ended))
-
-
-def is_bus_event(event: Event) -> bool:
-    """Whether ``event`` is one the core takes (``Ringing.receive``)."""
-    return isinstance(event, BusEvent)

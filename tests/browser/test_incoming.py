@@ -9,12 +9,10 @@ Decline gives the trunk 486; CANCEL from the trunk stops the ringing.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from playwright.async_api import Page, async_playwright, expect
 
@@ -38,23 +36,8 @@ async () => {
 """
 
 
-async def bridge_answers_listen(base_url: str) -> bool:
-    """Whether signaling takes ``listen`` (the inbound side is deployed)."""
-    ws_url = base_url.replace("http://", "ws://") + "/ws"
-    async with aiohttp.ClientSession() as session, session.ws_connect(ws_url) as ws:
-        await ws.send_str(json.dumps({"type": "listen", "user": "probe"}))
-        try:
-            async with asyncio.timeout(5):
-                reply = json.loads((await ws.receive()).data)
-        except (TimeoutError, TypeError, ValueError):
-            return False
-        return bool(reply.get("type") == "listening")
-
-
 @pytest.fixture
-def inbound(sipagent: SipagentFactory, tmp_path: Path, stack: Stack) -> Iterator[Inbound]:
-    if not asyncio.run(bridge_answers_listen(stack.base_url)):
-        pytest.skip("signaling does not answer `listen` yet: inbound calls are not served")
+def inbound(sipagent: SipagentFactory, tmp_path: Path) -> Iterator[Inbound]:
     setup = Inbound(sipagent, tmp_path)
     setup.start_agent()
     yield setup

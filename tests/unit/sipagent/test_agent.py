@@ -22,7 +22,8 @@ from proto.events import (
     ProgressReceived,
 )
 from services.common.sip.message import parse_message
-from services.sipagent import app as app_module
+from services.sipagent import follow as follow_module
+from services.sipagent import service as service_module
 from services.sipagent import connections as connections_module
 from services.sipagent import recovery
 from services.sipagent.agent import (
@@ -368,7 +369,7 @@ async def test_service_reports_internal_error_when_a_call_fails(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(app_module, "ProgressReceived", broken)
+    monkeypatch.setattr(follow_module, "ProgressReceived", broken)
     await service.on_work(_dial())
     await until(lambda: bool(bus.published))
     invite = transport.sent[0][0]
@@ -392,7 +393,7 @@ async def test_service_logs_and_reports_a_failed_call_task(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("tracing bug")
 
-    monkeypatch.setattr(app_module, "tracer", broken)
+    monkeypatch.setattr(service_module, "tracer", broken)
     await service.on_work(_dial())
     await until(lambda: bool(bus.published))
     (ended,) = bus.events()

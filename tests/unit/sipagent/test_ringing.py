@@ -36,12 +36,6 @@ def actions(core: Ringing) -> list[Action]:
     return out
 
 
-def ended(core: Ringing) -> CallEnded:
-    published = [a.event for a in actions(core) if isinstance(a, Publish)]
-    assert len(published) == 1 and isinstance(published[0], CallEnded)
-    return published[0]
-
-
 def run_until(core: Ringing, until: float) -> None:
     """Fire the core's timers up to ``until``, as the adapter would."""
     while (when := core.get_timer()) is not None and when <= until:
