@@ -46,7 +46,7 @@ SEED_NAMES = (
     "SIP_DOMAIN",
     "PUBLIC_IP",
 )
-SECRET_NAMES = {"SIP_USERNAME", "SIP_PASSWORD", "ICE_CREDENTIAL"}
+SECRET_NAMES = {"SIP_USERNAME", "SIP_PASSWORD", "ICE_CREDENTIAL", "TURN_SECRET"}
 # Settings beyond .env.example that the services read (ops, drain, logs, traces).
 OPS_NAMES = {"OPS_HOST", "OPS_PORT", "DRAIN_TIMEOUT", "LOG_FORMAT", "OTEL_EXPORTER_OTLP_ENDPOINT"}
 # Each service's NATS identity on the locked bus (docs/configuration.md).
