@@ -63,17 +63,17 @@ class SipDialogRecord(msgspec.Struct, frozen=True, kw_only=True):
     trunk_port: int
     "Port the dialog's requests are sent to."
     local_tag: str = ""
-    "Our From tag."
+    "Our tag (the From tag of our requests; the To tag of an inbound call's INVITE)."
     local_from: str = ""
     "Our From header value, tag included, verbatim."
     local_cseq: int = 0
-    "Highest CSeq we used in the dialog (the INVITE's until a BYE)."
+    "Highest CSeq we used in the dialog (the INVITE's until a BYE; 0 in a dialog we answered)."
     remote_tag: str = ""
-    "The trunk's To tag (empty before the dialog is confirmed)."
+    "The trunk's tag (the To tag of our requests; empty before the dialog is confirmed)."
     remote_to: str = ""
     "The trunk's To header value, tag included, verbatim."
     remote_target: str = ""
-    "Remote target URI (the Contact of the 2xx)."
+    "Remote target URI (the Contact of the 2xx, or of the INVITE we answered)."
     route_set: tuple[str, ...] = ()
     "Route header values in sending order."
 

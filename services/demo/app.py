@@ -15,14 +15,8 @@ from services.common.sip.framing import (
     StreamFramer,
 )
 from services.demo.echo import EchoPorts
-from services.demo.uas import (
-    DEFAULT_MAX_DURATION,
-    DEFAULT_RING_DELAY,
-    Addr,
-    CallAnswered,
-    CallEnded,
-    DemoUas,
-)
+from services.demo.events import Addr, CallAnswered, CallEnded
+from services.demo.uas import DEFAULT_MAX_DURATION, DEFAULT_RING_DELAY, DemoUas
 
 logger = logging.getLogger(__name__)
 

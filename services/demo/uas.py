@@ -10,28 +10,26 @@ INVITE, re-sends the 2xx until its ACK and a final error until its ACK on UDP,
 and says when none came. Our BYE is a ``NonInviteClientTransaction``. The
 demo's own timers are the ring delay, the maximum duration and how long an
 ended call is remembered.
+
+This module is the state machine: which message or deadline moves a call
+(``call.DemoCall``) from one state to the next and what is sent then. What
+it writes is built by ``messages``; what it reports is in ``events``.
 """
 
 from __future__ import annotations
 
-import enum
 import logging
-import random
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass
 
-from sipmessage import Address, Request, Response
+from sipmessage import Request, Response
 
 from services.common.sip.invite_server import AckReceived, AckTimedOut, InviteServerTransaction
 from services.common.sip.message import (
     SipMessage,
     SipParseError,
     bad_request,
-    make_request,
-    make_response,
-    new_branch,
     new_tag,
     parse_message,
     tag_of,
@@ -43,105 +41,28 @@ from services.common.sip.transaction import (
     ResponseReceived,
 )
 from services.demo import sdp
+from services.demo.call import LIVE, CallState, DemoCall
+from services.demo.events import Addr, CallAnswered, CallEnded, Event, RtpPorts
+from services.demo.messages import (
+    ALLOW,
+    Local,
+    Refusal,
+    build_bye,
+    build_ok,
+    build_response,
+    options_response,
+    read_offer,
+    register_response,
+    session_id,
+)
 
 logger = logging.getLogger(__name__)
-
-Addr = tuple[str, int]
 
 DEFAULT_RING_DELAY = 0.5
 DEFAULT_MAX_DURATION = 3600.0
 DEFAULT_MAX_CALLS = 200
 # How long an ended call is remembered, so retransmitted BYEs and INVITEs get the same answer.
 LINGER = 64 * T1
-ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, REGISTER"
-SERVER = "webrtc-sip-bridge demo peer"
-
-
-class RtpPorts(Protocol):
-    """Opens and closes the per-call echo socket; ``open`` raises OSError when it cannot."""
-
-    def open(self, call_id: str) -> int: ...
-
-    def close(self, call_id: str) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class CallAnswered:
-    """A call got its 200 OK."""
-
-    call_id: str
-    "The Call-ID of the call."
-    codec: str
-    "The codec of the answer, PCMU or PCMA."
-    rtp_port: int
-    "The local port echoing the call's RTP."
-
-
-@dataclass(frozen=True, slots=True)
-class CallEnded:
-    """A call is over, answered or not; its RTP port is closed."""
-
-    call_id: str
-    "The Call-ID of the call."
-    reason: str
-    "Why, in a few words: 'remote BYE', 'cancelled', 'rejected 488', 'maximum duration'..."
-
-
-Event = CallAnswered | CallEnded
-
-
-class CallState(enum.Enum):
-    RINGING = "ringing"  # 100 and 180 sent, 200 due at the end of the ring delay
-    ANSWERED = "answered"  # 200 sent, re-sent by its transaction until the ACK
-    CONFIRMED = "confirmed"  # ACK received, the echo runs
-    REJECTED = "rejected"  # a final error sent to the INVITE, waiting for its ACK
-    ENDING = "ending"  # our BYE sent, waiting for its response
-    TERMINATED = "terminated"  # over; kept a while to answer retransmissions
-
-
-_LIVE = frozenset({CallState.ANSWERED, CallState.CONFIRMED})
-
-
-@dataclass
-class _Call:
-    call_id: str
-    addr: Addr
-    invite: Request
-    cseq: int
-    local_tag: str
-    tx: InviteServerTransaction
-    "The transaction of the latest INVITE (the first or a re-INVITE)."
-    state: CallState = CallState.RINGING
-    negotiated: sdp.Negotiated | None = None
-    rtp_port: int | None = None
-    sdp_version: int = 0
-    ended: bool = False
-    local_cseq: int = 0
-    bye: NonInviteClientTransaction | None = None
-    # Deadlines, in the clock of ``now``; None when not armed.
-    answer_at: float | None = None
-    ends_at: float | None = None
-    forget_at: float | None = None
-    routes: list[str] = field(default_factory=list)
-
-    def tx_timer(self) -> float | None:
-        """When the INVITE's transaction is due; its timers stop once we end the call."""
-        if self.state in (CallState.ENDING, CallState.TERMINATED):
-            return None
-        return self.tx.get_timer()
-
-    def bye_timer(self) -> float | None:
-        return self.bye.get_timer() if self.bye and self.state is CallState.ENDING else None
-
-    def deadline(self) -> float | None:
-        times = (
-            self.answer_at,
-            self.ends_at,
-            self.forget_at,
-            self.tx_timer(),
-            self.bye_timer(),
-        )
-        return min((t for t in times if t is not None), default=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,18 +89,17 @@ class DemoUas:
         t1: float = T1,
         t2: float = T2,
     ) -> None:
-        self._local_addr = local_addr
+        self._local = Local(local_addr, transport.upper())
         self._rtp_host = rtp_host
         self._rtp_ports = rtp_ports
-        self._transport = transport.upper()
         # Over TCP the transport does not lose messages: only the 2xx is re-sent (end to end).
-        self._reliable = self._transport != "UDP"
+        self._reliable = self._local.transport != "UDP"
         self._ring_delay = ring_delay
         self._max_duration = max_duration
         self._max_calls = max_calls
         self._t1 = t1
         self._t2 = t2
-        self._calls: dict[str, _Call] = {}
+        self._calls: dict[str, DemoCall] = {}
         self._datagrams: list[tuple[bytes, Addr]] = []
         self._events: deque[Event] = deque()
         self._handlers: dict[str, Callable[[Request, _Context, Addr, float], None]] = {
@@ -234,7 +154,7 @@ class DemoUas:
         for call in list(self._calls.values()):
             if call.state is CallState.RINGING:
                 self._reject(call, 503, now, reason="shutdown")
-            elif call.state in _LIVE:
+            elif call.state in LIVE:
                 self._send_bye(call, now, reason="shutdown")
 
     @property
@@ -289,50 +209,37 @@ class DemoUas:
             self._send(build_response(request, 481), addr)
             return
 
-        call = _Call(ctx.call_id, addr, request, ctx.cseq, new_tag(), self._transaction(request))
+        call = DemoCall(ctx.call_id, addr, request, ctx.cseq, new_tag(), self._transaction(request))
         # The route set is fixed by the dialog-creating INVITE; a re-INVITE has no Record-Route.
         call.routes = request.headers.getlist("Record-Route")
         self._calls[call.call_id] = call
         self._respond(call, build_response(request, 100), now)
-        if error := self._check_offer(call, request):
-            self._reject(call, error[0], now, reason=f"rejected {error[0]}", headers=error[1])
+        offer = self._read_offer(request)
+        if isinstance(offer, Refusal):
+            self._reject(
+                call, offer.code, now, reason=f"rejected {offer.code}", headers=offer.headers
+            )
             return
-        ringing = build_response(
-            request, 180, to_tag=call.local_tag, headers=[("Contact", self._contact())]
-        )
-        self._respond(call, ringing, now)
+        call.negotiated = offer
+        self._respond(call, call.response(180, [("Contact", self._local.contact)]), now)
         call.answer_at = now + self._ring_delay
         if self._ring_delay <= 0:
             self._answer(call, now)
 
-    def _check_offer(
-        self, call: _Call, request: Request
-    ) -> tuple[int, list[tuple[str, str]]] | None:
-        """Negotiate the offer into ``call``; on failure, the error code and its headers."""
+    def _read_offer(self, request: Request) -> sdp.Negotiated | Refusal:
         if self.active_calls > self._max_calls:
-            return 503, [("Retry-After", "5")]
-        unsupported = request.require
-        if unsupported:
-            return 420, [("Unsupported", ", ".join(unsupported))]
-        content_type = request.headers.get("Content-Type", "application/sdp") or ""
-        if content_type.split(";")[0].strip().lower() != "application/sdp":
-            return 415, [("Accept", "application/sdp")]
-        # No offer means the caller wants ours; an echo test does not need that flow.
-        negotiated = sdp.negotiate(request.body) if request.body else None
-        if negotiated is None:
-            return 488, [("Warning", '304 demo "only PCMU or PCMA audio over RTP/AVP"')]
-        call.negotiated = negotiated
-        return None
+            return Refusal(503, [("Retry-After", "5")])
+        return read_offer(request)
 
     def _handle_reinvite(
-        self, call: _Call, request: Request, ctx: _Context, addr: Addr, now: float
+        self, call: DemoCall, request: Request, ctx: _Context, addr: Addr, now: float
     ) -> None:
         # Keep the media, renegotiate the codec: a refresh or hold must not end the echo.
         negotiated = sdp.negotiate(request.body) if request.body else call.negotiated
         call.invite, call.cseq = request, ctx.cseq
         call.tx = self._transaction(request)
         if negotiated is None:
-            self._respond(call, build_response(request, 488, to_tag=call.local_tag), now)
+            self._respond(call, call.response(488), now)
             return
         call.negotiated = negotiated
         call.sdp_version += 1
@@ -371,21 +278,16 @@ class DemoUas:
             self._reject(call, 487, now, reason="cancelled")
 
     def _handle_options(self, request: Request, ctx: _Context, addr: Addr, now: float) -> None:
-        headers = [("Allow", ALLOW), ("Accept", "application/sdp")]
-        to_tag = None if ctx.to_tag else new_tag()
-        self._send(build_response(request, 200, to_tag=to_tag, headers=headers), addr)
+        self._send(options_response(request, None if ctx.to_tag else new_tag()), addr)
 
     def _handle_info(self, request: Request, ctx: _Context, addr: Addr, now: float) -> None:
         call = self._calls.get(ctx.call_id)
-        known = call is not None and call.state in _LIVE and ctx.to_tag == call.local_tag
+        known = call is not None and call.state in LIVE and ctx.to_tag == call.local_tag
         self._send(build_response(request, 200 if known else 481), addr)
 
     def _handle_register(self, request: Request, ctx: _Context, addr: Addr, now: float) -> None:
         # A trunk configuration may register first; the demo accepts any registration.
-        headers = [("Contact", c) for c in request.headers.getlist("Contact")]
-        headers.append(("Expires", request.headers.get("Expires", "3600") or "3600"))
-        to_tag = None if ctx.to_tag else new_tag()
-        self._send(build_response(request, 200, to_tag=to_tag, headers=headers), addr)
+        self._send(register_response(request, None if ctx.to_tag else new_tag()), addr)
 
     def _handle_response(self, response: Response, now: float) -> None:
         call = self._calls.get(response.call_id)
@@ -396,7 +298,7 @@ class DemoUas:
 
     # -- timers ----------------------------------------------------------------------------
 
-    def _on_timer(self, call: _Call, now: float) -> None:
+    def _on_timer(self, call: DemoCall, now: float) -> None:
         if call.forget_at is not None and call.forget_at <= now:
             self._forget(call)
             return
@@ -415,7 +317,7 @@ class DemoUas:
             call.bye.handle_timer(now)
             self._drain_bye(call, now)
 
-    def _drain(self, call: _Call, now: float) -> None:
+    def _drain(self, call: DemoCall, now: float) -> None:
         """Send what the INVITE's transaction wants sent; act on its ACK or the lack of one."""
         tx = call.tx
         for response in tx.messages_to_send():
@@ -432,7 +334,7 @@ class DemoUas:
                 elif call.state is CallState.REJECTED:
                     self._terminate(call, now)  # no ACK for our error response
 
-    def _drain_bye(self, call: _Call, now: float) -> None:
+    def _drain_bye(self, call: DemoCall, now: float) -> None:
         """Send what our BYE's transaction wants sent; its final response or Timer F ends it."""
         bye = call.bye
         assert bye is not None
@@ -445,7 +347,7 @@ class DemoUas:
 
     # -- output ----------------------------------------------------------------------------
 
-    def _answer(self, call: _Call, now: float) -> None:
+    def _answer(self, call: DemoCall, now: float) -> None:
         assert call.negotiated is not None
         try:
             call.rtp_port = self._rtp_ports.open(call.call_id)
@@ -457,58 +359,42 @@ class DemoUas:
         self._send_ok(call, now)
         self._events.append(CallAnswered(call.call_id, call.negotiated.codec, call.rtp_port))
 
-    def _send_ok(self, call: _Call, now: float) -> None:
+    def _send_ok(self, call: DemoCall, now: float) -> None:
         assert call.negotiated is not None and call.rtp_port is not None
         body = sdp.build_answer(
-            call.negotiated, self._rtp_host, call.rtp_port, _session_id(call), call.sdp_version
+            call.negotiated,
+            self._rtp_host,
+            call.rtp_port,
+            session_id(call.call_id),
+            call.sdp_version,
         )
-        headers = [
-            ("Contact", self._contact()),
-            *(("Record-Route", rr) for rr in call.invite.headers.getlist("Record-Route")),
-            ("Allow", ALLOW),
-        ]
-        ok = build_response(call.invite, 200, to_tag=call.local_tag, headers=headers, body=body)
+        ok = build_ok(call.invite, call.local_tag, self._local.contact, body)
         call.state = CallState.ANSWERED  # until the transaction reports the ACK
         self._respond(call, ok, now)
 
     def _reject(
         self,
-        call: _Call,
+        call: DemoCall,
         code: int,
         now: float,
         *,
         reason: str,
         headers: list[tuple[str, str]] | None = None,
     ) -> None:
-        response = build_response(call.invite, code, to_tag=call.local_tag, headers=headers or [])
+        response = call.response(code, headers)
         call.state = CallState.REJECTED
         call.answer_at = None
         self._respond(call, response, now)
         self._end(call, reason)
 
-    def _send_bye(self, call: _Call, now: float, *, reason: str) -> None:
+    def _send_bye(self, call: DemoCall, now: float, *, reason: str) -> None:
         call.local_cseq += 1
-        remote = call.invite.contact
-        from_header = call.invite.headers["From"]
-        target = str(remote[0].uri) if remote else str(Address.parse(from_header).uri)
-        via = f"SIP/2.0/{self._transport} {self._hostport()};branch={new_branch()};rport"
-        to_header = call.invite.headers["To"]
-        if not tag_of(to_header):
-            to_header = f"{to_header};tag={call.local_tag}"
-        # We are the callee: the route set is the Record-Route list in its order (RFC 3261 12.1.1).
-        bye = make_request(
-            "BYE",
-            target,
-            [
-                ("Via", via),
-                ("Max-Forwards", "70"),
-                *(("Route", route) for route in call.routes),
-                ("From", to_header),
-                ("To", from_header),
-                ("Call-ID", call.call_id),
-                ("CSeq", f"{call.local_cseq} BYE"),
-                ("User-Agent", SERVER),
-            ],
+        bye = build_bye(
+            call.invite,
+            local_tag=call.local_tag,
+            routes=call.routes,
+            cseq=call.local_cseq,
+            via=self._local.via(),
         )
         call.bye = NonInviteClientTransaction(
             bye, reliable=self._reliable, t1=self._t1, t2=self._t2
@@ -525,11 +411,11 @@ class DemoUas:
             invite, reliable=self._reliable, t1=self._t1, t2=self._t2, resend_2xx=True
         )
 
-    def _respond(self, call: _Call, response: Response, now: float) -> None:
+    def _respond(self, call: DemoCall, response: Response, now: float) -> None:
         call.tx.respond(response, now)
         self._drain(call, now)
 
-    def _end(self, call: _Call, reason: str) -> None:
+    def _end(self, call: DemoCall, reason: str) -> None:
         """Release the call's media and report it, once."""
         if call.ended:
             return
@@ -538,46 +424,14 @@ class DemoUas:
             self._rtp_ports.close(call.call_id)
         self._events.append(CallEnded(call.call_id, reason))
 
-    def _terminate(self, call: _Call, now: float) -> None:
+    def _terminate(self, call: DemoCall, now: float) -> None:
         call.state = CallState.TERMINATED  # the transactions' timers stop with it
         call.answer_at = call.ends_at = None
         call.forget_at = now + LINGER
 
-    def _forget(self, call: _Call) -> None:
+    def _forget(self, call: DemoCall) -> None:
         self._end(call, "forgotten")
         self._calls.pop(call.call_id, None)
 
     def _send(self, message: SipMessage | bytes, addr: Addr) -> None:
         self._datagrams.append((bytes(message), addr))
-
-    def _hostport(self) -> str:
-        host, port = self._local_addr
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-    def _contact(self) -> str:
-        suffix = "" if self._transport == "UDP" else f";transport={self._transport.lower()}"
-        return f"<sip:demo@{self._hostport()}{suffix}>"
-
-
-def _session_id(call: _Call) -> int:
-    # Stable per call so re-answers keep the same o= line with a higher version.
-    return random.Random(call.call_id).randrange(1, 2**31)
-
-
-def build_response(
-    request: Request,
-    code: int,
-    *,
-    to_tag: str | None = None,
-    headers: list[tuple[str, str]] | None = None,
-    body: bytes = b"",
-) -> Response:
-    """A response of the demo peer to ``request`` (To tagged if asked)."""
-    return make_response(
-        request,
-        code,
-        to_tag=to_tag or "",
-        headers=[("Server", SERVER), *(headers or [])],
-        body=body,
-        content_type="application/sdp" if body else None,
-    )

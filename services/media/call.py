@@ -1,11 +1,12 @@
-"""One call's media on the bus: set-up, the trunk's SDP, its events, the watchdog, the release.
+"""One call's media on the bus: its events, the watchdog, DTMF, its figures, the release.
 
-The decisions about the call's packets are ``MediaCore``'s and moving them
-is ``MediaPath``'s; this class answers the browser (``WebRtcLeg``), opens
-the trunk port, offers to the trunk (a call out) or answers the trunk's offer
-(a call in, ``trunk_answer``), applies each SDP the SIP agent reports
-(address, codec, hold, SDES keys) and publishes what the core reports
-(digits, a media timeout, the call's figures).
+Set-up (the browser's answer, the trunk port, our offer or our answer to the
+trunk's offer) is ``CallSetup``'s; each SDP the SIP agent reports for the
+trunk (its answer, early media, moves, hold) is applied by ``TrunkUpdates``;
+the decisions about the call's packets are ``MediaCore``'s and moving them
+is ``MediaPath``'s. This class routes the call's events to them and publishes
+what they report (the set-up's outcome, digits, a media timeout, the call's
+figures).
 
 Every operation on a call runs under one lock, in the order events arrive:
 a trickled candidate waits for the answer to exist, and a ``CallEnded`` that
@@ -19,9 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
-import socket
-import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -42,7 +40,6 @@ from proto.events import (
     InviteSent,
     MediaConnected,
     MediaFailed,
-    MediaPrepared,
     ProgressReceived,
     SessionUpdated,
 )
@@ -50,24 +47,12 @@ from services.common.bus import Bus, Handler
 from services.common.metrics import Metrics
 from services.common.settings import Settings
 from services.common.telemetry import tracer
-from services.media import sdes
-from services.media.addresses import is_unspecified, resolve
-from services.media.browser_transport import BrowserTransport
 from services.media.call_report import CallReporter
-from services.media.core import CoreEvent, DigitReceived, MediaCore, MediaTimedOut
+from services.media.call_setup import CallSetup
+from services.media.core import CoreEvent, DigitReceived, MediaTimedOut
 from services.media.path import MediaPath
-from services.media.ports import NoPortsError, PortAllocator
-from services.media.sdp import (
-    Codec,
-    SdpError,
-    build_offer,
-    parse_answer,
-    trunk_codecs,
-)
-from services.media.transcode import UnsupportedCodecError
-from services.media.trunk_answer import TrunkOffer, choose_codec, read_offer
-from services.media.trunk_answer import build_answer as build_trunk_answer
-from services.media.webrtc_leg import BadOfferError, WebRtcLeg
+from services.media.ports import PortAllocator
+from services.media.trunk_updates import TrunkUpdates
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +60,6 @@ RFC4733 = "rfc4733"
 "``InviteSent.dtmf`` when DTMF goes in RTP (by us), if the answer has telephone-event."
 WATCHDOG_MARGIN = 5.0
 "Seconds of slack over the longest set-up signaling and the SIP agent may take."
-CLOSE_TIMEOUT = 5.0
 
 _tracer = tracer("bridge.media")
 
@@ -97,8 +81,6 @@ class MediaCall:
         self.call_id = call_id
         self._settings = settings
         self._bus = bus
-        self._ports = ports
-        self._address = advertised_address
         self._on_released = on_released
         self._subject = subjects.call_events(call_id, "media")
         self._lock = asyncio.Lock()
@@ -108,14 +90,18 @@ class MediaCall:
         self._tasks: set[asyncio.Task[None]] = set()
         self._subscriptions: list[Subscription] = []
         self._watchdog: asyncio.TimerHandle | None = None
-        self._port: int | None = None
-        self._sockets: tuple[socket.socket, ...] = ()
-        "RTP and RTCP, bound by the allocator; closed here too, in case the path never took them."
-        self._webrtc: WebRtcLeg | None = None
         self._path = MediaPath(call_id, self._on_core_event)
-        self._offered: tuple[Codec, ...] = ()
         self._loop = asyncio.get_running_loop()
-        self._browser_codec = "?"
+        self._setup = CallSetup(
+            call_id,
+            settings,
+            ports,
+            advertised_address,
+            self._path,
+            self._on_connected,
+            self._on_failed,
+        )
+        self._trunk = TrunkUpdates(call_id, self._path, self._loop.time)
         self._answered = False
         self._dtmf_mode = RFC4733
         "How the SIP agent told us DTMF goes to this trunk (``InviteSent.dtmf``)."
@@ -163,130 +149,18 @@ class MediaCall:
             async with self._lock:
                 if self._ending:
                     return
-                outcome = await self._prepare(request)
+                outcome = await self._setup.prepare(request)
             if isinstance(outcome, MediaFailed):
                 span.set_status(trace.StatusCode.ERROR, outcome.code)
                 span.set_attribute("bridge.error", outcome.code)
             else:
-                span.set_attribute("bridge.browser_codec", self._browser_codec)
-                span.set_attribute("bridge.rtp_port", self._port or 0)
+                span.set_attribute("bridge.browser_codec", self._setup.browser_codec)
+                span.set_attribute("bridge.rtp_port", self._setup.port or 0)
             if self._ending:
                 return
             await self._publish(outcome)
         if isinstance(outcome, MediaFailed):
             await self.release(f"set-up failed: {outcome.code}")
-
-    async def _prepare(self, request: CallRequested) -> MediaPrepared | MediaFailed:
-        settings = self._settings
-        trunk = settings.providers.trunks.get(request.trunk) if request.trunk else None
-        codecs = (trunk.codecs if trunk is not None else ()) or settings.sip_codecs
-        srtp = trunk.srtp if trunk is not None else settings.sip_srtp
-        inbound: TrunkOffer | None = None
-        if request.direction == "inbound":
-            try:
-                inbound = read_offer(request.trunk_offer_sdp, srtp)
-                trunk_host = await resolve(inbound.address, inbound.port)
-            except (SdpError, OSError) as exc:
-                code = exc.code if isinstance(exc, SdpError) else errors.BAD_SDP
-                log.warning("call %s: cannot answer the trunk's offer: %s", self.call_id, exc)
-                return MediaFailed(call_id=self.call_id, code=code, reason=str(exc))
-            # The browser's answer prefers what the trunk offered: the audio passes through.
-            codecs = inbound.names
-        try:
-            self._port, rtp, rtcp = self._ports.allocate()
-            self._sockets = (rtp, rtcp)
-            await self._path.open(rtp, rtcp)
-            self._webrtc = WebRtcLeg(settings, self._on_connected, self._on_failed)
-            answer_sdp = await self._webrtc.answer(
-                request.offer_sdp, self._path.from_browser, self._path.from_browser_rtcp, codecs
-            )
-            codec, transport = self._webrtc.codec, self._webrtc.transport
-            assert codec is not None and transport is not None
-        except (NoPortsError, BadOfferError) as exc:
-            log.warning("call %s: %s", self.call_id, exc)
-            return MediaFailed(call_id=self.call_id, code=exc.code, reason=str(exc))
-        except Exception:
-            log.exception("call %s: media set-up failed", self.call_id)
-            return MediaFailed(call_id=self.call_id, code=errors.INTERNAL, reason="internal error")
-        self._browser_codec = codec.name
-        now = self._loop.time()
-        core = MediaCore(
-            codec,
-            transport.ssrc,
-            rtp_timeout=self._settings.rtp_timeout,
-            now=now,
-            wall_offset=time.time() - now,
-            cname=f"bridge-{self.call_id[:16]}".encode(),
-        )
-        if inbound is not None:
-            return self._answer_trunk(inbound, trunk_host, core, transport, srtp, answer_sdp)
-        self._path.start(core, transport, srtp)
-        self._offered = trunk_codecs(codec, codecs)
-        offer = build_offer(
-            self._address,
-            self._port,
-            secrets.randbits(62),
-            self._offered,
-            crypto=self._path.crypto,
-            secure=srtp == sdes.REQUIRED,
-        )
-        log.debug("call %s: prepared, trunk port %d, SRTP %s", self.call_id, self._port, srtp)
-        return MediaPrepared(
-            call_id=self.call_id,
-            media_id=self._settings.instance_id,
-            answer_sdp=answer_sdp,
-            trunk_offer_sdp=offer,
-        )
-
-    def _answer_trunk(
-        self,
-        offer: TrunkOffer,
-        host: str,
-        core: MediaCore,
-        transport: BrowserTransport,
-        srtp: str,
-        answer_sdp: str,
-    ) -> MediaPrepared | MediaFailed:
-        """A call in: answer the trunk's offer, which is the trunk's SDP from now on."""
-        assert self._port is not None
-        codec = choose_codec(offer, core.browser_codec)
-        key = sdes.answer(offer.crypto[0]) if offer.crypto else None
-        self._path.start(core, transport, srtp, (key,) if key is not None else ())
-        self._offered = (codec,)
-        media = offer.trunk_media(codec)
-        now = self._loop.time()
-        try:
-            core.apply_trunk_answer((host, offer.port), codec, offer.dtmf_pt, now)
-        except UnsupportedCodecError as exc:
-            log.warning("call %s: %s", self.call_id, exc)
-            return MediaFailed(call_id=self.call_id, code=errors.NO_COMMON_CODEC, reason=str(exc))
-        if not self._path.key(media, update=False):
-            return MediaFailed(
-                call_id=self.call_id, code=errors.BAD_SDP, reason="the trunk's SRTP key is unusable"
-            )
-        core.set_hold(offer.held, now)
-        self._path.arm_timer()
-        answer = build_trunk_answer(
-            offer, codec, self._address, self._port, secrets.randbits(62), key
-        )
-        log.info(
-            "call %s media started: trunk %s/%d at %s:%d (inbound%s), browser %s, %s",
-            self.call_id,
-            codec.name,
-            codec.payload_type,
-            host,
-            offer.port,
-            ", on hold" if offer.held else "",
-            self._browser_codec,
-            "passthrough" if core.passthrough else "transcoding",
-        )
-        return MediaPrepared(
-            call_id=self.call_id,
-            media_id=self._settings.instance_id,
-            answer_sdp=answer_sdp,
-            trunk_offer_sdp="",
-            trunk_answer_sdp=answer,
-        )
 
     # -- events ----------------------------------------------------------------
 
@@ -302,10 +176,9 @@ class MediaCall:
 
     async def _handle_ice_candidate(self, event: IceCandidateReceived) -> None:
         async with self._lock:
-            if self._webrtc is not None and not self._ending:
-                await self._webrtc.add_candidate(
-                    event.candidate, event.sdp_mid, event.sdp_mline_index
-                )
+            webrtc = self._setup.webrtc
+            if webrtc is not None and not self._ending:
+                await webrtc.add_candidate(event.candidate, event.sdp_mid, event.sdp_mline_index)
 
     async def _handle_hangup(self, event: HangupRequested) -> None:
         self.end(f"hangup requested ({event.cause})")
@@ -356,81 +229,14 @@ class MediaCall:
             "media.answer" if update is None else "media.update",
             attributes={"bridge.call_id": self.call_id, "bridge.early": early},
         ) as span:
-            await self._apply_trunk_answer_traced(sdp, early, span, update)
-
-    async def _apply_trunk_answer_traced(
-        self, sdp: str, early: bool, span: trace.Span, update: SessionUpdated | None
-    ) -> None:
-        async with self._lock:
-            core = self._path.core
-            if core is None or self._ending:
-                return
-            try:
-                media = parse_answer(sdp, self._offered)
-                host = await resolve(media.address, media.port)
-            except (SdpError, OSError) as exc:
-                if update is not None:
-                    # The SIP agent accepted it; keep the media as it was.
-                    log.warning("call %s: unusable updated trunk SDP: %s", self.call_id, exc)
+            async with self._lock:
+                if self._path.core is None or self._ending:
                     return
-                log.warning("call %s: unusable trunk SDP: %s", self.call_id, exc)
-                await self._fail_media()
-                return
-            if not self._path.key(media, update is not None):
-                if update is None:
+                setup = self._setup
+                if not await self._trunk.apply(
+                    sdp, setup.offered, setup.browser_codec, span, early=early, update=update
+                ):
                     await self._fail_media()
-                return
-            first = core.trunk_codec is None
-            remote = (host, media.port)
-            now = self._loop.time()
-            if update is not None:
-                answered = core.answered_remote
-                if answered is not None and is_unspecified(host):
-                    # RFC 2543 hold (c=0.0.0.0): no new address, keep the old one.
-                    remote = answered
-                held = update.local_hold or update.remote_hold
-                if held != core.held:
-                    log.info(
-                        "call %s media %s (local hold %s, remote hold %s)",
-                        self.call_id,
-                        "on hold" if held else "resumed",
-                        update.local_hold,
-                        update.remote_hold,
-                    )
-                core.set_hold(held, now)
-            try:
-                moved = core.apply_trunk_answer(remote, media.codec, media.dtmf_pt, now)
-            except UnsupportedCodecError as exc:
-                log.warning("call %s: %s", self.call_id, exc)
-                if update is None:
-                    await self._fail_media()
-                return
-            moved = moved and not first
-            self._path.arm_timer()
-        span.set_attribute("bridge.codec", media.codec.name)
-        span.set_attribute("bridge.browser_codec", self._browser_codec)
-        span.set_attribute("bridge.passthrough", bool(core.passthrough))
-        if first:
-            log.info(
-                "call %s media started: trunk %s/%d at %s:%d%s, browser %s, %s",
-                self.call_id,
-                media.codec.name,
-                media.codec.payload_type,
-                host,
-                media.port,
-                " (early)" if early else "",
-                self._browser_codec,
-                "passthrough" if core.passthrough else "transcoding",
-            )
-        elif moved:
-            log.info(
-                "call %s media moved: trunk %s/%d at %s:%d",
-                self.call_id,
-                media.codec.name,
-                media.codec.payload_type,
-                host,
-                media.port,
-            )
 
     def _on_core_event(self, event: CoreEvent) -> None:
         if isinstance(event, DigitReceived):
@@ -520,19 +326,11 @@ class MediaCall:
                 await subscription.unsubscribe()
         self._subscriptions.clear()
         self._path.close()  # its timer, and the trunk sockets it served
-        if self._webrtc is not None:
-            try:
-                await asyncio.wait_for(self._webrtc.close(), CLOSE_TIMEOUT)
-            except Exception as exc:
-                log.warning("call %s: closing the peer connection: %s", self.call_id, exc)
-        for sock in self._sockets:
-            sock.close()  # a no-op for those the path's sockets closed
-        if self._port is not None:
-            self._ports.release(self._port)
+        await self._setup.close()  # the browser leg, the sockets, the port
         self._on_released(self)
         core = self._path.core
         if core is not None:
-            self._reporter.log_end(core, reason, self._browser_codec)
+            self._reporter.log_end(core, reason, self._setup.browser_codec)
             await self._publish(self._reporter.report(core, final=True))
             core.close()
         else:

@@ -72,9 +72,10 @@ class CallRecords:
         call = handle.call
         if self.fleet is None or not isinstance(call, _InDialog) or call.dialog is None:
             return
-        dialog = recovery.dialog_record(
-            call.dialog, transport=self._transport_of(handle), trunk=handle.trunk
-        )
+        transport, trunk = self._transport_of(handle), handle.trunk
+        if handle.inbound:  # where a survivor's BYE reaches the trunk
+            trunk = recovery.uas_trunk(call.dialog, transport=transport, source=trunk)
+        dialog = recovery.dialog_record(call.dialog, transport=transport, trunk=trunk)
         await self.fleet.update(call_id, lambda r: records.confirmed(r, dialog, time.time()))
 
     async def delete(self, call_id: str) -> None:

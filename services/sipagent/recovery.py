@@ -3,7 +3,11 @@
 ``invite_record``/``dialog_record`` turn what the SIP agent knows into the
 ``SipDialogRecord`` it stores (at the INVITE, then at the 2xx);
 ``dialog_from_record`` and ``build_bye`` rebuild the dialog elsewhere with
-``sip.dialog.Dialog``. ``RecoveredBye`` is the sans-I/O BYE transaction of an
+``sip.dialog.Dialog``. A dialog we answered (an inbound call,
+``Dialog.from_request``) is stored the same way from our side: our tag is
+the To tag of the trunk's INVITE, the remote target its Contact, the route
+set its Record-Route as is, and our CSeq space starts at 0; ``uas_trunk``
+says where a survivor sends its BYE. ``RecoveredBye`` is the sans-I/O BYE transaction of an
 adopted dialog: it is driven exactly like ``OutboundCall`` (``start``,
 ``receive``, ``handle_timer``, ``get_timer``, ``messages_to_send``,
 ``next_event``, ``finished``), so ``SipAgent`` hosts it among its calls, and
@@ -12,6 +16,7 @@ reports one ``Ended`` when the trunk answered or Timer F fired.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections import deque
 
@@ -77,6 +82,32 @@ def dialog_record(dialog: Dialog, *, transport: str, trunk: tuple[str, int]) -> 
         remote_target=str(dialog.remote_target),
         route_set=tuple(dialog.route_set),
     )
+
+
+def uas_trunk(dialog: Dialog, *, transport: str, source: tuple[str, int]) -> tuple[str, int]:
+    """Where a survivor sends the BYE of a dialog we answered (an inbound call).
+
+    Over UDP: the INVITE's ``source``, where this agent answered too. Over TCP
+    or TLS the source is usually the trunk's end of a connection that dies
+    with this agent, at a port nothing listens on: then the dialog's next hop
+    (the first route, else the remote target) when it names an IP address
+    (RFC 3263 resolution of a name is left to the live agent), else ``source``.
+    """
+    if transport.lower() == "udp":
+        return source
+    hop = dialog.remote_target
+    if dialog.route_set:
+        try:
+            hop = Address.parse(dialog.route_set[0]).uri
+        except ValueError:
+            return source
+    host = hop.host.strip("[]")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return source
+    secure = hop.scheme == "sips" or transport.lower() == "tls"
+    return host, hop.port or (5061 if secure else 5060)
 
 
 def answered_record(

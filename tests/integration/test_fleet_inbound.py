@@ -121,9 +121,11 @@ class Agents:
             self.fleet.stop(name)
 
 
-@pytest.fixture(params=["udp"])
-def agents(fleet: Fleet, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Agents]:
-    setup = Agents(fleet, tmp_path, request.param)
+@pytest.fixture
+def agents(fleet: Fleet, tmp_path: Path) -> Iterator[Agents]:
+    # UDP only: sipp, as a TCP caller, abandons its call when the connection to
+    # the killed agent closes, so it would never take the survivor's BYE.
+    setup = Agents(fleet, tmp_path)
     yield setup
     setup.stop()
 
@@ -208,7 +210,6 @@ def assert_uas_bye(sipp: Sipp, survivor_port: int) -> None:
     assert f"127.0.0.1:{survivor_port}" in header(bye, "Via"), bye
 
 
-@pytest.mark.parametrize("agents", ["udp", "tcp"], indirect=True)
 async def test_killed_sip_agent_inbound_call_gets_bye_from_a_survivor(
     fleet: Fleet, agents: Agents
 ) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from sipmessage import URI, Message, Request, Response
 
-from services.demo.uas import CallAnswered, CallEnded, DemoUas, Event
+from services.demo.events import CallAnswered, CallEnded, Event
+from services.demo.uas import DemoUas
 
 CALLER = ("127.0.0.1", 40000)
 LOCAL = ("127.0.0.1", 5070)

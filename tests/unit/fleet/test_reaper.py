@@ -62,7 +62,9 @@ def record(state: str = "confirmed", **owners: str) -> CallRecord:
         state=state,  # type: ignore[arg-type]
         updated_at=WALL - 60,
         dialog=DIALOG if state == "confirmed" else None,
-        **base,
+        signaling_id=base["signaling_id"],
+        media_id=base["media_id"],
+        sipagent_id=base["sipagent_id"],
     )
 
 
