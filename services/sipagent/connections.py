@@ -1,7 +1,8 @@
 """The SIP transports of one agent and what reaching a trunk through them takes.
 
-``Connections`` keeps every open transport by name (the configured one,
-and others that trunks ask for, opened on first use), resolves a trunk or
+``Connections`` keeps every open transport by name (the configured one;
+TCP on the same port when that is UDP, RFC 3261 18; TLS on SIP_TLS_PORT
+with a certificate; others that trunks ask for, opened on first use), resolves a trunk or
 its outbound proxy per RFC 3263 into targets, keeps one TLS context per CA
 file, and says which address the trunk should see in Via and Contact.
 """
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 
 RESOLVE_TIMEOUT = 5.0
 "Seconds allowed to resolve SIP_TRUNK_HOST before a dial fails."
+PAIR_ATTEMPTS = 20
+"Ephemeral ports tried for a UDP port whose TCP twin is free (SIP_LOCAL_PORT=0)."
 
 Receive = Callable[[bytes, Addr, SipTransport | None], None]
 "Told each message a transport received, and from where."
@@ -68,7 +71,12 @@ class Connections:
     async def start(self) -> SipTransport:
         """Bind the configured transport (unless one was given); return it."""
         config = self.config
-        if self.primary is None:
+        if self.primary is None and config.transport == "udp":
+            # RFC 3261 18: a UA listening on UDP listens on TCP too, on the same port.
+            self.primary, tcp = await self._open_udp_and_tcp(config.local_port)
+            self._transports["tcp"] = tcp
+            log.info("sip tcp on %s:%d", config.bind_host, tcp.local_port)
+        elif self.primary is None:
             self.primary = await self._open(config.transport, config.local_port)
         self._transports[self.primary.name] = self.primary
         self.primary.on_error = self._on_error_of(self.primary)
@@ -158,6 +166,20 @@ class Connections:
         for transport in {*self._transports.values(), self.primary}:
             if transport is not None:
                 await transport.close()
+
+    async def _open_udp_and_tcp(self, port: int) -> tuple[SipTransport, SipTransport]:
+        """UDP and TCP on ``port`` (0: an ephemeral port free for both)."""
+        for attempt in range(PAIR_ATTEMPTS):
+            udp = await self._open("udp", port)
+            try:
+                return udp, await self._open("tcp", udp.local_port)
+            except OSError as exc:
+                await udp.close()
+                if port or attempt == PAIR_ATTEMPTS - 1:
+                    raise OSError(
+                        f"SIP port {udp.local_port}: cannot listen on TCP: {exc}"
+                    ) from exc
+        raise AssertionError("unreachable")
 
     async def _open(self, name: str, port: int) -> SipTransport:
         holder: list[SipTransport] = []

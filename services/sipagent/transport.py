@@ -4,7 +4,10 @@ Each transport hands every received message (a datagram, or one message cut
 from a TCP stream by ``framing.StreamFramer``) to ``on_message(data, addr)``
 and sends with ``send(data, addr)``, which never blocks: TCP and TLS
 connections are opened on first use and reused, one per remote address, and
-answer RFC 5626 keep-alive pings themselves. A connection that cannot be
+answer RFC 5626 keep-alive pings themselves. What comes in on a connection a
+peer opened goes back on it; once that connection is closed, messages for
+it go to a new connection to the port of its top Via's sent-by (RFC 3261
+18.2.2; 5060, or 5061 over TLS, when it names none). A connection that cannot be
 opened (refused, timed out, TLS handshake or certificate refused) is reported
 to ``on_error(addr, reason)`` so the calls waiting on it end at once instead
 of at Timer B.
@@ -15,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import socket
 import ssl
 from collections.abc import Callable
@@ -37,6 +41,31 @@ CONNECT_TIMEOUT = 64 * T1
 Addr = tuple[str, int]
 OnMessage = Callable[[bytes, Addr], None]
 OnError = Callable[[Addr, str], None]
+
+MAX_REROUTES = 4096
+"Closed peer connections remembered with the address their requests named (Via sent-by)."
+
+_TOP_VIA = re.compile(
+    rb"^(?:via|v)[ \t]*:[ \t]*SIP[ \t]*/[ \t]*2\.0[ \t]*/[ \t]*[a-z]+[ \t]+"
+    rb"(\[[0-9a-f:.]+\]|[^\s;:,]+)(?::([0-9]+))?",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
+def via_return_addr(message: bytes, source: Addr, default_port: int) -> Addr | None:
+    """Where responses to a request received from ``source`` go once its connection is
+    closed (RFC 3261 18.2.2): ``source``'s IP (Via ``received``), the port of the top Via's
+    sent-by, else ``default_port``. None for a response, or a request with no Via."""
+    head = message.split(b"\r\n\r\n", 1)[0]
+    if head.startswith(b"SIP/"):
+        return None
+    via = _TOP_VIA.search(head)
+    if via is None:
+        return None
+    port = int(via.group(2)) if via.group(2) else default_port
+    if not 0 < port < 65536:
+        return None
+    return (source[0], port)
 
 
 class SipTransport:
@@ -112,15 +141,21 @@ class _Connection:
         self.writer: asyncio.StreamWriter | None = None
         self.pending: list[bytes] = []
         self.task: asyncio.Task[None] | None = None
+        self.return_addr: Addr | None = None
+        "Accepted: where its peer's requests said to reach it (their Via sent-by port)."
 
 
 class TcpTransport(SipTransport):
     name = "tcp"
+    default_port = 5060
+    "The port of a Via sent-by that names none."
 
     def __init__(self, on_message: OnMessage) -> None:
         self._on_message = on_message
         self._server: asyncio.Server | None = None
         self._connections: dict[Addr, _Connection] = {}
+        self._reroutes: dict[Addr, Addr] = {}
+        "Closed connections peers opened: where messages for them go now."
 
     @classmethod
     async def open(cls, host: str, port: int, on_message: OnMessage) -> TcpTransport:
@@ -132,6 +167,9 @@ class TcpTransport(SipTransport):
 
     def send(self, data: bytes, addr: Addr) -> None:
         connection = self._connections.get(addr)
+        if connection is None and addr in self._reroutes:
+            addr = self._reroutes[addr]  # the peer's connection is gone: its Via sent-by
+            connection = self._connections.get(addr)
         if connection is None:
             connection = _Connection()
             self._connections[addr] = connection
@@ -146,7 +184,8 @@ class TcpTransport(SipTransport):
         addr = (str(peer[0]), int(peer[1]))
         connection = _Connection()
         self._connections[addr] = connection
-        await self._run(addr, connection, reader, writer)
+        self._reroutes.pop(addr, None)
+        await self._run(addr, connection, reader, writer, accepted=True)
 
     async def _run(
         self,
@@ -154,6 +193,8 @@ class TcpTransport(SipTransport):
         connection: _Connection,
         reader: asyncio.StreamReader | None,
         writer: asyncio.StreamWriter | None,
+        *,
+        accepted: bool = False,
     ) -> None:
         try:
             if reader is None or writer is None:
@@ -169,6 +210,10 @@ class TcpTransport(SipTransport):
             while not framer.broken and (data := await reader.read(65536)):
                 for event in framer.receive(data):
                     if isinstance(event, MessageFramed):
+                        if accepted and connection.return_addr is None:
+                            connection.return_addr = via_return_addr(
+                                event.data, addr, self.default_port
+                            )
                         self._on_message(event.data, addr)
                     elif isinstance(event, PingReceived):
                         writer.write(PONG)  # RFC 5626 keep-alive
@@ -185,9 +230,18 @@ class TcpTransport(SipTransport):
             # Forget the connection first, so a send from here on opens a new one.
             if self._connections.get(addr) is connection:
                 del self._connections[addr]
+            if connection.return_addr not in (None, addr):
+                self._remember_return(addr, connection.return_addr)
             connection.pending.clear()
             if writer is not None:
                 writer.close()
+
+    def _remember_return(self, addr: Addr, return_addr: Addr | None) -> None:
+        if return_addr is None:
+            return
+        if len(self._reroutes) >= MAX_REROUTES:
+            del self._reroutes[next(iter(self._reroutes))]  # the oldest
+        self._reroutes[addr] = return_addr
 
     async def _open_connection(
         self, addr: Addr
@@ -242,6 +296,7 @@ class TlsTransport(TcpTransport):
     """
 
     name = "tls"
+    default_port = 5061
 
     def __init__(self, on_message: OnMessage) -> None:
         super().__init__(on_message)

@@ -1,5 +1,6 @@
 """Network peers of the transport tests: dnsmasq as the DNS server, stunnel as a TLS
-front of sipp, and a throw-away CA issuing the trunk's certificate."""
+front of sipp (or, in client mode, sipp's TLS way out), and a throw-away CA issuing the
+trunk's certificate."""
 
 from __future__ import annotations
 
@@ -82,11 +83,16 @@ def make_pki(tmp: Path, name: str, *, prefix: str = "") -> Pki:
 
 @dataclass
 class Stunnel:
-    """stunnel in the foreground: TLS on a free port of 127.0.0.1, plain TCP to ``target``."""
+    """stunnel in the foreground: TLS on a free port of 127.0.0.1, plain TCP to ``target``.
+
+    ``client``: the other way round: plain TCP on the free port, TLS to ``target``, whose
+    certificate must chain to ``pki.ca`` and name 127.0.0.1.
+    """
 
     tmp: Path
     pki: Pki
     target: int
+    client: bool = False
     port: int = 0
     process: Process | None = None
 
@@ -101,13 +107,25 @@ class Stunnel:
             "[sip]\n"
             f"accept = 127.0.0.1:{self.port}\n"
             f"connect = 127.0.0.1:{self.target}\n"
-            f"cert = {self.pki.cert}\n"
-            f"key = {self.pki.key}\n"
         )
+        if self.client:
+            config.write_text(
+                config.read_text()
+                + f"client = yes\nCAfile = {self.pki.ca}\nverifyChain = yes\ncheckIP = 127.0.0.1\n"
+            )
+        else:
+            config.write_text(
+                config.read_text() + f"cert = {self.pki.cert}\nkey = {self.pki.key}\n"
+            )
         log = self.tmp / f"stunnel-{self.port}.log"
         self.process = Process("stunnel", [stunnel, str(config)], {}, log).start()
         _wait_port(self.process, self.port, socket.SOCK_STREAM)
         return self
+
+    def servers(self) -> int:
+        """How many TLS connections it opened to ``target`` (client mode), certificate checked."""
+        log = self.process.log() if self.process is not None else ""
+        return log.count("Certificate accepted at depth=0")
 
     def clients(self) -> set[str]:
         """The distinct ``ip:port`` that opened a TLS connection."""

@@ -10,6 +10,7 @@ import pytest
 
 from tests.integration.client import BridgeClient
 from tests.integration.conftest import SipagentFactory, Stack
+from tests.integration.dns_tls import Stunnel, make_pki
 from tests.integration.harness import TRUNK_USER, Process, Sipp, free_port, free_udp_port
 from tests.integration.test_call import assert_tone_returns
 from tests.integration.test_interop import (
@@ -49,17 +50,19 @@ class Inbound:
         self.agent = self._sipagent(self.trunk_port, transport=self.transport, **settings)
         return self.agent
 
-    def call(self, scenario: str, **keys: str) -> Sipp:
-        """sipp, as the trunk, calls the bridge's SIP port with ``scenario``."""
+    def call(self, scenario: str, *, over: str = "", to: int = 0, **keys: str) -> Sipp:
+        """sipp, as the trunk, calls the bridge's SIP port (or ``to``) with ``scenario``,
+        over the trunk's transport or ``over`` (``udp``, ``tcp``)."""
         values = {"did": DID, "caller": CALLER, "caller_name": CALLER_NAME}
         values.update(keys)
+        over = over or self.transport
         sipp = Sipp(
             scenario,
             self.tmp,
             keys=values,
-            transport="t1" if self.transport == "tcp" else "u1",
-            port=self.trunk_port,
-            remote=f"127.0.0.1:{self.sip_port}",
+            transport="t1" if over == "tcp" else "u1",
+            port=self.trunk_port if over == self.transport else 0,
+            remote=f"127.0.0.1:{to or self.sip_port}",
         ).start()
         self.started.append(sipp)
         return sipp
@@ -229,6 +232,53 @@ async def test_inbound_over_tcp(stack: Stack, inbound_tcp: Inbound) -> None:
         assert "SIP/2.0/TCP" in sipp.messages()
     finally:
         await client.close()
+
+
+async def test_a_trunk_configured_for_udp_calls_in_over_tcp(stack: Stack, inbound: Inbound) -> None:
+    # SIP_TRANSPORT=udp: the agent listens on TCP on the same port all the same (RFC 3261 18).
+    inbound.start_agent()
+    client = await listener(stack)
+    try:
+        sipp = inbound.call("call_in_answered.xml", over="tcp")
+        await answered(client)
+        await assert_tone_returns(client, stack)
+        await client.hangup()
+        ended = await client.expect("ended")
+        assert ended["cause"] == "normal", ended
+        # The 200 and the BYE came back over sipp's own TCP connection.
+        assert await sipp.wait(10) == 0, f"the trunk got no BYE:\n{sipp.messages()}"
+        assert "SIP/2.0/TCP" in sipp.messages()
+    finally:
+        await client.close()
+
+
+async def test_trunk_calls_in_over_tls_and_hears_the_bye_over_it(
+    stack: Stack, inbound: Inbound, tmp_path: Path
+) -> None:
+    # The agent's certificate, from a CA only the trunk's side (stunnel) trusts.
+    pki = make_pki(tmp_path, "bridge.test", prefix="agent-")
+    tls_port = free_port()
+    inbound.start_agent(
+        SIP_TLS_CERT=str(pki.cert), SIP_TLS_KEY=str(pki.key), SIP_TLS_PORT=str(tls_port)
+    )
+    # sipp speaks TCP to stunnel, which is the trunk's TLS client toward SIP_TLS_PORT.
+    tunnel = Stunnel(tmp_path, pki, tls_port, client=True).start()
+    client = await listener(stack)
+    try:
+        sipp = inbound.call("call_in_answered.xml", over="tcp", to=tunnel.port)
+        incoming = await answered(client)
+        assert incoming["from"] == CALLER, incoming
+        await assert_tone_returns(client, stack)
+        await client.hangup()
+        ended = await client.expect("ended")
+        assert ended["cause"] == "normal", ended
+        # sipp's only connection is to stunnel: the BYE came to it over the TLS one.
+        assert await sipp.wait(10) == 0, f"the trunk got no BYE:\n{sipp.messages()}"
+        assert "BYE sip:" in sipp.messages()
+        assert tunnel.servers() == 1, tunnel.process.log() if tunnel.process else ""
+    finally:
+        await client.close()
+        tunnel.stop()
 
 
 # --- baresip -> kamailio -> the bridge's registered binding -> the browser -------

@@ -22,10 +22,10 @@ from proto.events import (
     ProgressReceived,
 )
 from services.common.sip.message import parse_message
-from services.sipagent import follow as follow_module
-from services.sipagent import service as service_module
 from services.sipagent import connections as connections_module
+from services.sipagent import follow as follow_module
 from services.sipagent import recovery
+from services.sipagent import service as service_module
 from services.sipagent.agent import (
     AgentConfig,
     CallHandle,
