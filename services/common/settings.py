@@ -2,7 +2,12 @@
 
 One struct for every service. A missing or invalid value raises
 ``SettingsError`` whose message names the setting, so the process can print
-one line and exit non-zero.
+one line and exit non-zero. Each concept reads its own settings, and
+``load_settings`` composes them: ``nats_settings`` (the bus),
+``env_trunk_settings`` (``SIP_TRUNK_*``), ``sip_transport_settings``,
+``inbound_settings`` (calls from the trunks), ``ice_settings`` (ICE and
+TURN); the providers file is ``providers``; the shared readers are
+``setting_readers``.
 """
 
 from __future__ import annotations
@@ -15,41 +20,37 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from services.common import env_values
 from services.common.access import Access, AccessError, load_access
+from services.common.env_trunk_settings import DEFAULT_SRTP, DEFAULT_TRANSFER, load_env_trunk
+from services.common.ice_settings import (
+    DEFAULT_ICE_TRANSPORT_POLICY,
+    DEFAULT_TURN_TTL,
+    load_ice,
+)
 from services.common.inbound_routes import (
     DEFAULT_RING_TIMEOUT,
-    RING_TIMEOUT_RANGE,
     InboundRoute,
     Network,
-    check_identity,
     default_user_route,
-    parse_inbound_from,
 )
-from services.common.providers import (
-    DEFAULT_REGISTER_EXPIRES,
-    DEFAULT_TRUNK,
-    REGISTER_EXPIRES_RANGE,
-    SRTP_MODES,
-    TRANSFER_MODES,
-    Providers,
-    ProvidersError,
-    Trunk,
-    load_providers,
-    read_secret_file,
-)
+from services.common.inbound_settings import DEFAULT_MAX_RINGING, load_inbound
+from services.common.nats_settings import DEFAULT_NATS_URL, load_nats, load_nats_url
+from services.common.nats_settings import nats_urls as nats_urls
+from services.common.nats_settings import redact_url as redact_url
+from services.common.provider_fields import ProvidersError
+from services.common.providers import Providers, load_providers
 from services.common.rates import PER_SECOND_50, Rate, parse_rate
-from services.common.sipaddr import (
-    TRANSPORTS,
-    OutboundProxy,
-    parse_dns_servers,
-    parse_outbound_proxy,
+from services.common.setting_readers import SettingsError as SettingsError
+from services.common.setting_readers import boolean, host, seconds, whole
+from services.common.setting_readers import parse_dotenv as parse_dotenv
+from services.common.sip_transport_settings import (
+    DEFAULT_BIND_HOST,
+    DEFAULT_KEEPALIVE_INTERVAL,
+    DEFAULT_TLS_PORT,
+    load_sip_transport,
 )
-
-
-class SettingsError(ValueError):
-    """A setting is missing or invalid; the message names it."""
-
+from services.common.sipaddr import OutboundProxy
+from services.common.trunks import DEFAULT_REGISTER_EXPIRES, DEFAULT_TRUNK, Trunk
 
 MAX_MEDIA_WORKERS = 1024
 "The most media worker processes one ``bridge media`` runs."
@@ -60,7 +61,7 @@ SIP_UNKNOWN_SOURCE_MODES = ("reject", "drop")
 
 @dataclass(frozen=True)
 class Settings:
-    nats_url: str = "nats://127.0.0.1:4222"
+    nats_url: str = DEFAULT_NATS_URL
     nats_creds: str = ""
     "``NATS_CREDS``: a NATS credentials file (user JWT and seed)."
     nats_user: str = ""
@@ -91,7 +92,7 @@ class Settings:
     sip_tls_cert: str = ""
     sip_tls_key: str = ""
     "``SIP_TLS_CERT`` / ``SIP_TLS_KEY``: the SIP agent's certificate; set: it listens for TLS."
-    sip_tls_port: int = 5061
+    sip_tls_port: int = DEFAULT_TLS_PORT
     "``SIP_TLS_PORT``: where it listens for TLS when SIP_TRANSPORT is not tls (0: any port)."
     inbound_user: str = ""
     "``INBOUND_USER``: the identity every call from the ``.env`` trunk rings."
@@ -99,18 +100,23 @@ class Settings:
     "``INBOUND_RING_TIMEOUT``: seconds an ``INBOUND_USER`` call rings before 480."
     sip_inbound_from: tuple[Network, ...] = ()
     "``SIP_INBOUND_FROM``: networks the ``.env`` trunk's INVITEs may come from, besides its host."
+    inbound_max_ringing: int = DEFAULT_MAX_RINGING
+    "``INBOUND_MAX_RINGING``: calls from the trunks one SIP agent lets ring at once; beyond: 486."
+    sip_nonce_secret: bytes = field(default=b"", repr=False)
+    """``SIP_NONCE_SECRET`` (or ``SIP_NONCE_SECRET_FILE``): signs the digest nonces of
+    ``inbound_auth`` challenges, the same for every SIP agent; empty: random per process."""
     sip_dns_servers: tuple[tuple[str, int], ...] = ()
     "``SIP_DNS_SERVERS``: (ip, port) pairs used instead of /etc/resolv.conf."
     sip_outbound_proxy: OutboundProxy | None = None
-    sip_bind_host: str = "0.0.0.0"
+    sip_bind_host: str = DEFAULT_BIND_HOST
     sip_local_port: int = 0
     public_ip: str = ""
     default_destination: str = ""
     invite_timeout: float = 60.0
-    sip_keepalive_interval: float = 30.0
+    sip_keepalive_interval: float = DEFAULT_KEEPALIVE_INTERVAL
     "Seconds between in-dialog OPTIONS keep-alives toward the trunk; 0: none."
-    sip_transfer: str = "follow"
-    sip_srtp: str = "off"
+    sip_transfer: str = DEFAULT_TRANSFER
+    sip_srtp: str = DEFAULT_SRTP
     "``SIP_SRTP``: SRTP toward the ``.env`` trunk (SDES): ``off``, ``optional``, ``required``."
     "What a REFER from the default trunk gets: ``follow`` or ``decline``."
     setup_timeout: float = 10.0
@@ -120,13 +126,13 @@ class Settings:
     ice_servers: tuple[str, ...] = ()
     ice_username: str = ""
     ice_credential: str = field(default="", repr=False)
-    ice_transport_policy: str = "all"
+    ice_transport_policy: str = DEFAULT_ICE_TRANSPORT_POLICY
     "``ICE_TRANSPORT_POLICY``: the page's ``all`` candidates, or ``relay`` (TURN only)."
     turn_urls: tuple[str, ...] = ()
     "``TURN_URLS``: TURN servers the page gets short-lived credentials for."
     turn_secret: str = field(default="", repr=False)
     "``TURN_SECRET``: the TURN server's ``static-auth-secret`` (TURN REST API)."
-    turn_ttl: int = 3600
+    turn_ttl: int = DEFAULT_TURN_TTL
     "``TURN_TTL``: seconds a minted TURN credential lasts."
     max_calls: int = 50
     "Calls one media worker (process) takes."
@@ -208,48 +214,6 @@ class Settings:
         return self.sip_domain or self.sip_trunk_host
 
 
-def parse_dotenv(text: str) -> dict[str, str]:
-    """Parse ``KEY=value`` lines; ``#`` comments, ``export`` and quotes allowed."""
-    values: dict[str, str] = {}
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("export "):
-            line = line[len("export ") :].lstrip()
-        key, sep, value = line.partition("=")
-        key = key.strip()
-        if not sep or not key.isidentifier():
-            raise SettingsError(f".env line {number}: expected KEY=value")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-            value = value[1:-1]
-        else:
-            # An unquoted value ends at an inline comment.
-            value = value.split(" #", 1)[0].rstrip()
-        values[key] = value
-    return values
-
-
-def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
-    return env_values.whole(env, name, default, lo, hi, SettingsError)
-
-
-def _seconds(env: Mapping[str, str], name: str, default: float, hi: float = 3600) -> float:
-    return env_values.seconds(env, name, default, hi, SettingsError)
-
-
-def _keepalive(env: Mapping[str, str]) -> float:
-    """SIP_KEEPALIVE_INTERVAL: seconds, or 0 for no keep-alive."""
-    raw = env.get("SIP_KEEPALIVE_INTERVAL", "").strip()
-    try:
-        if raw and float(raw) == 0:
-            return 0.0
-    except ValueError:
-        pass
-    return _seconds(env, "SIP_KEEPALIVE_INTERVAL", Settings.sip_keepalive_interval, hi=3600)
-
-
 MEDIA_CODECS = {"pcmu": "PCMU", "pcma": "PCMA", "opus": "opus", "g722": "G722"}
 "Codecs the media tier relays or converts, by their name in SIP_CODECS (any case)."
 
@@ -270,54 +234,6 @@ def _codecs(env: Mapping[str, str]) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _secret(env: Mapping[str, str], name: str) -> str:
-    """``name``, or the content of the file ``<name>_FILE`` names (a mounted Secret)."""
-    path = env.get(f"{name}_FILE", "").strip()
-    if not path:
-        return env.get(name, "")
-    if env.get(name, ""):
-        raise SettingsError(f"set {name} or {name}_FILE, not both")
-    try:
-        return read_secret_file(path)
-    except (OSError, UnicodeDecodeError):
-        raise SettingsError(f"{name}_FILE {path} is not a readable text file") from None
-
-
-def _turn(
-    env: Mapping[str, str], ice_servers: tuple[str, ...]
-) -> tuple[tuple[str, ...], str, int, str]:
-    """TURN_URLS, TURN_SECRET (or TURN_SECRET_FILE), TURN_TTL and ICE_TRANSPORT_POLICY."""
-    urls = tuple(url.strip() for url in env.get("TURN_URLS", "").split(",") if url.strip())
-    for url in urls:
-        if not url.startswith(("turn:", "turns:")):
-            raise SettingsError(f"TURN_URLS entries must start with turn: or turns:, got {url!r}")
-    secret = _secret(env, "TURN_SECRET").strip()
-    if urls and not secret:
-        raise SettingsError("TURN_URLS needs TURN_SECRET (the TURN server's static-auth-secret)")
-    if secret and not urls:
-        raise SettingsError("TURN_SECRET needs TURN_URLS (the TURN servers it is for)")
-    ttl = _int(env, "TURN_TTL", Settings.turn_ttl, 60, 86400)
-    policy = env.get("ICE_TRANSPORT_POLICY", "").strip().lower() or Settings.ice_transport_policy
-    if policy not in ("all", "relay"):
-        raise SettingsError(f"ICE_TRANSPORT_POLICY must be all or relay, got {policy!r}")
-    if policy == "relay" and not urls and not any(u.startswith("turn") for u in ice_servers):
-        raise SettingsError(
-            "ICE_TRANSPORT_POLICY=relay needs TURN_URLS or a turn: ICE_SERVERS entry"
-        )
-    return urls, secret, ttl, policy
-
-
-def _bool(env: Mapping[str, str], name: str, default: bool = False) -> bool:
-    return env_values.boolean(env, name, default, SettingsError)
-
-
-def _host(env: Mapping[str, str], name: str, default: str) -> str:
-    value = env.get(name, "").strip() or default
-    if any(c.isspace() for c in value) or "/" in value or "@" in value:
-        raise SettingsError(f"{name} must be a host name or IP address, got {value!r}")
-    return value
-
-
 def load_settings(
     environ: Mapping[str, str] | None = None, dotenv: str | Path | None = ".env"
 ) -> Settings:
@@ -327,23 +243,7 @@ def load_settings(
         env.update(parse_dotenv(Path(dotenv).read_text(encoding="utf-8")))
     env.update(os.environ if environ is None else environ)
 
-    transport = env.get("SIP_TRANSPORT", "").strip().lower() or "udp"
-    if transport not in TRANSPORTS:
-        raise SettingsError(f"SIP_TRANSPORT must be udp, tcp or tls, got {transport!r}")
-    tls_ca = env.get("SIP_TLS_CA", "").strip()
-    if tls_ca and not Path(tls_ca).is_file():
-        raise SettingsError(f"SIP_TLS_CA {tls_ca} is not a readable file")
-    try:
-        dns_servers = parse_dns_servers(env.get("SIP_DNS_SERVERS", ""))
-    except ValueError as exc:
-        raise SettingsError(f"SIP_DNS_SERVERS: {exc}") from None
-    proxy_text = env.get("SIP_OUTBOUND_PROXY", "").strip()
-    outbound_proxy = None
-    if proxy_text:
-        try:
-            outbound_proxy = parse_outbound_proxy(proxy_text)
-        except ValueError as exc:
-            raise SettingsError(f"SIP_OUTBOUND_PROXY: {exc}") from None
+    sip = load_sip_transport(env)
 
     public_ip = env.get("PUBLIC_IP", "").strip()
     if public_ip:
@@ -352,25 +252,14 @@ def load_settings(
         except ValueError:
             raise SettingsError(f"PUBLIC_IP must be an IP address, got {public_ip!r}") from None
 
-    rtp_min = _int(env, "RTP_PORT_MIN", 10000, 1024, 65534)
-    rtp_max = _int(env, "RTP_PORT_MAX", 20000, 1025, 65535)
+    rtp_min = whole(env, "RTP_PORT_MIN", 10000, 1024, 65534)
+    rtp_max = whole(env, "RTP_PORT_MAX", 20000, 1025, 65535)
     if rtp_max - rtp_min < 1:
         raise SettingsError(f"RTP_PORT_MAX ({rtp_max}) must be above RTP_PORT_MIN ({rtp_min})")
 
     sip_codecs = _codecs(env)
-    ice_servers = tuple(url.strip() for url in env.get("ICE_SERVERS", "").split(",") if url.strip())
-    for url in ice_servers:
-        if not url.startswith(("stun:", "turn:", "turns:")):
-            raise SettingsError(
-                f"ICE_SERVERS entries must start with stun:, turn: or turns:, got {url!r}"
-            )
-
-    turn_urls, turn_secret, turn_ttl, ice_policy = _turn(env, ice_servers)
-
-    nats_url = env.get("NATS_URL", "").strip() or Settings.nats_url
-    for url in nats_urls(nats_url):
-        if not url.startswith(("nats://", "tls://", "ws://", "wss://")):
-            raise SettingsError(f"NATS_URL must be nats:// URLs (comma-separated), got {url!r}")
+    ice = load_ice(env)
+    nats_url = load_nats_url(env)
 
     level = env.get("LOG_LEVEL", "").strip().upper() or "INFO"
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -386,8 +275,8 @@ def load_settings(
             f"OTEL_EXPORTER_OTLP_ENDPOINT must be an http:// or https:// URL, got {otlp_endpoint!r}"
         )
 
-    heartbeat_interval = _seconds(env, "HEARTBEAT_INTERVAL", Settings.heartbeat_interval, hi=60)
-    lease_timeout = _seconds(env, "LEASE_TIMEOUT", Settings.lease_timeout, hi=600)
+    heartbeat_interval = seconds(env, "HEARTBEAT_INTERVAL", Settings.heartbeat_interval, hi=60)
+    lease_timeout = seconds(env, "LEASE_TIMEOUT", Settings.lease_timeout, hi=600)
     if lease_timeout < 2 * heartbeat_interval:
         # One lost heartbeat must not make an instance look dead.
         raise SettingsError(
@@ -395,49 +284,10 @@ def load_settings(
             f"HEARTBEAT_INTERVAL ({heartbeat_interval:g})"
         )
 
-    sip_srtp = env.get("SIP_SRTP", "").strip().lower() or Settings.sip_srtp
-    if sip_srtp not in SRTP_MODES:
-        raise SettingsError(f"SIP_SRTP must be off, optional or required, got {sip_srtp!r}")
-    sip_transfer = env.get("SIP_TRANSFER", "").strip().lower() or Settings.sip_transfer
-    if sip_transfer not in TRANSFER_MODES:
-        raise SettingsError(f"SIP_TRANSFER must be follow or decline, got {sip_transfer!r}")
+    trunk = load_env_trunk(env)
+    inbound = load_inbound(env)
 
-    trunk_host = _host(env, "SIP_TRUNK_HOST", "")
-    username = env.get("SIP_USERNAME", "").strip()
-    password = _secret(env, "SIP_PASSWORD")
-    if trunk_host and password and not username:
-        raise SettingsError("SIP_USERNAME is required when SIP_PASSWORD is set")
-    register = _bool(env, "SIP_REGISTER")
-    if register and not trunk_host:
-        raise SettingsError("SIP_REGISTER=true needs SIP_TRUNK_HOST (the registrar)")
-    if register and not username:
-        raise SettingsError("SIP_REGISTER=true needs SIP_USERNAME")
-    register_expires = _int(
-        env, "SIP_REGISTER_EXPIRES", DEFAULT_REGISTER_EXPIRES, *REGISTER_EXPIRES_RANGE
-    )
-
-    sip_tls_cert, sip_tls_key = (env.get(n, "").strip() for n in ("SIP_TLS_CERT", "SIP_TLS_KEY"))
-    if bool(sip_tls_cert) != bool(sip_tls_key):
-        raise SettingsError("SIP_TLS_CERT and SIP_TLS_KEY go together: set both or neither")
-    for name, path in (("SIP_TLS_CERT", sip_tls_cert), ("SIP_TLS_KEY", sip_tls_key)):
-        if path and not Path(path).is_file():
-            raise SettingsError(f"{name} {path} is not a readable file")
-    inbound_user = env.get("INBOUND_USER", "").strip()
-    if inbound_user:
-        try:
-            check_identity(inbound_user)
-        except ValueError as exc:
-            raise SettingsError(f"INBOUND_USER: {exc}") from None
-    ring_timeout = _seconds(
-        env, "INBOUND_RING_TIMEOUT", DEFAULT_RING_TIMEOUT, hi=RING_TIMEOUT_RANGE[1]
-    )
-    if ring_timeout < RING_TIMEOUT_RANGE[0]:
-        raise SettingsError(f"INBOUND_RING_TIMEOUT must be at least {RING_TIMEOUT_RANGE[0]:g} s")
-    sip_inbound_from = parse_inbound_from(
-        env.get("SIP_INBOUND_FROM", ""), SettingsError, key="SIP_INBOUND_FROM"
-    )
-
-    http_host = _host(env, "HTTP_HOST", Settings.http_host)
+    http_host = host(env, "HTTP_HOST", Settings.http_host)
     try:
         access = load_access(env, http_host)
     except AccessError as exc:
@@ -449,89 +299,80 @@ def load_settings(
         sip_source_rate = parse_rate(env.get("SIP_SOURCE_RATE", "").strip() or "50/s")
     except ValueError as exc:
         raise SettingsError(f"SIP_SOURCE_RATE {exc}") from None
-    nats_tls = {}
-    for name in ("NATS_CREDS", "NATS_TLS_CA", "NATS_TLS_CERT", "NATS_TLS_KEY"):
-        path = env.get(name, "").strip()
-        if path and not Path(path).is_file():
-            raise SettingsError(f"{name} {path} is not a readable file")
-        nats_tls[name] = path
-    if bool(nats_tls["NATS_TLS_CERT"]) != bool(nats_tls["NATS_TLS_KEY"]):
-        raise SettingsError("NATS_TLS_CERT and NATS_TLS_KEY go together: set both or neither")
-    nats_user = env.get("NATS_USER", "").strip()
-    nats_password = _secret(env, "NATS_PASSWORD")
-    if nats_password and not nats_user:
-        raise SettingsError("NATS_USER is required when NATS_PASSWORD is set")
+    nats = load_nats(env, nats_url)
 
     settings = Settings(
-        nats_url=nats_url,
-        nats_creds=nats_tls["NATS_CREDS"],
-        nats_user=nats_user,
-        nats_password=nats_password,
-        nats_tls_ca=nats_tls["NATS_TLS_CA"],
-        nats_tls_cert=nats_tls["NATS_TLS_CERT"],
-        nats_tls_key=nats_tls["NATS_TLS_KEY"],
+        nats_url=nats.url,
+        nats_creds=nats.creds,
+        nats_user=nats.user,
+        nats_password=nats.password,
+        nats_tls_ca=nats.tls_ca,
+        nats_tls_cert=nats.tls_cert,
+        nats_tls_key=nats.tls_key,
         sip_unknown_sources=unknown_sources,
         sip_source_rate=sip_source_rate,
         access=access,
         http_host=http_host,
-        http_port=_int(env, "HTTP_PORT", Settings.http_port, 0, 65535),
-        sip_trunk_host=trunk_host,
-        sip_trunk_port=_int(env, "SIP_TRUNK_PORT", 0, 1, 65535),
-        sip_username=username,
-        sip_password=password,
-        sip_domain=_host(env, "SIP_DOMAIN", ""),
-        sip_transport=transport,
-        sip_register=register,
-        sip_register_expires=register_expires,
-        sip_transport_explicit=bool(env.get("SIP_TRANSPORT", "").strip()),
-        sip_tls_ca=tls_ca,
-        sip_tls_verify=_bool(env, "SIP_TLS_VERIFY", default=True),
-        sip_tls_cert=sip_tls_cert,
-        sip_tls_key=sip_tls_key,
-        sip_tls_port=_int(env, "SIP_TLS_PORT", Settings.sip_tls_port, 0, 65535),
-        inbound_user=inbound_user,
-        inbound_ring_timeout=ring_timeout,
-        sip_inbound_from=sip_inbound_from,
-        sip_dns_servers=dns_servers,
-        sip_outbound_proxy=outbound_proxy,
-        sip_bind_host=_host(env, "SIP_BIND_HOST", Settings.sip_bind_host),
-        sip_local_port=_int(env, "SIP_LOCAL_PORT", 0, 0, 65535),
+        http_port=whole(env, "HTTP_PORT", Settings.http_port, 0, 65535),
+        sip_trunk_host=trunk.host,
+        sip_trunk_port=trunk.port,
+        sip_username=trunk.username,
+        sip_password=trunk.password,
+        sip_domain=trunk.domain,
+        sip_transport=sip.transport,
+        sip_register=trunk.register,
+        sip_register_expires=trunk.register_expires,
+        sip_transport_explicit=sip.transport_explicit,
+        sip_tls_ca=sip.tls_ca,
+        sip_tls_verify=sip.tls_verify,
+        sip_tls_cert=sip.tls_cert,
+        sip_tls_key=sip.tls_key,
+        sip_tls_port=sip.tls_port,
+        inbound_user=inbound.user,
+        inbound_ring_timeout=inbound.ring_timeout,
+        sip_inbound_from=inbound.inbound_from,
+        inbound_max_ringing=inbound.max_ringing,
+        sip_nonce_secret=inbound.nonce_secret,
+        sip_dns_servers=sip.dns_servers,
+        sip_outbound_proxy=sip.outbound_proxy,
+        sip_bind_host=sip.bind_host,
+        sip_local_port=sip.local_port,
         public_ip=public_ip,
         default_destination=env.get("DEFAULT_DESTINATION", "").strip(),
-        invite_timeout=_seconds(env, "INVITE_TIMEOUT", Settings.invite_timeout),
-        sip_keepalive_interval=_keepalive(env),
-        sip_transfer=sip_transfer,
-        sip_srtp=sip_srtp,
-        setup_timeout=_seconds(env, "SETUP_TIMEOUT", Settings.setup_timeout),
-        rtp_bind_host=_host(env, "RTP_BIND_HOST", Settings.rtp_bind_host),
+        invite_timeout=seconds(env, "INVITE_TIMEOUT", Settings.invite_timeout),
+        sip_keepalive_interval=sip.keepalive_interval,
+        sip_transfer=trunk.transfer,
+        sip_srtp=trunk.srtp,
+        setup_timeout=seconds(env, "SETUP_TIMEOUT", Settings.setup_timeout),
+        rtp_bind_host=host(env, "RTP_BIND_HOST", Settings.rtp_bind_host),
         rtp_port_min=rtp_min,
         rtp_port_max=rtp_max,
-        ice_servers=ice_servers,
+        ice_servers=ice.servers,
         sip_codecs=sip_codecs,
-        rtp_timeout=_seconds(env, "RTP_TIMEOUT", Settings.rtp_timeout, hi=86400),
-        ice_username=env.get("ICE_USERNAME", "").strip(),
-        ice_credential=env.get("ICE_CREDENTIAL", ""),
-        ice_transport_policy=ice_policy,
-        turn_urls=turn_urls,
-        turn_secret=turn_secret,
-        turn_ttl=turn_ttl,
-        max_calls=_int(env, "MAX_CALLS", Settings.max_calls, 1, 100000),
-        media_workers=_int(
+        rtp_timeout=seconds(env, "RTP_TIMEOUT", Settings.rtp_timeout, hi=86400),
+        ice_username=ice.username,
+        ice_credential=ice.credential,
+        ice_transport_policy=ice.transport_policy,
+        turn_urls=ice.turn_urls,
+        turn_secret=ice.turn_secret,
+        turn_ttl=ice.turn_ttl,
+        max_calls=whole(env, "MAX_CALLS", Settings.max_calls, 1, 100000),
+        media_workers=whole(
             env, "MEDIA_WORKERS", min(cores(), MAX_MEDIA_WORKERS), 1, MAX_MEDIA_WORKERS
         ),
         log_level=level,
         data_dir=env.get("DATA_DIR", "").strip() or Settings.data_dir,
         instance_id=env.get("INSTANCE_ID", "").strip()
         or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}",
-        demo=_bool(env, "BRIDGE_DEMO"),
-        ops_host=_host(env, "OPS_HOST", Settings.ops_host),
-        ops_port=_int(env, "OPS_PORT", Settings.ops_port, 0, 65535),
-        drain_timeout=_seconds(env, "DRAIN_TIMEOUT", Settings.drain_timeout, hi=86400),
+        demo=boolean(env, "BRIDGE_DEMO"),
+        ops_host=host(env, "OPS_HOST", Settings.ops_host),
+        ops_port=whole(env, "OPS_PORT", Settings.ops_port, 0, 65535),
+        drain_timeout=seconds(env, "DRAIN_TIMEOUT", Settings.drain_timeout, hi=86400),
         log_format=log_format,
         otlp_endpoint=otlp_endpoint,
         heartbeat_interval=heartbeat_interval,
         lease_timeout=lease_timeout,
-        kv_replicas=_int(env, "KV_REPLICAS", Settings.kv_replicas, 1, 5),
+        kv_replicas=whole(env, "KV_REPLICAS", Settings.kv_replicas, 1, 5),
         providers_file=env.get("PROVIDERS_FILE", "").strip(),
     )
     if not settings.providers_file:
@@ -555,11 +396,6 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
-def nats_urls(nats_url: str) -> list[str]:
-    """The servers of ``NATS_URL``: one URL, or several separated by commas (a cluster)."""
-    return [url.strip() for url in nats_url.split(",") if url.strip()] or [nats_url]
-
-
 def local_address_toward(host: str, port: int) -> str:
     """The local IP address the kernel would use to reach ``host``.
 
@@ -572,13 +408,3 @@ def local_address_toward(host: str, port: int) -> str:
             return str(probe.getsockname()[0])
     except OSError:
         return "127.0.0.1"
-
-
-def redact_url(url: str) -> str:
-    """``url`` without the user and password it may carry, for messages and logs."""
-    if "," in url:
-        return ",".join(redact_url(part) for part in url.split(","))
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest.split("/", 1)[0]:
-        return url
-    return f"{scheme}://***@{rest.split('@', 1)[1]}"

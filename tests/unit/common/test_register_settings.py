@@ -6,13 +6,9 @@ import tomllib
 
 import pytest
 
-from services.common.providers import (
-    DEFAULT_REGISTER_EXPIRES,
-    ProvidersError,
-    Trunk,
-    parse_providers,
-)
+from services.common.providers import ProvidersError, Trunk, parse_providers
 from services.common.settings import Settings, SettingsError, load_settings
+from services.common.trunks import DEFAULT_REGISTER_EXPIRES
 
 TRUNK = {
     "SIP_TRUNK_HOST": "sip.example.com",
