@@ -3,8 +3,9 @@
 ``SipCall`` is what ``AgentCore`` drives: ``TransferringCall`` (an outbound
 call), ``RecoveredBye`` (an adopted dialog), or an inbound call. ``HostedCall``
 is the core's record of one call: the current attempt, where its messages go,
-and what the failover decisions need. Only ``AgentCore`` writes it; a
-``CallHandle`` reads it.
+and what the failover decisions need. Only ``AgentCore`` and its ``Failover``
+write it; a ``CallHandle`` reads it. ``hops_for`` says where a call's
+in-dialog requests go, for both directions.
 """
 
 from __future__ import annotations
@@ -25,6 +26,20 @@ Addr = tuple[str, int]
 
 SipObserver = Callable[[str, str], None]
 "Told ``(direction, summary)`` of each SIP message of a call (``>`` sent, ``<`` received)."
+
+
+def hops_for(trunk: Addr, transport: str, *, proxied: bool = False) -> Hops | None:
+    """Where a call's in-dialog requests go: their next hop (None: all to ``trunk``).
+
+    ``trunk``: the target of our INVITE, or the source of the trunk's. In-dialog
+    requests follow the route set (Record-Route) and remote target (Contact),
+    RFC 3261 12.2.1.1, except through an outbound proxy (every request goes to
+    it) and over TLS (the connection whose certificate was checked, or that the
+    trunk opened, carries the whole dialog).
+    """
+    if proxied or transport == "tls":
+        return None
+    return Hops(trunk)
 
 
 class SipCall(Protocol):
@@ -106,6 +121,10 @@ class HostedCall:
     "An earlier attempt kept only to absorb retransmissions: its events go nowhere."
     closed: bool = False
     "Ended by the core itself (transport failure): nothing more to do."
+
+    def retired_copy(self) -> HostedCall:
+        """This attempt kept apart, only to absorb its retransmissions, once the call moved on."""
+        return HostedCall(self.call, self.trunk, self.transport, hops=self.hops, retired=True)
 
     def destination(self, request: Request) -> Addr:
         """Where ``request`` goes: the trunk, or within a dialog its next hop."""

@@ -1,4 +1,8 @@
-"""The agent's hosting decisions on a fake clock: failover, late answers, requests of no call."""
+"""The agent's hosting decisions on a fake clock.
+
+Failover, requests of no call, and where an inbound call's requests go (its route set and
+remote target); late answers in ``test_late_answer.py``.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +13,15 @@ from sipmessage import Request, Response
 
 from proto import errors
 from services.common.providers import Trunk
-from services.common.sip.message import SipMessage, make_response, parse_message
+from services.common.sip.message import SipMessage, make_request, make_response, parse_message
 from services.sipagent.agent_core import AgentCore
 from services.sipagent.agent_ports import Connect, OnInvite
 from services.sipagent.config import AgentConfig
 from services.sipagent.events import Answered, CallEvent, Ended, Progress
 from services.sipagent.hosted import Addr, HostedCall, SipCall
+from services.sipagent.inbound_call import InboundCall
 from services.sipagent.resolve import Target
+from tests.unit.sipagent.peer import OUR_OFFER, trunk_sdp
 from tests.unit.sipagent.trunk import ANSWER, OFFER, respond
 
 FIRST = Target("192.0.2.10", 5060, "udp", "trunk.test", "SRV _sip._udp.trunk.test")
@@ -338,3 +344,105 @@ def test_on_invite_may_drop_and_never_sees_in_dialog_invites() -> None:
     w.receive(reinvite, PEER)
     assert offered == ["in-1"]
     assert [r.code for r in w.responses(PEER)] == [481]
+
+
+# --- where an inbound call's requests go -------------------------------------------------
+
+
+def inbound_invite(contact: Addr, *record_routes: str) -> bytes:
+    """The trunk's INVITE from ``PEER``, naming ``contact`` as its remote target."""
+    sdp = trunk_sdp()
+    routes = "".join(f"Record-Route: {route}\r\n" for route in record_routes)
+    return (
+        "INVITE sip:+15550001111@192.0.2.1:5070 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP {PEER[0]}:{PEER[1]};branch=z9hG4bKinv1\r\n"
+        f"{routes}"
+        "Max-Forwards: 70\r\n"
+        "From: <sip:+15557654321@trunk.test>;tag=caller\r\n"
+        "To: <sip:+15550001111@192.0.2.1>\r\n"
+        "Call-ID: in-route\r\n"
+        "CSeq: 1 INVITE\r\n"
+        f"Contact: <sip:+15557654321@{contact[0]}:{contact[1]}>\r\n"
+        "Content-Type: application/sdp\r\n"
+        f"Content-Length: {len(sdp)}\r\n\r\n{sdp}"
+    ).encode()
+
+
+def answered_inbound(invite: bytes, transport: str = "udp") -> tuple[Wire, HostedCall]:
+    """An inbound call answered and ACKed through the core."""
+
+    def on_invite(request: Request, addr: Addr, transport: str, now: float) -> SipCall:
+        return InboundCall(
+            request,
+            call_id="bridge-in",
+            contact="<sip:bridge@192.0.2.1:5070>",
+            sent_by="192.0.2.1:5070",
+            transport=transport,
+            t1=T1,
+        )
+
+    w = wire(on_invite)
+    w.core.receive(invite, PEER, transport, w.now)
+    w.pump()
+    [hosted] = w.inbound
+    call = hosted.call
+    assert isinstance(call, InboundCall)
+    w.core.drive(hosted, lambda now: call.answer(OUR_OFFER, now), w.now)
+    w.pump()
+    [ok] = [r for r in w.responses(PEER) if r.code == 200]
+    ack = make_request(
+        "ACK",
+        "sip:bridge@192.0.2.1:5070",
+        [
+            ("Via", f"SIP/2.0/UDP {PEER[0]}:{PEER[1]};branch=z9hG4bKack1"),
+            ("Max-Forwards", "70"),
+            ("From", ok.headers["From"]),
+            ("To", ok.headers["To"]),
+            ("Call-ID", ok.call_id),
+            ("CSeq", "1 ACK"),
+        ],
+    )
+    w.core.receive(bytes(ack), PEER, transport, w.now)
+    w.pump()
+    assert any(isinstance(event, Answered) for event in w.events_of(hosted))
+    return w, hosted
+
+
+def test_an_inbound_calls_bye_goes_to_its_contact_and_responses_to_the_source() -> None:
+    contact = (PEER[0], 5080)
+    w, hosted = answered_inbound(inbound_invite(contact))
+    assert [r.code for r in w.responses(PEER)] == [100, 200]
+    w.now = 5.0
+    w.core.hangup(hosted, errors.OPERATOR, w.now)
+    w.pump()
+    [bye] = w.requests("BYE", contact)
+    assert w.requests("BYE", PEER) == []
+    w.core.receive(bytes(respond(bye, 200)), contact, "udp", w.now)
+    w.pump()
+    w.advance(w.now + 64 * T1)
+    assert len(w.requests("BYE", contact)) == 1  # answered there: not sent again
+    assert w.core.active_calls == 0
+
+
+def test_an_inbound_calls_bye_follows_its_record_route() -> None:
+    proxy = ("192.0.2.50", 5070)
+    w, hosted = answered_inbound(inbound_invite((PEER[0], 5080), f"<sip:{proxy[0]}:{proxy[1]};lr>"))
+    w.core.hangup(hosted, errors.OPERATOR, w.now)
+    w.pump()
+    [bye] = w.requests("BYE", proxy)
+    assert bye.headers["Route"] == f"<sip:{proxy[0]}:{proxy[1]};lr>"
+    assert str(bye.uri) == f"sip:+15557654321@{PEER[0]}:5080"
+
+
+def test_an_inbound_calls_bye_goes_to_the_source_when_its_contact_is_the_source() -> None:
+    w, hosted = answered_inbound(inbound_invite(PEER))
+    w.core.hangup(hosted, errors.OPERATOR, w.now)
+    w.pump()
+    assert len(w.requests("BYE", PEER)) == 1
+
+
+def test_an_inbound_call_over_tls_keeps_its_requests_on_the_trunks_connection() -> None:
+    w, hosted = answered_inbound(inbound_invite((PEER[0], 5081)), transport="tls")
+    w.core.hangup(hosted, errors.OPERATOR, w.now)
+    w.pump()
+    assert len(w.requests("BYE", PEER)) == 1
