@@ -166,7 +166,13 @@ class Call:
     # --- set-up ---------------------------------------------------------------------
 
     def _accept(self, setup: InboundSetup, now: float) -> None:
-        """Admitted: ask the SIP agent for the call, unless another browser here was first."""
+        """Admitted: ask the SIP agent for the call, unless another browser here was first.
+
+        The subscription is made before ``AcceptRequested`` goes out, so the
+        claim and what follows it reach us; a ``CallEnded`` published before it
+        (the trunk's CANCEL) reaches us through the ring, which hands on what
+        it hears until the claim (``ringing.Forward``).
+        """
         event = setup.accept(now)
         if event is None:
             self.finish(None, "", errors.ANSWERED_ELSEWHERE, now, tell=False)

@@ -155,6 +155,11 @@ class BrowserConnection:
         self.session.deliver(message)
         self._schedule_flush()
 
+    def forward(self, event: AnyEvent) -> None:
+        """An event of the call this socket accepted, heard by its ring (``ringing.Forward``)."""
+        self.session.handle_event(event, self._loop.time())
+        self._schedule_flush()
+
     def shutdown(self) -> None:
         """The service is stopping: let the session end its call and close."""
         self.session.shutdown(self._loop.time())

@@ -2,7 +2,8 @@
 
 Only I/O lives here: the users' and the ringing calls' subjects are
 subscribed and unsubscribed as the switchboard says, their events go into
-it, its messages for a socket go to that socket's connection, and a single
+it, its messages (and the events it forwards) for a socket go to that
+socket's connection, and a single
 ``loop.call_at`` timer is re-armed from ``get_timer()`` after every step.
 """
 
@@ -17,7 +18,8 @@ from nats.aio.subscription import Subscription
 from proto.events import AnyEvent
 from services.common.bus import Bus
 from services.signaling import messages
-from services.signaling.actions import Action, Deliver, Publish, Subscribe, Unsubscribe
+from services.signaling.actions import Deliver, Publish, Subscribe, Unsubscribe
+from services.signaling.ringing import Forward, RingAction
 from services.signaling.switchboard import Switchboard
 
 log = logging.getLogger(__name__)
@@ -27,6 +29,8 @@ class Socket(Protocol):
     """What the link needs of a browser connection."""
 
     def deliver(self, message: messages.Outgoing) -> None: ...
+
+    def forward(self, event: AnyEvent) -> None: ...
 
 
 class InboundLink:
@@ -91,12 +95,16 @@ class InboundLink:
                     await self._perform(action)
             self._arm_timer()
 
-    async def _perform(self, action: Action) -> None:
+    async def _perform(self, action: RingAction) -> None:
         try:
             if isinstance(action, Deliver):
                 socket = self._sockets.get(action.socket)
                 if socket is not None:
                     socket.deliver(action.message)
+            elif isinstance(action, Forward):
+                socket = self._sockets.get(action.socket)
+                if socket is not None:
+                    socket.forward(action.event)
             elif isinstance(action, Publish):
                 await self._bus.publish(action.subject, action.event)
             elif isinstance(action, Subscribe):

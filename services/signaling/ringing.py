@@ -8,9 +8,15 @@ subscribed and ``RingingStarted`` published. From then on:
   browser here rings any more (declined or gone) → ``RingingStopped``;
 - a browser accepts → the ring waits ``CLAIM_TIMEOUT`` for the SIP agent's
   ``CallClaimed``. The accepting socket's session publishes ``AcceptRequested``
-  and carries the call on (``session.py``); the ring tells nothing to it;
+  and carries the call on (``session.py``); the ring tells nothing to it, but
+  hands it the ``CallClaimed`` or ``CallEnded`` it hears while waiting
+  (``Forward``): the session subscribes to the call only as it accepts, and
+  an event published just before would pass it by;
 - ``CallClaimed`` (for us or another instance) → the others get ``ended`` cause
-  ``answered_elsewhere``; a claim for us whose browser left is hung up;
+  ``answered_elsewhere``; a claim for us whose browser left is hung up, and
+  the others, which the claim ended too, get ``setup_failed``: nobody answered.
+  Until that claim (or the claim timer) they ring on, and one that accepts
+  meanwhile gets ``setup_failed`` at once (only the first accept counts);
 - ``CallEnded`` from the SIP agent (CANCEL, ``ring_timeout``, every instance
   declined) → ``ended`` with its cause to every browser still ringing;
 - the arrival's ``ring_timeout`` plus ``RING_MARGIN`` bounds the whole ring
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import enum
 import logging
+from dataclasses import dataclass
 
 from proto import errors, subjects
 from proto.events import (
@@ -52,6 +59,18 @@ _REASONS = {
     errors.NO_ANSWER: "No answer",
     errors.SETUP_FAILED: "Call set-up failed",
 }
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """Hand ``event`` of a ringing call to the session of ``socket``, the one that accepted it."""
+
+    socket: str
+    event: AnyEvent
+
+
+RingAction = Action | Forward
+"What a ring (and the switchboard) asks its adapter to do."
 
 
 class Phase(enum.Enum):
@@ -91,7 +110,7 @@ class Ring:
         self._instance_id = instance_id
         self._sockets = {socket: Status.RINGING for socket in sockets}
         self._claim_timeout = claim_timeout
-        self._actions: list[Action] = []
+        self._actions: list[RingAction] = []
         self._accepter: str | None = None
         ring_timeout = min(max(arrival.ring_timeout, 0.0), MAX_RING_TIMEOUT)
         self._ring_deadline = now + ring_timeout + margin
@@ -123,7 +142,7 @@ class Ring:
     def get_timer(self) -> float | None:
         return self._deadline
 
-    def pop_actions(self) -> list[Action]:
+    def pop_actions(self) -> list[RingAction]:
         actions, self._actions = self._actions, []
         return actions
 
@@ -144,12 +163,14 @@ class Ring:
 
         False when it does not ring (it was told how the ring ended), or when
         another browser here accepted first: it is then told
-        ``answered_elsewhere``.
+        ``answered_elsewhere``, or ``setup_failed`` if that browser left since
+        (the claim will come to this instance, for nobody).
         """
         if not self.rings(socket):
             return False
         if self._phase == Phase.CLAIMING:
-            self._tell(socket, errors.ANSWERED_ELSEWHERE)
+            cause = errors.ANSWERED_ELSEWHERE if self._accepter else errors.SETUP_FAILED
+            self._tell(socket, cause)
             return False
         self._sockets[socket] = Status.ACCEPTED
         self._accepter = socket
@@ -168,7 +189,11 @@ class Ring:
         return True
 
     def leave(self, socket: str, now: float) -> None:
-        """``socket`` closed or gave up (an accepting one too): it is told nothing."""
+        """``socket`` closed or gave up (an accepting one too): it is told nothing.
+
+        An accepting one that leaves with others still ringing lets them ring
+        until the claim says how the call ended (``_on_claimed``).
+        """
         status = self._sockets.get(socket)
         if status not in (Status.RINGING, Status.ACCEPTED):
             return
@@ -191,6 +216,10 @@ class Ring:
     def handle_event(self, event: AnyEvent, now: float) -> None:
         if self.done or event.call_id != self.call_id:
             return
+        if isinstance(event, CallClaimed | CallEnded) and self._accepter is not None:
+            # Its session may not listen to the call yet: hand it on (a copy
+            # that reaches it on its own subscription too changes nothing).
+            self._actions.append(Forward(self._accepter, event))
         if isinstance(event, CallClaimed):
             self._on_claimed(event)
         elif isinstance(event, CallEnded):
@@ -199,15 +228,17 @@ class Ring:
             self._finish()
 
     def _on_claimed(self, event: CallClaimed) -> None:
-        ours = event.signaling_id == self._instance_id
-        if ours and self._accepter is None:
-            # We asked for it, but its browser left (or we gave up waiting).
+        others = errors.ANSWERED_ELSEWHERE
+        if event.signaling_id == self._instance_id and self._accepter is None:
+            # We asked for it, but its browser left (or we gave up waiting):
+            # nobody answered, the call is hung up.
             log.info("call %s: claimed for a browser that left: hanging up", self.call_id)
             cause = errors.SETUP_FAILED if self._phase == Phase.ABANDONED else errors.BROWSER_GONE
             hangup = HangupRequested(call_id=self.call_id, cause=cause)
-            self._actions.append(Publish(subjects.call_events(self.call_id, "signaling"), hangup))
+            self._publish(hangup)
+            others = errors.SETUP_FAILED
         if self._phase != Phase.ABANDONED:
-            self._end_ringing(errors.ANSWERED_ELSEWHERE)
+            self._end_ringing(others)
         self._finish()
 
     def handle_timer(self, now: float) -> None:

@@ -4,7 +4,8 @@ One ``Switchboard`` per process holds the ``Listeners`` table and a ``Ring``
 per arrived call. Browser sessions call it directly (``listen``,
 ``ringing``, ``accept``...), as they do ``Placement``; the bus events of the
 users' and the rings' subjects come in through ``receive()``. What it wants
-done (subscriptions, publishes, messages to sockets) is pulled with
+done (subscriptions, publishes, messages to sockets, events handed to the
+session of an accepting socket) is pulled with
 ``pop_actions()``; ``services/signaling/inbound.py`` carries it out and arms
 one timer from ``get_timer()``.
 """
@@ -15,9 +16,8 @@ import logging
 
 from proto import subjects
 from proto.events import AnyEvent, CallArrived
-from services.signaling.actions import Action
 from services.signaling.listeners import Listeners
-from services.signaling.ringing import CLAIM_TIMEOUT, RING_MARGIN, Ring
+from services.signaling.ringing import CLAIM_TIMEOUT, RING_MARGIN, Ring, RingAction
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class Switchboard:
         self._rings: dict[str, Ring] = {}
         self._seen: dict[str, float] = {}
         "Call ids that arrived here, to when they are forgotten."
-        self._actions: list[Action] = []
+        self._actions: list[RingAction] = []
         self._draining = False
 
     # --- what the adapter reads --------------------------------------------------
@@ -51,7 +51,7 @@ class Switchboard:
         deadlines = [d for ring in self._rings.values() if (d := ring.get_timer()) is not None]
         return min(deadlines, default=None)
 
-    def pop_actions(self) -> list[Action]:
+    def pop_actions(self) -> list[RingAction]:
         actions, self._actions = self._actions, []
         return actions
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from proto import errors, subjects
 from proto.events import (
     AcceptRequested,
@@ -13,8 +15,9 @@ from proto.events import (
     HangupRequested,
     MediaPrepared,
 )
-from services.signaling.actions import Deliver, Publish, Subscribe
+from services.signaling.actions import Admit, Deliver, Publish, Subscribe
 from services.signaling.caller import Caller
+from services.signaling.ringing import Forward, RingAction
 from services.signaling.session import BrowserSession
 from services.signaling.states import State
 from services.signaling.switchboard import Switchboard
@@ -207,3 +210,109 @@ def test_media_failure_of_an_accepted_call_hangs_it_up() -> None:
     actions = h.timer(T0 + 1 + 10.0)
     assert error_codes(actions) == ["no_media_worker"]
     assert published(actions) == [(SIGNALING, HangupRequested(call_id="in1", cause="setup_failed"))]
+
+
+def route(board: Switchboard, *harnesses: Harness) -> list[RingAction]:
+    """Carry the switchboard's messages and forwarded events to the sessions, as the link does."""
+    sessions = {h.session.socket_id: h for h in harnesses}
+    actions = board.pop_actions()
+    rest: list[RingAction] = []
+    for action in actions:
+        if isinstance(action, Deliver) and action.socket in sessions:
+            sessions[action.socket].session.deliver(action.message)
+            sessions[action.socket].pull()
+        elif isinstance(action, Forward) and action.socket in sessions:
+            h = sessions[action.socket]
+            h.session.handle_event(action.event, h.now)
+            h.pull()
+        elif not isinstance(action, Deliver | Forward):
+            rest.append(action)
+    return rest
+
+
+CANCELLED = CallEnded(call_id="in1", cause=errors.CANCELLED, status=487, reason="Cancelled")
+
+
+def test_cancel_that_crosses_the_accept_ends_it_cancelled_at_once() -> None:
+    board, h = rung()
+    accept(h)
+    assert h.state() == State.ACCEPTING
+    # The trunk's CANCEL was published before the session's subscription took
+    # hold: only the ring hears it.
+    board.receive(CANCELLED, T0 + 1)
+    route(board, h)
+    assert sent(h.actions)[-1] == {
+        "type": "ended",
+        "call_id": "in1",
+        "status": 487,
+        "reason": "Cancelled",
+        "cause": "cancelled",
+    }
+    assert h.state() == State.IDLE
+    assert h.session.get_timer() is None
+    assert h.audits[-1]["cause"] == "cancelled"
+    assert board.ringing_calls == 0
+    # The same CallEnded on the session's own subscription changes nothing.
+    assert h.event(CANCELLED, T0 + 1) == []
+    assert [m["type"] for m in sent(h.actions)].count("ended") == 1
+
+
+def test_cancel_heard_on_both_subscriptions_is_told_once() -> None:
+    board, h = rung()
+    accept(h)
+    h.event(CANCELLED, T0 + 1)  # the session's own subscription first
+    board.receive(CANCELLED, T0 + 1)
+    route(board, h)
+    endings = [m for m in sent(h.actions) if m["type"] == "ended"]
+    assert [(m["call_id"], m["cause"]) for m in endings] == [("in1", "cancelled")]
+
+
+def test_cancel_while_the_limits_are_asked_ends_the_ring_cancelled() -> None:
+    board, h = rung()
+    h.session.receive_text(json.dumps({"type": "accept", "call_id": "in1", "sdp": OFFER_SDP}), T0)
+    admit = [a for a in h.session.pop_actions() if isinstance(a, Admit)]
+    assert h.state() == State.ADMITTING
+    board.receive(CANCELLED, T0 + 1)
+    route(board, h)
+    h.session.admitted(admit[0].call_id, None, T0 + 2)  # the limits answer late
+    h.pull()
+    endings = [m for m in sent(h.actions) if m["type"] == "ended"]
+    assert [(m["call_id"], m["cause"]) for m in endings] == [("in1", "cancelled")]
+    assert published(h.actions) == []  # no AcceptRequested for a call that is gone
+    assert h.state() == State.IDLE
+
+
+def test_claim_heard_only_by_the_ring_still_sets_the_call_up() -> None:
+    board, h = rung()
+    accept(h)
+    board.receive(CallClaimed(call_id="in1", signaling_id="sig-1"), T0 + 1)
+    route(board, h)
+    assert h.state() == State.WAITING_MEDIA
+    assert [type(e).__name__ for _, e in published(h.actions)][-1] == "CallRequested"
+
+
+def test_accepter_leaving_lets_the_others_hear_how_it_ended() -> None:
+    board = Switchboard("sig-1")
+    a, b = listening(board, socket="s1"), listening(board, socket="s2")
+    a.text({"type": "listen", "user": "alice"})
+    b.text({"type": "listen", "user": "alice"})
+    board.receive(arrival(("alice",)), T0)
+    route(board, a, b)
+    accept(a)
+    route(board, a, b)
+    a.session.socket_closed(T0 + 1)
+    a.pull()
+    assert route(board, a, b) == []
+    assert [m["type"] for m in sent(b.actions)] == ["listening", "incoming"]  # b rings on
+    board.receive(CallClaimed(call_id="in1", signaling_id="sig-1"), T0 + 2)
+    rest = route(board, a, b)
+    assert [action.event for action in rest if isinstance(action, Publish)] == [
+        HangupRequested(call_id="in1", cause="browser_gone")
+    ]
+    assert sent(b.actions)[-1] == {
+        "type": "ended",
+        "call_id": "in1",
+        "status": None,
+        "reason": "Call set-up failed",
+        "cause": "setup_failed",
+    }

@@ -12,7 +12,8 @@ from proto.events import (
     RingingStarted,
     RingingStopped,
 )
-from services.signaling.actions import Action, Deliver, Publish, Subscribe, Unsubscribe
+from services.signaling.actions import Deliver, Publish, Subscribe, Unsubscribe
+from services.signaling.ringing import Forward, RingAction
 from services.signaling.switchboard import Switchboard
 
 T0 = 1000.0
@@ -34,12 +35,16 @@ def arrival(users: tuple[str, ...] = ("alice",), ring_timeout: float = 30.0) -> 
     )
 
 
-def delivered(actions: list[Action]) -> list[tuple[str, dict[str, object]]]:
+def delivered(actions: list[RingAction]) -> list[tuple[str, dict[str, object]]]:
     return [(a.socket, a.message) for a in actions if isinstance(a, Deliver)]
 
 
-def published(actions: list[Action]) -> list[AnyEvent]:
+def published(actions: list[RingAction]) -> list[AnyEvent]:
     return [a.event for a in actions if isinstance(a, Publish)]
+
+
+def forwarded(actions: list[RingAction]) -> list[tuple[str, AnyEvent]]:
+    return [(a.socket, a.event) for a in actions if isinstance(a, Forward)]
 
 
 def ringing_two() -> Switchboard:
@@ -208,15 +213,113 @@ def test_no_claim_after_accept_stops_the_ring() -> None:
     assert board.ringing_calls == 0
 
 
-def test_claim_for_a_browser_that_left_is_hung_up() -> None:
+def test_claim_for_a_browser_that_left_is_hung_up_and_nobody_answered() -> None:
     board = ringing_two()
     board.accept("s1", "in1", T0)
     board.socket_closed("s1", T0 + 1)
-    assert published(board.pop_actions()) == []  # s2 still rings
+    assert board.pop_actions() == []  # s2 still rings, until the claim says how it ended
+    assert board.ringing("s2", "in1") is not None
     board.receive(CallClaimed(call_id="in1", signaling_id="sig-1"), T0 + 2)
     actions = board.pop_actions()
     assert published(actions) == [HangupRequested(call_id="in1", cause="browser_gone")]
+    assert [(s, m["cause"]) for s, m in delivered(actions)] == [("s2", "setup_failed")]
+    assert forwarded(actions) == []
+    assert board.ringing_calls == 0
+
+
+def test_accepter_left_then_another_instance_got_the_call() -> None:
+    board = ringing_two()
+    board.accept("s1", "in1", T0)
+    board.withdraw("s1", "in1", T0 + 1)
+    board.receive(CallClaimed(call_id="in1", signaling_id="sig-2"), T0 + 2)
+    actions = board.pop_actions()
+    assert published(actions) == []
     assert [(s, m["cause"]) for s, m in delivered(actions)] == [("s2", "answered_elsewhere")]
+
+
+def test_accepter_left_then_the_trunk_cancelled() -> None:
+    board = ringing_two()
+    board.accept("s1", "in1", T0)
+    board.withdraw("s1", "in1", T0 + 1)
+    ended = CallEnded(call_id="in1", cause=errors.CANCELLED, status=487, reason="Cancelled")
+    board.receive(ended, T0 + 2)
+    actions = board.pop_actions()
+    assert [(s, m["cause"]) for s, m in delivered(actions)] == [("s2", "cancelled")]
+    assert published(actions) == []
+
+
+def test_an_accept_after_the_accepter_left_fails_at_once() -> None:
+    board = ringing_two()
+    board.accept("s1", "in1", T0)
+    board.withdraw("s1", "in1", T0 + 1)
+    assert not board.accept("s2", "in1", T0 + 1)
+    assert [(s, m["cause"]) for s, m in delivered(board.pop_actions())] == [("s2", "setup_failed")]
+
+
+def test_accepter_left_and_no_claim_came() -> None:
+    board = ringing_two()
+    board.accept("s1", "in1", T0)
+    board.withdraw("s1", "in1", T0 + 1)
+    board.handle_timer(T0 + 5.0)
+    actions = board.pop_actions()
+    assert [(s, m["cause"]) for s, m in delivered(actions)] == [("s2", "setup_failed")]
+    assert published(actions) == [
+        RingingStopped(call_id="in1", signaling_id="sig-1", declined=False)
+    ]
+
+
+def test_cancel_while_claiming_is_handed_to_the_accepting_socket() -> None:
+    board = ringing_two()
+    assert board.accept("s1", "in1", T0)
+    ended = CallEnded(call_id="in1", cause=errors.CANCELLED, status=487, reason="Cancelled")
+    board.receive(ended, T0 + 1)
+    actions = board.pop_actions()
+    assert forwarded(actions) == [("s1", ended)]
+    assert [(s, m["cause"]) for s, m in delivered(actions)] == [("s2", "cancelled")]
+    assert actions[-1] == Unsubscribe(SIPAGENT)
+
+
+def test_claim_is_handed_to_the_accepting_socket() -> None:
+    board = ringing_two()
+    assert board.accept("s1", "in1", T0)
+    claimed = CallClaimed(call_id="in1", signaling_id="sig-1")
+    board.receive(claimed, T0 + 1)
+    actions = board.pop_actions()
+    assert forwarded(actions) == [("s1", claimed)]
+    assert published(actions) == []  # not hung up: its browser is there
+    assert [(s, m["cause"]) for s, m in delivered(actions)] == [("s2", "answered_elsewhere")]
+
+
+def test_nothing_is_handed_on_before_an_accept_or_after_the_ring() -> None:
+    board = ringing_two()
+    ended = CallEnded(call_id="in1", cause=errors.CANCELLED, status=487)
+    board.receive(ended, T0 + 1)
+    assert forwarded(board.pop_actions()) == []
+    board.receive(ended, T0 + 2)  # the ring is over
+    assert board.pop_actions() == []
+
+
+def test_every_ended_of_a_ring_names_its_call() -> None:
+    outcomes = []
+    board = ringing_two()
+    board.reject("s1", "in1", T0)
+    board.handle_timer(T0 + 60)
+    outcomes.append(board.pop_actions())
+    board = ringing_two()
+    board.accept("s1", "in1", T0)
+    board.handle_timer(T0 + 5)
+    outcomes.append(board.pop_actions())
+    board = ringing_two()
+    board.accept("s1", "in1", T0)
+    board.withdraw("s1", "in1", T0)
+    board.receive(CallClaimed(call_id="in1", signaling_id="sig-1"), T0 + 1)
+    outcomes.append(board.pop_actions())
+    board = ringing_two()
+    board.receive(CallEnded(call_id="in1", cause=errors.NO_ANSWER, status=480), T0 + 1)
+    outcomes.append(board.pop_actions())
+    messages = [m for actions in outcomes for _, m in delivered(actions)]
+    assert len(messages) == 6
+    assert all(m["type"] == "ended" and m["call_id"] == "in1" for m in messages)
 
 
 def test_draining_rings_nobody() -> None:
