@@ -4,7 +4,8 @@ Not call events: a request on ``subjects.call_stats_query()`` (empty body) is
 answered by every media worker with one ``CallStatsReply``, the latest figures
 of each call it carries. A ``HangupRequested`` on ``subjects.operator_hangup()``
 is answered with one ``HangupAnswer`` by the signaling instance that holds the
-call, and by no other. Encoded and decoded only here.
+call, or by the SIP agent holding an inbound call that still rings, and by no
+other. Encoded and decoded only here.
 """
 
 from __future__ import annotations
@@ -45,12 +46,15 @@ class CallStatsReply(msgspec.Struct, frozen=True, kw_only=True, tag="calls.media
 
 
 class HangupAnswer(msgspec.Struct, frozen=True, kw_only=True, tag="calls.hangup"):
-    """A signaling instance holds the call and is ending it (BYE, browser told)."""
+    """A signaling instance holds the call and is ending it (BYE, browser told), or a
+    SIP agent holds it still ringing and is ending it (480 to the trunk, browsers told)."""
 
     call_id: str
     "The call being ended."
     signaling_id: str
-    "The signaling instance that holds it."
+    "The signaling instance that holds it; empty when a SIP agent answers."
+    sipagent_id: str = ""
+    "The SIP agent that holds it ringing (an inbound call no browser answered yet)."
 
 
 _encoder = msgspec.json.Encoder()

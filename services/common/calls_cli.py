@@ -5,7 +5,9 @@ worker answers on ``subjects.call_stats_query()`` (``calls_query``): a table
 for people, one JSON array with ``--json`` (the same as signaling's
 ``GET /calls``). ``hangup`` sends ``HangupRequested(cause="operator")`` on
 ``subjects.operator_hangup()``; the signaling instance holding the call ends
-it (BYE to the trunk, ``ended`` cause ``operator`` to the browser) and answers.
+it (BYE to the trunk, ``ended`` cause ``operator`` to the browser) and answers,
+or the SIP agent holding an inbound call still ringing does (480 to the trunk,
+``ended`` cause ``operator`` to every ringing browser).
 
 It connects as the operator's NATS user: ``NATS_USER``/``NATS_PASSWORD`` or
 ``NATS_CREDS`` when set (``admin`` on the locked bus), else the ``admin`` user
@@ -77,6 +79,8 @@ async def _hangup(settings: Settings, options: dict[str, Any], call_id: str, tim
     try:
         answer = await calls_query.request_hangup(nc, call_id, timeout)
         if answer is not None:
+            if answer.sipagent_id and not answer.signaling_id:
+                return f"call {call_id}: ending (ringing at SIP agent {answer.sipagent_id})"
             return f"call {call_id}: ending (held by signaling {answer.signaling_id})"
         try:
             registry = await CallRegistry.open(nc, op_timeout=OP_TIMEOUT)

@@ -27,7 +27,7 @@ IN = "in"
 "RTP received from the trunk."
 OUT = "out"
 "RTP sent to the trunk."
-SIP_REFUSALS = ("unknown_source", "rate")
+SIP_REFUSALS = ("unknown_source", "rate", "too_many_ringing")
 "Reasons of ``bridge_sip_refused``."
 
 
@@ -122,7 +122,8 @@ class Metrics:
         self.sip_refused = Counter(
             "bridge_sip_refused",
             "SIP messages a SIP agent refused: unknown_source (a request from no trunk and"
-            " in no dialog: 403 or dropped), rate (over SIP_SOURCE_RATE: dropped unread).",
+            " in no dialog: 403 or dropped), rate (over SIP_SOURCE_RATE: dropped unread),"
+            " too_many_ringing (an INVITE beyond INBOUND_MAX_RINGING: 486).",
             ["reason"],
             registry=registry,
         )

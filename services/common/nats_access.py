@@ -156,6 +156,7 @@ PERMISSIONS: Final[Mapping[User, Permissions]] = {
         subscribe=(
             f"{subjects.sipagent_work()} {subjects.SIPAGENT_QUEUE}",
             subjects.registrations(),
+            subjects.operator_hangup(),
         ),
     ),
     "media": _service(

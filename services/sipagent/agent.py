@@ -299,6 +299,8 @@ class SipAgent:
             handle = self._handle_for(hosted)
             if self.on_call is not None:
                 self.on_call(handle)
+            else:  # nobody to ring it: it would wait for a decision forever
+                handle.reject(503, "Service Unavailable")
         while (item := core.next_event()) is not None:
             hosted, event = item
             owner = self._handles.get(hosted)

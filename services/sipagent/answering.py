@@ -5,15 +5,24 @@ its ``Arrival`` is announced on each user's subject and the ``Ringing`` core
 (``ringing.py``) decides on 180, 480/486/603, the claim and the 200, fed the
 bus's events from the call's inbox and the SIP call's events. Once the 200
 is sent the call is ``follow``'s, like an outbound one.
+
+``answer_operator_hangups``: ``bridge calls hangup ID`` of a call still
+ringing here (no signaling session holds it yet) is answered by this agent:
+480 to the trunk, ``CallEnded`` cause ``operator`` to every ringing browser.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
-from proto import subjects
-from proto.events import CallEnded
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from proto import calls, codec, errors, subjects
+from proto.calls import HangupAnswer
+from proto.events import CallEnded, HangupRequested
 from services.common.bus import Bus
 from services.sipagent.call_records import CallRecords
 from services.sipagent.call_reports import CallReports
@@ -75,14 +84,17 @@ class Answerer:
             loop.time(),
             ring_timeout=route.ring_timeout,
             reject_status=route.reject_status,
+            answer_wait=arrival.answer_wait,
         )
         ended = await self._ring(ringing, handle, inbox)
         if ended is not None:
             return ended
         # Answered: from here on it is a call like an outbound one.
         spans.call.add_event("answering", {"bridge.signaling_id": ringing.claimed_by})
-        self._calls.answered(call_id)
-        while not inbox.empty():  # what came after the answer: a hang-up, say
+        self._calls.answered(call_id, ringing.claimed_by)
+        # What came after the answer: a hang-up, say, or a slow instance's late ring
+        # (told the claim again).
+        while not inbox.empty():
             await self._calls.on_peer_event(inbox.get_nowait())
         await self._records.answering(
             call_id, ringing.claimed_by, ringing.identity, ringing.media_id
@@ -134,3 +146,34 @@ class Answerer:
             # A cancelled get takes nothing: what is queued stays for ``follow``.
             from_bus.cancel()
             from_sip.cancel()
+
+
+EndRinging = Callable[[str, str], bool]
+"Ends a call ringing here with a cause (``LiveCalls.end_ringing``); whether one was."
+
+
+async def answer_operator_hangups(
+    bus: Bus, instance_id: str, end_ringing: EndRinging
+) -> Subscription:
+    """Listen on ``subjects.operator_hangup()`` (no queue group: every instance hears it);
+    end and answer the requests for calls ringing here, stay silent on the others."""
+
+    async def on_request(msg: Msg) -> None:
+        try:
+            event = codec.decode(msg.data)
+        except codec.DecodeError:
+            log.info("operator hangup: not an event, ignored")
+            return
+        if not isinstance(event, HangupRequested):
+            return
+        if not end_ringing(event.call_id, errors.OPERATOR):
+            return
+        log.info("%s: hangup of the ringing call requested by an operator", event.call_id)
+        if msg.reply:
+            answer = HangupAnswer(call_id=event.call_id, signaling_id="", sipagent_id=instance_id)
+            try:
+                await msg.respond(calls.encode(answer))
+            except Exception as exc:  # the asker may be gone; the call ends anyway
+                log.debug("operator hangup answer not sent: %s", exc)
+
+    return await bus.client.subscribe(subjects.operator_hangup(), cb=on_request)

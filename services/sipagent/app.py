@@ -21,10 +21,13 @@ from services.common.bus import Bus, drain_subscription
 from services.common.fleet.heartbeat import Load
 from services.common.fleet.member import FleetMember
 from services.common.lifecycle import Lifecycle
+from services.common.metrics import Metrics
 from services.common.providers import Providers
 from services.common.settings import Settings, SettingsError
 from services.sipagent.agent import AgentConfig, SipAgent
+from services.sipagent.answering import answer_operator_hangups
 from services.sipagent.inbound import DigestTrunks, InboundDoor, inbound_calls
+from services.sipagent.ringing import answer_wait_for
 from services.sipagent.service import SipAgentService
 
 __all__ = ["SipAgentService", "inbound_door", "main", "registrations_reply"]
@@ -84,12 +87,15 @@ async def answer_registrations(bus: Bus, agent: SipAgent, instance_id: str) -> N
     await bus.client.subscribe(subjects.registrations(), cb=on_request)
 
 
-def inbound_door(agent: SipAgent, settings: Settings) -> InboundDoor:
+def inbound_door(
+    agent: SipAgent, settings: Settings, metrics: Metrics | None = None
+) -> InboundDoor:
     """Who may call in and what a called number rings (``inbound.py``); the agent's screen
     lets through the INVITEs of the trunks' ``inbound_from``, and all when one has
     ``inbound_auth`` (the door challenges them)."""
     trunks = settings.providers.trunks
-    auth = DigestTrunks(trunks.values())
+    auth = DigestTrunks(trunks.values(), secret=settings.sip_nonce_secret or None)
+    busy = (metrics or Metrics()).sip_refused.labels("too_many_ringing")
     networks = [network for trunk in trunks.values() for network in trunk.inbound_from]
     agent.screen.open_inbound(networks, anywhere=bool(auth))
     config, connections = agent.config, agent.connections
@@ -105,6 +111,9 @@ def inbound_door(agent: SipAgent, settings: Settings) -> InboundDoor:
         auth=auth if auth else None,
         refused=agent.screen.refused_invite,
         national=settings.access.national,
+        max_ringing=settings.inbound_max_ringing,
+        busy=busy.inc,
+        answer_wait=answer_wait_for(settings.setup_timeout),
     )
 
 
@@ -134,7 +143,7 @@ async def main(lc: Lifecycle) -> None:
         start_registrations(lc, agent, providers)
         bus = await lc.connect_bus()
         await answer_registrations(bus, agent, settings.instance_id)
-        door = inbound_door(agent, settings)
+        door = inbound_door(agent, settings, lc.metrics)
         service = SipAgentService(
             bus,
             agent,
@@ -158,6 +167,8 @@ async def main(lc: Lifecycle) -> None:
         work = await bus.subscribe(
             subjects.sipagent_work(), service.on_work, queue=subjects.SIPAGENT_QUEUE
         )
+        # An operator's hang-up of a call still ringing here (no browser holds it yet).
+        await answer_operator_hangups(bus, settings.instance_id, service.end_ringing)
         # Calls from the trunks: once the registry and the bus can carry them.
         agent.on_call = service.on_inbound_call
         agent.on_invite = door.on_invite

@@ -11,11 +11,20 @@ belongs to no call, and takes every decision before anything rings:
    ``Authorization`` names the trunk by its username and must verify.
    Anything else: 403 (or nothing, ``SIP_UNKNOWN_SOURCES=drop``), counted in
    ``bridge_sip_refused_total`` and logged within the screen's budget; nothing rings.
-3. No SDP offer: 488 (the bridge answers offers, it does not make them in a 200).
+   The digest nonces are signed with ``SIP_NONCE_SECRET`` (shared by the
+   replicas), else a random per-process secret; never with the passwords.
+3. What the call cannot answer (``InboundCall.refusal``: no SDP offer, a
+   Require we lack...): its 4xx.
 4. The called number (the Request-URI's user, else the To user: a registrar
    rewrites the Request-URI to the binding) against ``[[inbound]]`` and
    ``INBOUND_USER``, first match wins: none, 404.
-5. Otherwise a bridge call id is drawn, the SIP call is built (its server
+5. The SDP offer, read by the shared model (``services.common.sdp``): an
+   audio stream with a port, a codec media takes (PCMU, PCMA, G722, opus),
+   RTP/AVP, or RTP/SAVP when the trunk's ``srtp`` is not off; else (or an
+   unreadable SDP) 488 with a ``Warning`` saying why.
+6. Already ``max_ringing`` calls unanswered here (``INBOUND_MAX_RINGING``):
+   486, counted in ``bridge_sip_refused_total`` (``too_many_ringing``).
+7. Otherwise a bridge call id is drawn, the SIP call is built (its server
    transaction says 100 at once) and handed to the core to host, and the
    call's ``Arrival`` waits in ``next_arrival()`` for the service, which
    subscribes to the call, publishes ``CallArrived`` for each user and runs
@@ -24,7 +33,6 @@ belongs to no call, and takes every decision before anything rings:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import secrets
 import time
@@ -38,6 +46,7 @@ from sipmessage import Address, Request, Response
 
 from proto.events import CallArrived
 from proto.fleet import CallRecord, SipDialogRecord
+from services.common import sdp
 from services.common.dialplan import DestinationError, National
 from services.common.inbound_routes import (
     DIGEST_ALGORITHMS,
@@ -47,11 +56,12 @@ from services.common.inbound_routes import (
     route_inbound,
 )
 from services.common.providers import Trunk
-from services.common.sip.challenge import DigestChallenger
+from services.common.sip.challenge import DigestChallenger, random_secret
 from services.common.sip.message import make_response, new_tag
 from services.common.sip.transaction import T1
 from services.sipagent.hosted import SipCall
 from services.sipagent.inbound_call import InboundCall
+from services.sipagent.ringing import ANSWER_WAIT
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +71,13 @@ MAX_NAME = 64
 "Characters of the caller's display name passed on at most."
 MAX_CALLER = 64
 "Characters of the caller's user part passed on at most."
+UNANSWERED_MARGIN = 10.0
+"Seconds past the ring and the answer wait before an unanswered call ends itself (a backstop)."
+MAX_RINGING = 100
+"Calls one agent lets ring (not answered yet) at once, by default: beyond, 486."
+MEDIA_CODECS = frozenset({"PCMU/8000", "PCMA/8000", "G722/8000", "OPUS/48000"})
+"``NAME/RATE`` of the codecs media relays or converts (``services/media/sdp.py``)."
+RTP_PROFILES = frozenset({"RTP/AVP", "RTP/AVPF", "RTP/SAVP", "RTP/SAVPF"})
 
 
 class TrunkAuth(Protocol):
@@ -79,15 +96,19 @@ INBOUND_REALM = "bridge"
 class DigestTrunks:
     """The trunks with ``inbound_auth``, told apart by username: one realm, stateless nonces.
 
-    The nonces' key comes from the trunks' passwords, so every SIP agent with
-    the same providers file accepts the nonces of the others (the retry may
-    reach another replica). ``clock``: wall-clock seconds, shared by replicas.
+    ``secret`` signs the nonces (``SIP_NONCE_SECRET``, at least 16 bytes): every
+    SIP agent given the same one accepts the nonces of the others (the retry
+    may reach another replica). None: a random secret of this process, so a
+    retry reaching another replica gets a fresh 401. Never derived from the
+    passwords: a 401 must not let anyone test password guesses offline.
+    ``clock``: wall-clock seconds, shared by replicas.
     """
 
     def __init__(
         self,
         trunks: Iterable[Trunk],
         *,
+        secret: bytes | None = None,
         realm: str = INBOUND_REALM,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -99,16 +120,14 @@ class DigestTrunks:
             if auth is not None and auth.username not in passwords:
                 self._trunk_of[auth.username] = trunk.name
                 passwords[auth.username] = auth.password
-        key = hashlib.sha256(b"bridge inbound nonces")
-        for username in sorted(passwords):
-            key.update(b"\0" + username.encode() + b"\0" + passwords[username].encode())
         # One challenge for every trunk (which one calls is known only from the answer):
         # the algorithms any of them accepts, most preferred first.
         wanted = {
             a for trunk in trunks if trunk.inbound_auth for a in trunk.inbound_auth.algorithms
         }
         algorithms = tuple(a for a in DIGEST_ALGORITHMS if a in wanted) or DIGEST_ALGORITHMS
-        self._challenger = DigestChallenger(realm, passwords, key.digest(), algorithms=algorithms)
+        key = secret if secret is not None else random_secret()
+        self._challenger = DigestChallenger(realm, passwords, key, algorithms=algorithms)
         self._clock = clock
 
     def __bool__(self) -> bool:
@@ -124,6 +143,11 @@ class DigestTrunks:
             return self._trunk_of.get(verdict.username)
         if verdict.stale:
             return self._challenge(request, now, stale=True)
+        if verdict.unknown_nonce:
+            # Another replica's nonce (each has its own secret without SIP_NONCE_SECRET),
+            # or a forged one: nothing was proven either way; a fresh 401.
+            log.info("INVITE with a nonce not issued here: challenged again")
+            return self._challenge(request, now, stale=False)
         log.info("INVITE with digest credentials refused: %s", verdict.reason)
         return None
 
@@ -132,12 +156,22 @@ class DigestTrunks:
         return _reply(request, self._challenger.status, headers=headers)
 
 
-NewCall = Callable[[Request, str, Addr, str, Trunk], SipCall]
-"Builds the SIP call of an admitted INVITE: ``(invite, call_id, source, transport, trunk)``."
+NewCall = Callable[[Request, str, Addr, str, Trunk, float], SipCall]
+"""Builds the SIP call of an admitted INVITE: ``(invite, call_id, source, transport, trunk,
+max_unanswered)``; the last: seconds after which the call ends itself unanswered (480)."""
 SentBy = Callable[[Addr, str], str]
 "This agent's host:port as ``addr`` sees it over a transport (by name): for Via and Contact."
 Refused = Callable[[Addr, float], bool]
 "Told of an INVITE refused for its source (count, log); True: answer it 403, False: drop it."
+Busy = Callable[[], None]
+"Told of an INVITE refused because ``max_ringing`` calls ring already (count it)."
+Unanswered = Callable[[SipCall], bool]
+"Whether a call the door admitted still waits for its answer (rings)."
+
+
+def unanswered(call: SipCall) -> bool:
+    """The default ``Unanswered``: an ``InboundCall`` before its final response."""
+    return isinstance(call, InboundCall) and call.unanswered
 
 
 @dataclass(frozen=True)
@@ -158,6 +192,8 @@ class Arrival:
     offer_sdp: str
     source: Addr
     transport: str
+    answer_wait: float = ANSWER_WAIT
+    "Seconds a claimed call waits for media's answer (``ringing.answer_wait_for``)."
 
     def event(self, sipagent_id: str) -> CallArrived:
         """The ``CallArrived`` to publish on ``subjects.inbound_calls(user)`` for each user."""
@@ -206,7 +242,12 @@ def inbound_calls(sent_by: SentBy, *, t1: float = T1, keepalive: float = 0.0) ->
     agent as the trunk sees it (``sips:`` over TLS), with the trunk's DTMF and REFER modes."""
 
     def new_call(
-        invite: Request, call_id: str, source: Addr, transport: str, trunk: Trunk
+        invite: Request,
+        call_id: str,
+        source: Addr,
+        transport: str,
+        trunk: Trunk,
+        max_unanswered: float,
     ) -> SipCall:
         address = sent_by(source, transport)
         user = f"{trunk.username}@" if trunk.username else ""
@@ -223,6 +264,7 @@ def inbound_calls(sent_by: SentBy, *, t1: float = T1, keepalive: float = 0.0) ->
             keepalive=keepalive,
             transfer=trunk.transfer,
             t1=t1,
+            max_unanswered=max_unanswered,
         )
 
     return new_call
@@ -247,9 +289,15 @@ class InboundDoor:
         refused: Refused = lambda source, now: True,
         national: National | None = None,
         call_ids: Callable[[], str] = new_call_id,
+        max_ringing: int = MAX_RINGING,
+        busy: Busy = lambda: None,
+        is_unanswered: Unanswered = unanswered,
+        answer_wait: float = ANSWER_WAIT,
     ) -> None:
         """``trunks_at(host)``: the trunks whose addresses ``host`` is one of.
-        ``auth``: the digest check of the trunks with ``inbound_auth`` (``DigestTrunks``)."""
+        ``auth``: the digest check of the trunks with ``inbound_auth`` (``DigestTrunks``).
+        ``max_ringing``: calls let ring at once (``INBOUND_MAX_RINGING``); ``busy`` is told
+        of each INVITE refused beyond. ``answer_wait``: passed on in each ``Arrival``."""
         self._trunks = trunks
         self._routes = routes
         self._new_call = new_call
@@ -258,6 +306,12 @@ class InboundDoor:
         self._refused = refused
         self._national = national
         self._call_ids = call_ids
+        self._max_ringing = max_ringing
+        self._busy = busy
+        self._is_unanswered = is_unanswered
+        self._answer_wait = answer_wait
+        self._ringing: list[SipCall] = []
+        "The calls admitted and not answered yet (pruned at each INVITE)."
         self._arrivals: deque[Arrival] = deque()
         self.open = True
         "False once draining: new INVITEs get 503."
@@ -286,15 +340,27 @@ class InboundDoor:
                 "INVITE from trunk %s refused: %d %s", trunks[0], refusal.status, refusal.reason
             )
             return _reply(request, refusal.status, refusal.reason, refusal.headers)
-        offer = _offer(request)
-        if offer is None:
-            log.info("INVITE from trunk %s without an audio offer: 488", trunks[0])
-            return _reply(request, 488)
         routed = self._route(request, trunks)
         if routed is None:
             log.info("INVITE from trunk %s to a number no [[inbound]] entry takes: 404", trunks[0])
             return _reply(request, 404)
         route, trunk, called = routed
+        offer = _offer(request)
+        problem = _offer_problem(offer, self._trunks[trunk].srtp)
+        if problem:
+            log.info(
+                "INVITE from trunk %s with an offer we cannot answer: 488 (%s)", trunk, problem
+            )
+            return _reply(request, 488, headers=[("Warning", _warning(problem))])
+        self._ringing = [call for call in self._ringing if self._is_unanswered(call)]
+        if len(self._ringing) >= self._max_ringing:
+            log.info(
+                "INVITE from trunk %s refused: %d calls ring already: 486",
+                trunk,
+                len(self._ringing),
+            )
+            self._busy()
+            return _reply(request, 486)
         caller, caller_name = _caller(request, self._national)
         arrival = Arrival(
             call_id=self._call_ids(),
@@ -307,6 +373,7 @@ class InboundDoor:
             offer_sdp=offer,
             source=source,
             transport=transport,
+            answer_wait=self._answer_wait,
         )
         log.info(
             "%s: INVITE from trunk %s to %s (%s) rings %s",
@@ -316,7 +383,12 @@ class InboundDoor:
             route.name or "inbound",
             ", ".join(route.users),
         )
-        call = self._new_call(request, arrival.call_id, source, transport, self._trunks[trunk])
+        # The ring's own deadlines end it first; this one holds should the host never decide.
+        limit = route.ring_timeout + self._answer_wait + UNANSWERED_MARGIN
+        call = self._new_call(
+            request, arrival.call_id, source, transport, self._trunks[trunk], limit
+        )
+        self._ringing.append(call)
         self._arrivals.append(arrival)
         return call
 
@@ -369,21 +441,56 @@ def _reply(
     return make_response(request, status, phrase, to_tag=new_tag(), headers=headers)
 
 
-def _offer(request: Request) -> str | None:
-    """The INVITE's SDP offer, or None when it carries none (or not as ``application/sdp``)."""
+def _offer(request: Request) -> str:
+    """The INVITE's body as SDP text; empty when it carries none as ``application/sdp``."""
     try:
         content_type = request.content_type
     except ValueError:
-        return None
+        return ""
     if content_type is None or not request.body:
-        return None
+        return ""
     if content_type.mime_type.lower() != "application/sdp":
-        return None
+        return ""
     try:
-        sdp = request.body.decode("utf-8")
+        return request.body.decode("utf-8")
     except UnicodeDecodeError:
-        return None
-    return sdp if "m=audio" in sdp else None
+        return ""
+
+
+def _offer_problem(offer: str, srtp: str) -> str:
+    """Why media could not answer ``offer`` for a trunk with this ``srtp`` setting; empty
+    when it can. Media answers the first audio stream with a port (``trunk_answer``): it
+    must speak RTP/AVP (RTP/SAVP with keys, when SRTP is not off) and offer a codec media
+    relays or converts."""
+    if not offer.strip():
+        return "no SDP offer"
+    try:
+        description = sdp.parse(offer)
+    except sdp.SdpError as exc:
+        return f"unreadable SDP: {exc}"
+    index = description.audio_index()
+    if index is None or description.media[index].port == 0:
+        return "no audio stream"
+    media = description.media[index]
+    if media.proto.upper() not in RTP_PROFILES:
+        return "audio is not RTP/AVP or RTP/SAVP"
+    if description.connection_of(media) is None:
+        return "no c= line for the audio stream"
+    if media.secure and srtp == "off":
+        return "SRTP (RTP/SAVP) only, and SRTP is off for this trunk"
+    if (media.secure or srtp == "required") and not media.crypto:
+        return "SRTP without an a=crypto key"
+    for pt in media.payload_types:
+        rtpmap = media.rtpmap(pt)
+        if rtpmap is not None and rtpmap.key in MEDIA_CODECS:
+            return ""
+    return "no codec of PCMU, PCMA, G722, opus"
+
+
+def _warning(text: str) -> str:
+    """A ``Warning`` value (RFC 3261 20.43): code 399, no agent name, ``text`` quoted."""
+    quoted = _printable(text, 120).replace("\\", "").replace('"', "'")
+    return f'399 - "{quoted}"'
 
 
 def _to_user(request: Request) -> str:

@@ -4,8 +4,13 @@
 browsers over NATS) and tells the call: ``start`` (100 Trying), ``ring``
 (180, once), ``reject`` (a final 4xx-6xx), ``answer`` (200 with our SDP,
 re-sent until the ACK by the INVITE server transaction) or ``hangup``
-(480 or 487 before the answer, BYE after). The trunk's CANCEL before our
-final response gets 200, the INVITE 487, and the call ends ``cancelled``.
+(before the answer a final response saying why, ``unanswered_status``:
+503 with Retry-After when the agent stops, 500 for internal, else 480; BYE
+after).
+Only the trunk's CANCEL before our final response gets the INVITE a 487
+(and the CANCEL its 200): the call ends ``cancelled``. A call that gets no
+final response from the host within ``max_unanswered`` of its start ends
+itself with 480, ``no_answer``: a backstop should the host never decide.
 
 On the ACK the call reports ``Answered`` with the INVITE's SDP offer (the
 trunk's side of the session) and from then on is a confirmed dialog like an
@@ -52,8 +57,28 @@ log = logging.getLogger(__name__)
 
 SUPPORTED = "timer"
 "The option tags we support (``Supported``; anything else in a ``Require`` gets 420)."
-UNAVAILABLE = frozenset({errors.NO_ANSWER, errors.NOT_LISTENING, errors.BROWSER_GONE})
-"Causes of a hang-up before the answer that tell the trunk 480 (nobody can take it); others 487."
+MAX_UNANSWERED = 600.0
+"Seconds a call may wait for the host's final response, at most (ring, claim, media set-up)."
+RETRY_AFTER = "5"
+"Seconds the trunk is asked to wait before it tries this agent again (a 503 while draining)."
+SHUTTING_DOWN = frozenset({errors.NORMAL, errors.DRAINING, errors.MEDIA_SHUTDOWN})
+"""Causes of a hang-up before the answer that tell the trunk 503: try another agent. Before
+the answer no browser hangs up (the ring speaks for them), so ``normal`` is this agent's own
+end: the service stopping."""
+
+
+def unanswered_status(cause: str) -> tuple[int, str, tuple[tuple[str, str], ...]]:
+    """The final response to the INVITE of a call hung up before its answer, by cause:
+    503 (Retry-After) when this agent stops, 500 for its own fault, 487 only for the
+    caller's CANCEL, else 480 (no answer, nobody listening, set-up or media failed,
+    an operator)."""
+    if cause in SHUTTING_DOWN:
+        return 503, "Service Unavailable", (("Retry-After", RETRY_AFTER),)
+    if cause == errors.INTERNAL:
+        return 500, "Server Internal Error", ()
+    if cause == errors.CANCELLED:
+        return 487, "Request Terminated", ()
+    return 480, "Temporarily Unavailable", ()
 
 
 @dataclass(frozen=True)
@@ -82,6 +107,7 @@ class InboundCall(CallBase):
         transfer: str = "follow",
         t1: float = T1,
         rng: random.Random | None = None,
+        max_unanswered: float = MAX_UNANSWERED,
     ) -> None:
         """``invite``: the trunk's INVITE, parsed and admitted (``refusal`` found nothing).
 
@@ -114,6 +140,9 @@ class InboundCall(CallBase):
         self._rang = False
         self._answer_sdp = ""
         self._settled: Negotiated = None
+        self._max_unanswered = max_unanswered
+        self._give_up_at: float | None = None
+        "When the call ends itself (480) if the host never gave a final response."
 
     @staticmethod
     def refusal(invite: Request) -> Refusal | None:
@@ -148,6 +177,11 @@ class InboundCall(CallBase):
         """180 was sent and no final response yet."""
         return self._rang and self.state is CallState.PROCEEDING
 
+    @property
+    def unanswered(self) -> bool:
+        """No final response yet: the call still waits for the host (it rings)."""
+        return self.state in (CallState.IDLE, CallState.PROCEEDING)
+
     # --- driving -----------------------------------------------------------------
 
     def start(self, now: float) -> None:
@@ -155,6 +189,7 @@ class InboundCall(CallBase):
         if self.state is not CallState.IDLE:
             return
         self._set_state(CallState.PROCEEDING)
+        self._give_up_at = now + self._max_unanswered
         self._send(self._response(100), now)
 
     def ring(self, now: float) -> None:
@@ -211,9 +246,8 @@ class InboundCall(CallBase):
         """End the call from our side: 480 or 487 before the answer, BYE after."""
         state = self.state
         if state in (CallState.IDLE, CallState.PROCEEDING):
-            status = 480 if cause in UNAVAILABLE else 487
-            reason = "Temporarily Unavailable" if status == 480 else "Request Terminated"
-            self._send(self._response(status, reason), now)
+            status, reason, headers = unanswered_status(cause)
+            self._send(self._response(status, reason, headers=list(headers)), now)
             self._end(Ended(cause, status, reason), now)
         elif state is CallState.ACCEPTED:
             # RFC 3261 15: no BYE before the ACK (or its timeout); the host is told now.
@@ -227,13 +261,20 @@ class InboundCall(CallBase):
     # --- the INVITE server transaction -------------------------------------------
 
     def _setup_timer(self) -> float | None:
-        return self._server.get_timer()
+        timers = [self._server.get_timer()]
+        if self.state is CallState.PROCEEDING:
+            timers.append(self._give_up_at)
+        return min((t for t in timers if t is not None), default=None)
 
     def _on_setup_timer(self, now: float) -> None:
         deadline = self._server.get_timer()
         if deadline is not None and deadline <= now:
             self._server.handle_timer(now)
             self._drain_server(now)
+        give_up = self._give_up_at
+        if self.state is CallState.PROCEEDING and give_up is not None and give_up <= now:
+            log.info("%s: no final response from the host in time: 480", self.call_id)
+            self.reject(480, "Temporarily Unavailable", now, cause=errors.NO_ANSWER)
 
     def _send(self, response: Response, now: float) -> None:
         log.info("%s: > %s", self.call_id, summary(response))

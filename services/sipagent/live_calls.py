@@ -4,7 +4,14 @@ A call is ringing (inbound, not answered yet: its ``Ringing`` core hears the
 bus through an inbox), answered or dialing (its ``CallHandle`` takes hang-up,
 hold and DTMF), or not started yet (an outbound call still resolving: a
 hang-up waits here for the INVITE). Signaling's and media's events for a
-call arrive at ``on_peer_event``.
+call arrive at ``on_peer_event``; once an inbound call is answered, a slow
+instance's late ``RingingStarted`` (or ``AcceptRequested``) hears the
+``CallClaimed`` of the winner again. ``end_ringing`` is an operator's
+hang-up of a call still ringing here (``bridge calls hangup``).
+
+A ringing call hung up here before its answer gets a final response that
+says why (``InboundCall.hangup``): the service stopping (``shutdown`` hangs
+up ``normal``) 503, a failure 480 or 500; 487 is only for the caller's own CANCEL.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from proto.events import (
 from services.sipagent.call_reports import CallReports
 from services.sipagent.handle import CallHandle
 from services.sipagent.ringing import BusEvent as RingEvent
+from services.sipagent.ringing import late_claim
 from services.sipagent.spans import SipSpans
 
 log = logging.getLogger(__name__)
@@ -42,6 +50,8 @@ class LiveCalls:
         "Calls dialing or answered."
         self._ringing: dict[str, tuple[CallHandle, Inbox]] = {}
         "Inbound calls not answered yet: their handle, and the bus events for their ring."
+        self._winners: dict[str, str] = {}
+        "Inbound calls answered: the signaling instance that won each."
         self._spans: dict[str, SipSpans] = {}
         self._early_hangups: dict[str, str] = {}
         "Hang-ups that arrived before the INVITE went out, by call id."
@@ -67,10 +77,21 @@ class LiveCalls:
         self._ringing[call_id] = (handle, inbox)
         return inbox
 
-    def answered(self, call_id: str) -> None:
-        """An inbound call answered: from here on it is a call like an outbound one."""
+    def answered(self, call_id: str, winner: str) -> None:
+        """An inbound call answered (``winner``: the signaling instance that claimed it):
+        from here on it is a call like an outbound one."""
         handle, _ = self._ringing.pop(call_id)
         self._handles[call_id] = handle
+        self._winners[call_id] = winner
+
+    def end_ringing(self, call_id: str, cause: str) -> bool:
+        """Hang up a call still ringing here, by its ``Ringing`` core (480 to the trunk,
+        ``CallEnded`` with ``cause`` to every ringing browser); whether one was."""
+        ringing = self._ringing.get(call_id)
+        if ringing is None:
+            return False
+        ringing[1].put_nowait(HangupRequested(call_id=call_id, cause=cause))
+        return True
 
     def early_hangup(self, call_id: str) -> str | None:
         """The cause of a hang-up that came before the INVITE went out (taken once)."""
@@ -85,6 +106,7 @@ class LiveCalls:
         self._spans.pop(call_id, None)
         self._handles.pop(call_id, None)
         self._ringing.pop(call_id, None)
+        self._winners.pop(call_id, None)
         self._early_hangups.pop(call_id, None)
 
     def abandon(self, call_id: str) -> None:
@@ -109,7 +131,8 @@ class LiveCalls:
         if handle is not None:
             handle.hangup(cause)
         elif ringing is not None:
-            ringing[0].hangup(cause)  # the trunk gets a final response; Ended follows
+            # The trunk gets a final response saying why (InboundCall.hangup); Ended follows.
+            ringing[0].hangup(cause)
         elif call_id in self._running:
             self._early_hangups.setdefault(call_id, cause)
 
@@ -122,6 +145,11 @@ class LiveCalls:
         ringing = self._ringing.get(event.call_id)
         if ringing is not None and isinstance(event, RingEvent):
             ringing[1].put_nowait(event)  # its Ringing core decides
+            return
+        winner = self._winners.get(event.call_id, "")
+        claim = late_claim(event, event.call_id, winner)
+        if claim is not None:
+            await self._reports.publish(claim)  # a slow instance rang after the answer
             return
         if isinstance(event, HangupRequested | CallEnded):
             self.hangup(event.call_id, event.cause)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import ssl
 import sys
 from collections.abc import Callable, Sequence
@@ -30,6 +29,7 @@ from typing import TextIO
 
 from sipmessage import Request, Response
 
+from services.common import sdp
 from services.common.providers import DEFAULT_TRUNK, Trunk
 from services.common.settings import (
     Settings,
@@ -68,17 +68,6 @@ DEFAULT_TIMEOUT = 5.0
 "Seconds allowed to each step."
 
 Addr = tuple[str, int]
-
-# Static RTP payload types (RFC 3551) a trunk may list without an rtpmap.
-_STATIC_PAYLOADS = {
-    "0": "PCMU",
-    "3": "GSM",
-    "4": "G723",
-    "8": "PCMA",
-    "9": "G722",
-    "18": "G729",
-}
-_RTPMAP = re.compile(r"^a=rtpmap:(\d+)\s+([^/\s]+)", re.MULTILINE)
 
 
 @dataclass
@@ -134,21 +123,21 @@ def format_step(step: Step) -> str:
     return f"{mark} {step.name}: {detail}"
 
 
-def codecs_of(sdp: str) -> list[str]:
-    """The encoding names an SDP's audio offers, in order (rtpmap names, static types)."""
-    names = {pt: name for pt, name in _RTPMAP.findall(sdp)}
+def codecs_of(text: str) -> list[str]:
+    """The encoding names an SDP's audio sections offer, in order (rtpmap names, RFC 3551
+    static types), read by the shared model; empty when it cannot be read."""
+    try:
+        description = sdp.parse(text)
+    except sdp.SdpError:
+        return []
     codecs: list[str] = []
-    for line in sdp.splitlines():
-        if not line.startswith("m=audio "):
+    for media in description.media:
+        if media.media != "audio":
             continue
-        for pt in line.split()[3:]:
-            name = names.get(pt) or _STATIC_PAYLOADS.get(pt)
-            if name and name not in codecs:
-                codecs.append(name)
-    if not codecs:  # no m=audio line: whatever rtpmap says
-        for name in names.values():
-            if name not in codecs:
-                codecs.append(name)
+        for pt in media.payload_types:
+            rtpmap = media.rtpmap(pt)
+            if rtpmap is not None and rtpmap.encoding not in codecs:
+                codecs.append(rtpmap.encoding)
     return codecs
 
 

@@ -13,16 +13,22 @@ The decisions, in order of the call:
   declined, else 480 (``rejected`` / ``no_answer``); not before
   ``LISTEN_WAIT``, so a slower instance still gets to ring;
 - the first ``AcceptRequested`` → ``CallClaimed`` for that instance; later
-  ones (and instances that ring late) hear ``CallClaimed`` again;
-- no ``AnswerRequested`` within ``ANSWER_WAIT`` of the claim → 480,
-  ``setup_failed``; the winner's hang-up or media's failure first → 480 too;
+  ones (and instances that ring late, also after the answer) hear
+  ``CallClaimed`` again, so their browsers stop ringing;
+- no ``AnswerRequested`` within ``answer_wait`` of the claim → 480,
+  ``setup_failed`` (``answer_wait_for``: signaling's media set-up with its
+  retries); an ``AnswerRequested`` without SDP, the winner's hang-up or
+  media's failure first → 480 too;
 - ``ring_timeout`` without a claim → 480, ``no_answer``;
+- an operator's hang-up (``bridge calls hangup``, cause ``operator``) → 480;
 - the trunk's CANCEL (the call's ``Ended``) → ``cancelled``.
 
-Once it has said ``Answer`` the call is handed over (``answering``): from the
-200 on it runs as an outbound call does. Before the claim, hang-ups on the
-bus are ignored: the instances that rang speak with ``RingingStopped``, and
-only the winner may end a call it set up.
+Every state before the answer has its deadline: ``WAITING``/``RINGING`` the
+listen wait and ``ring_timeout``, ``CLAIMED`` ``answer_wait``. Once it has
+said ``Answer`` the call is handed over (``answering``): from the 200 on it
+runs as an outbound call does; ``late_claim`` answers the late rings then.
+Before the claim, other hang-ups on the bus are ignored: the instances that
+rang speak with ``RingingStopped``, and only the winner may end a call it set up.
 """
 
 from __future__ import annotations
@@ -49,10 +55,33 @@ log = logging.getLogger(__name__)
 
 LISTEN_WAIT = 2.0
 "Seconds after the arrival within which some signaling instance must ring, else 480."
-ANSWER_WAIT = 15.0
-"Seconds after the claim within which media must be ready (``AnswerRequested``), else 480."
+ANSWER_WAIT = 45.0
+(
+    "Seconds after the claim within which media must be ready (``AnswerRequested``), else"
+    " 480: ``answer_wait_for`` the default ``SETUP_TIMEOUT``."
+)
+SETUP_RETRIES = 35.0
+(
+    "Seconds signaling may spend past ``SETUP_TIMEOUT`` on media set-up: its retries after"
+    " declines take up to 32 s, and the ``AnswerRequested`` still has to travel."
+)
 
 REASONS = {480: "Temporarily Unavailable", 486: "Busy Here", 603: "Decline"}
+
+
+def answer_wait_for(setup_timeout: float) -> float:
+    """How long a claimed call waits for media (``AnswerRequested``): signaling's
+    ``SETUP_TIMEOUT`` and its retries after declines."""
+    return setup_timeout + SETUP_RETRIES
+
+
+def late_claim(event: object, call_id: str, winner: str) -> CallClaimed | None:
+    """After the answer: the ``CallClaimed`` that stops a late ring (a ``RingingStarted`` or
+    ``AcceptRequested`` of a slow instance) at its browsers; None for other events."""
+    if isinstance(event, RingingStarted | AcceptRequested) and winner:
+        return CallClaimed(call_id=call_id, signaling_id=winner)
+    return None
+
 
 BusEvent = (
     RingingStarted
@@ -172,7 +201,13 @@ class Ringing:
 
     def receive(self, event: BusEvent, now: float) -> None:
         """An event from signaling's (or media's) subject of this call."""
+        if self.state is State.ANSWERING and late_claim(event, self.call_id, self.claimed_by):
+            self._publish_claim()  # a slow instance rings late: it lost
+            return
         if self.finished:
+            return
+        if isinstance(event, HangupRequested) and event.cause == errors.OPERATOR:
+            self._reject(480, errors.OPERATOR, "an operator hung up")
             return
         if isinstance(event, RingingStarted):
             self._ringing_started(event)
@@ -244,6 +279,9 @@ class Ringing:
     def _answer(self, event: AnswerRequested) -> None:
         if self.state is not State.CLAIMED:
             log.debug("%s: AnswerRequested before any claim, ignored", self.call_id)
+            return
+        if not event.answer_sdp.strip():
+            self._reject(480, errors.SETUP_FAILED, "media's answer has no SDP")
             return
         self.state = State.ANSWERING
         self.media_id = event.media_id

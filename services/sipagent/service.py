@@ -116,6 +116,11 @@ class SipAgentService:
         if self._door is not None:
             self._door.open = False
 
+    def end_ringing(self, call_id: str, cause: str) -> bool:
+        """An operator's hang-up of an inbound call still ringing here (``bridge calls
+        hangup``): 480 to the trunk, ``CallEnded`` to the browsers; whether one was."""
+        return self._calls.end_ringing(call_id, cause)
+
     def on_inbound_call(self, handle: CallHandle) -> None:
         """``SipAgent.on_call``: the agent hosts a call ``InboundDoor`` admitted; ring it."""
         call_id = handle.call.call_id

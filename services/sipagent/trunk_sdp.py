@@ -75,13 +75,19 @@ class Audio:
     def parse(cls, text: str) -> Audio:
         description, index = _audio_of(text)
         media = description.media[index]
-        lines = description.serialize().split("\r\n")[:-1]
-        starts = [i for i, line in enumerate(lines) if line.startswith("m=")]
-        end = starts[index + 1] if index + 1 < len(starts) else len(lines)
+        # The model's own lines: the session's, then each section's, so the audio
+        # section's place is counted, not searched for.
+        lines = replace(description, media=()).serialize().split("\r\n")[:-1]
+        start = len(lines)
+        for at, section in enumerate(description.media):
+            if at == index:
+                start = len(lines)
+            lines += section.serialize_lines()
+        end = start + len(media.serialize_lines())
         connection = description.connection_of(media)
         return cls(
             lines,
-            starts[index],
+            start,
             end,
             list(media.formats),
             {fmt: _encoding(media, fmt) for fmt in media.formats},

@@ -6,8 +6,10 @@ import asyncio
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import nats
 import pytest
 
+from services.common import calls_query
 from tests.integration.client import BridgeClient
 from tests.integration.conftest import SipagentFactory, Stack
 from tests.integration.dns_tls import Stunnel, make_pki
@@ -174,6 +176,27 @@ async def test_cancel_while_ringing_stops_the_ringing(stack: Stack, inbound: Inb
         assert ended.get("call_id", incoming["call_id"]) == incoming["call_id"], ended
         assert await sipp.wait(10) == 0, sipp.messages()
     finally:
+        await client.close()
+
+
+async def test_an_operator_ends_a_ringing_call_480_at_the_trunk(
+    stack: Stack, inbound: Inbound
+) -> None:
+    """``bridge calls hangup`` of a call no browser took yet: the SIP agent holding it
+    answers, the trunk hears 480 (not 487) and the ringing browser ``ended`` (operator)."""
+    inbound.start_agent()
+    client = await listener(stack)
+    nc = await nats.connect(stack.nats_url.split(","), connect_timeout=2)
+    try:
+        sipp = inbound.call("call_in_refused.xml", status="480")
+        incoming = await client.expect("incoming", 15)
+        answer = await calls_query.request_hangup(nc, str(incoming["call_id"]), 5.0)
+        assert answer is not None and answer.sipagent_id and not answer.signaling_id, answer
+        ended = await client.expect("ended", 10)
+        assert ended["cause"] == "operator", ended
+        assert await sipp.wait(10) == 0, sipp.messages()
+    finally:
+        await nc.close()
         await client.close()
 
 

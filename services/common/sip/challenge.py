@@ -9,8 +9,11 @@ correct answer on an expired nonce gets a fresh challenge with ``stale=true``,
 so the peer retries without asking its user again.
 
 ``now`` is wall-clock seconds (``time.time()``), the clock replicas share;
-the challenger holds no timer. Passwords, HA1 values and response digests
-never appear in a ``Verdict``, a log line or an exception.
+the challenger holds no timer. Passwords, HA1 values, response digests and
+the secret never appear in a ``Verdict``, a log line or an exception. The
+secret is random (``random_secret``, or one configured for the replicas),
+never derived from the passwords: a 401 would let its reader test password
+guesses offline.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ CLOCK_SKEW = 5.0
 "Seconds a nonce may be dated in the future (replicas' clocks differ a little)."
 MAX_TRACKED_NONCES = 10000
 "Nonces whose last ``nc`` is remembered against replays, at most (the oldest go first)."
+MIN_SECRET_BYTES = 16
+"The shortest nonce secret accepted."
 
 _SALT = 8
 _MAC = 16
@@ -65,6 +70,9 @@ class Verdict:
     "Why they were refused, in a few words fit for a log line."
     stale: bool = False
     "Right credentials on an expired nonce: challenge again with ``stale=true``."
+    unknown_nonce: bool = False
+    """A nonce this secret did not sign (another replica's with its own secret, or forged):
+    nothing was checked; challenge afresh (``stale=false``) rather than refuse."""
 
 
 class DigestChallenger:
@@ -86,8 +94,8 @@ class DigestChallenger:
         nonces gets the same one (at least 16 random bytes). ``proxy`` makes it
         a 407 challenger (``Proxy-Authenticate``/``Proxy-Authorization``).
         """
-        if len(secret) < 16:
-            raise ValueError("the nonce secret needs at least 16 bytes")
+        if len(secret) < MIN_SECRET_BYTES:
+            raise ValueError(f"the nonce secret needs at least {MIN_SECRET_BYTES} bytes")
         unknown = [a for a in algorithms if a not in _HASH_NAMES]
         if unknown or not algorithms:
             raise ValueError(f"unsupported digest algorithms {unknown or algorithms!r}")
@@ -186,7 +194,7 @@ class DigestChallenger:
         nonce = params.get("nonce", "")
         issued = self._issued(nonce)
         if issued is None:
-            return refuse("nonce not issued by this realm")
+            return Verdict(False, username, "nonce not issued by this realm", unknown_nonce=True)
         if issued > now + CLOCK_SKEW:
             return refuse("nonce dated in the future")
         if not hmac.compare_digest(params.get("opaque", ""), self._opaque):
@@ -253,6 +261,11 @@ class DigestChallenger:
                 del self._last_nc[key]
         while len(self._last_nc) >= MAX_TRACKED_NONCES:
             del self._last_nc[next(iter(self._last_nc))]
+
+
+def random_secret() -> bytes:
+    """A nonce secret for one process (32 random bytes): its nonces are good with it only."""
+    return secrets.token_bytes(32)
 
 
 def _hmac(secret: bytes, data: bytes) -> bytes:

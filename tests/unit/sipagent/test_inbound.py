@@ -6,6 +6,7 @@ import asyncio
 import ipaddress
 from typing import Any, cast
 
+import pytest
 from sipmessage import Request, Response
 
 from proto import errors, subjects
@@ -23,7 +24,7 @@ from services.common.inbound_routes import InboundAuth, InboundRoute, default_us
 from services.common.metrics import Metrics
 from services.common.nats_access import may_publish, may_subscribe
 from services.common.providers import Trunk
-from services.common.settings import Settings
+from services.common.settings import Settings, SettingsError, load_settings
 from services.common.sip.auth import DigestAuthenticator
 from services.common.sip.message import parse_message
 from services.sipagent.agent import AgentConfig, SipAgent
@@ -78,9 +79,16 @@ class FakeCall:
 class Door:
     """An ``InboundDoor`` with fakes around it, and what it did."""
 
-    def __init__(self, routes: tuple[InboundRoute, ...] | None = None, **trunk: Any) -> None:
+    def __init__(
+        self,
+        routes: tuple[InboundRoute, ...] | None = None,
+        *,
+        options: dict[str, Any] | None = None,
+        **trunk: Any,
+    ) -> None:
         self.built: list[tuple[str, tuple[str, int], str, str]] = []
         self.refusals: list[tuple[str, int]] = []
+        self.limits: list[float] = []
         self.drop = False
         trunks = {
             "default": Trunk(name="default", host=TRUNK_IP),
@@ -102,12 +110,19 @@ class Door:
             trunks_at=lambda host: ("default",) if host == TRUNK_IP else (),
             auth=auth if auth else None,
             refused=self._refused,
-            call_ids=lambda: "in-1",
+            **{"call_ids": lambda: "in-1", **(options or {})},
         )
 
     def _new_call(
-        self, request: Request, call_id: str, source: tuple[str, int], transport: str, trunk: Trunk
+        self,
+        request: Request,
+        call_id: str,
+        source: tuple[str, int],
+        transport: str,
+        trunk: Trunk,
+        max_unanswered: float,
     ) -> SipCall:
+        self.limits.append(max_unanswered)
         self.built.append((call_id, source, transport, trunk.name))
         return cast(SipCall, FakeCall(call_id, request.call_id))
 
@@ -265,7 +280,7 @@ def test_an_invite_the_bridge_cannot_answer_gets_the_call_s_refusal() -> None:
 
 
 async def ringing_service(
-    metrics: Metrics | None = None,
+    metrics: Metrics | None = None, **overrides: Any
 ) -> tuple[SipAgent, FakeTransport, FakeBus, SipAgentService]:
     """An agent on a fake transport, its service on a fake bus, wired as ``main`` wires them:
     the ``.env`` trunk at ``TRUNK``, ``INBOUND_USER=alice``, ``SIP_INBOUND_FROM`` a range."""
@@ -279,8 +294,9 @@ async def ringing_service(
         sip_trunk_port=TRUNK[1],
         inbound_user="alice",
         sip_inbound_from=(ipaddress.ip_network("198.51.100.0/24"),),
+        **overrides,
     )
-    door = inbound_door(agent, settings)
+    door = inbound_door(agent, settings, metrics)
     bus = FakeBus()
     service = SipAgentService(bus, agent, "sa1", door=door)  # type: ignore[arg-type]
     agent.on_call = service.on_inbound_call
@@ -393,3 +409,220 @@ async def test_an_invite_from_the_inbound_from_range_rings() -> None:
     assert not may_publish("signaling", subject) and not may_subscribe("media", subject)
     await service.shutdown(grace=0.1)
     await agent.close()
+
+
+# --- what a review found ------------------------------------------------------------------
+
+
+def test_the_nonce_key_is_a_random_secret_not_the_trunks_passwords() -> None:
+    trunks = [Trunk(name="carrier", host="x", inbound_auth=InboundAuth("twilio", "pw"))]
+    secret = b"a shared secret of 16+ bytes"
+    # The opaque (an HMAC under the nonce key) is the same for any password with one
+    # secret, and differs between two processes with the same passwords and no secret.
+    one = DigestTrunks(trunks, secret=secret).check(invite())
+    other_password = [
+        Trunk(name="carrier", host="x", inbound_auth=InboundAuth("twilio", "another"))
+    ]
+    two = DigestTrunks(other_password, secret=secret).check(invite())
+    assert isinstance(one, Response) and isinstance(two, Response)
+    assert _opaque(one) == _opaque(two)
+    assert _opaque(DigestTrunks(trunks).check(invite())) != _opaque(
+        DigestTrunks(trunks).check(invite())
+    )
+
+
+def _opaque(challenge: object) -> str:
+    assert isinstance(challenge, Response)
+    value = challenge.headers.get("WWW-Authenticate") or ""
+    return value.split('opaque="', 1)[1].split('"', 1)[0]
+
+
+def test_replicas_sharing_sip_nonce_secret_accept_each_other_s_nonces() -> None:
+    trunks = [Trunk(name="carrier", host="x", inbound_auth=InboundAuth("twilio", "pw"))]
+    secret = b"the replicas' shared secret"
+    first, second = (DigestTrunks(trunks, secret=secret, clock=lambda: 1e6) for _ in "12")
+    challenge = first.check(invite())
+    retry = invite(authorization=answer(challenge, "twilio", "pw"))
+    assert second.check(retry) == "carrier"
+
+
+def test_without_a_shared_secret_a_retry_at_another_replica_gets_a_fresh_401() -> None:
+    auth = InboundAuth(username="twilio", password="pw")
+    first_door, second_door = Door(inbound_auth=auth), Door(inbound_auth=auth)
+    first = first_door.offer(invite(), host="203.0.113.7")
+    retry = invite(authorization=answer(first, "twilio", "pw"))
+    again = second_door.offer(retry, host="203.0.113.7")
+    assert status(again) == 401
+    assert isinstance(again, Response)
+    assert "stale" not in (again.headers.get("WWW-Authenticate") or "")
+    assert second_door.refusals == [] and second_door.built == []
+
+
+KEY = "inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz"
+"An SDES key (a test value)."
+
+
+def _sdp(media: str, extra: str = "") -> str:
+    return (
+        "v=0\r\no=trunk 1 1 IN IP4 198.51.100.10\r\ns=-\r\nc=IN IP4 198.51.100.10\r\n"
+        f"t=0 0\r\n{media}\r\n{extra}"
+    )
+
+
+def test_an_offer_media_cannot_take_gets_488_with_a_warning_and_rings_nobody() -> None:
+    cannot = {
+        "garbage": "this is not SDP",
+        "no audio": _sdp("m=video 4000 RTP/AVP 96", "a=rtpmap:96 H264/90000\r\n"),
+        "port 0": _sdp("m=audio 0 RTP/AVP 0"),
+        "no codec": _sdp("m=audio 4000 RTP/AVP 18", "a=rtpmap:18 G729/8000\r\n"),
+        "not rtp": _sdp("m=audio 4000 udp 0"),
+        "srtp off": _sdp(
+            "m=audio 4000 RTP/SAVP 0", f"a=crypto:1 AES_CM_128_HMAC_SHA1_80 {KEY}\r\n"
+        ),
+        "bad port": _sdp("m=audio 99999 RTP/AVP 0"),
+    }
+    for why, body in cannot.items():
+        door = Door()
+        result = door.offer(invite(sdp=body))
+        assert status(result) == 488, why
+        assert isinstance(result, Response)
+        assert (result.headers.get("Warning") or "").startswith('399 - "'), why
+        assert door.built == [] and door.door.next_arrival() is None, why
+
+
+def test_offers_media_can_take_ring() -> None:
+    crypto = f"a=crypto:1 AES_CM_128_HMAC_SHA1_80 {KEY}\r\n"
+    fine = {
+        "opus": (_sdp("m=audio 4000 RTP/AVP 96", "a=rtpmap:96 opus/48000/2\r\n"), "off"),
+        "g722 static": (_sdp("m=audio 4000 RTP/AVP 9"), "off"),
+        "pcma after g729": (_sdp("m=audio 4000 RTP/AVP 18 8"), "off"),
+        "srtp optional": (_sdp("m=audio 4000 RTP/SAVP 0", crypto), "optional"),
+    }
+    carrier = (ipaddress.ip_network("203.0.113.0/24"),)
+    for why, (body, srtp) in fine.items():
+        door = Door(srtp=srtp, inbound_from=carrier)
+        call = door.offer(invite("+15550002222", sdp=body), host="203.0.113.7")
+        assert isinstance(call, FakeCall), why
+
+
+def test_beyond_max_ringing_the_door_answers_486_and_counts_it() -> None:
+    ringing: set[str] = set()
+    busy: list[int] = []
+    calls = iter(f"in-{n}" for n in range(10))
+    door = Door(
+        options={
+            "max_ringing": 2,
+            "busy": lambda: busy.append(1),
+            "is_unanswered": lambda call: call.call_id in ringing,
+            "call_ids": lambda: next(calls),
+        }
+    )
+    for _ in range(2):
+        call = door.offer(invite())
+        assert isinstance(call, FakeCall)
+        ringing.add(call.call_id)
+    assert status(door.offer(invite())) == 486
+    assert busy == [1] and len(door.built) == 2
+    ringing.discard("in-0")  # answered (or ended): it no longer counts
+    assert isinstance(door.offer(invite()), FakeCall)
+
+
+def test_the_door_gives_each_call_a_backstop_past_its_ring_and_answer_wait() -> None:
+    door = Door(options={"answer_wait": 45.0})
+    door.offer(invite())
+    arrival = door.door.next_arrival()
+    assert arrival is not None and arrival.answer_wait == 45.0
+    assert door.limits == [30.0 + 45.0 + 10.0]
+
+
+async def test_without_on_call_an_admitted_invite_gets_503_not_a_call_that_waits() -> None:
+    agent, transport, _, service = await ringing_service()
+    agent.on_call = None
+    agent.receive(bytes(invite()), TRUNK)
+    await until(lambda: 503 in responses(transport))
+    assert responses(transport) == [100, 503]
+    await service.shutdown(grace=0.1)
+    await agent.close()
+
+
+async def test_inbound_max_ringing_refuses_486_in_the_refusal_metric() -> None:
+    metrics = Metrics()
+    agent, transport, bus, service = await ringing_service(metrics, inbound_max_ringing=1)
+    agent.receive(bytes(invite()), TRUNK)
+    await until(lambda: bool(bus.published))
+    second = invite()
+    second.headers.set("Call-ID", "second@198.51.100.10")
+    agent.receive(bytes(second), TRUNK)
+    await until(lambda: 486 in responses(transport))
+    refused = metrics.registry.get_sample_value(
+        "bridge_sip_refused_total", {"reason": "too_many_ringing"}
+    )
+    assert refused == 1 and len(bus.published) == 1
+    await service.shutdown(grace=0.1)
+    await agent.close()
+
+
+async def _rung(
+    service_parts: tuple[SipAgent, FakeTransport, FakeBus, SipAgentService],
+) -> tuple[str, Request]:
+    agent, transport, bus, _ = service_parts
+    request = invite()
+    agent.receive(bytes(request), TRUNK)
+    await until(lambda: bool(bus.published))
+    call_id = bus.published[0][1].call_id
+    on_signaling = bus.handlers[subjects.call_events(call_id, "signaling")]
+    await on_signaling(RingingStarted(call_id=call_id, signaling_id="s1", listeners=1))
+    await until(lambda: 180 in responses(transport))
+    return call_id, request
+
+
+async def test_a_late_ring_after_the_answer_is_told_the_claim_again() -> None:
+    parts = await ringing_service()
+    agent, transport, bus, service = parts
+    call_id, _ = await _rung(parts)
+    on_signaling = bus.handlers[subjects.call_events(call_id, "signaling")]
+    await on_signaling(AcceptRequested(call_id=call_id, signaling_id="s1", identity="alice"))
+    await on_signaling(AnswerRequested(call_id=call_id, media_id="m1", answer_sdp=SDP))
+    await until(lambda: 200 in responses(transport))
+    await asyncio.sleep(0.01)  # the ring is handed over
+    await on_signaling(RingingStarted(call_id=call_id, signaling_id="s2", listeners=1))
+    claims = [e for e in bus.events() if isinstance(e, CallClaimed)]
+    assert claims[-1] == CallClaimed(call_id=call_id, signaling_id="s1") and len(claims) == 2
+    await service.shutdown(grace=0.1)
+    await agent.close()
+
+
+async def test_an_operator_hangs_up_a_ringing_call_480_and_cause_operator() -> None:
+    parts = await ringing_service()
+    agent, transport, bus, service = parts
+    call_id, _ = await _rung(parts)
+    assert service.end_ringing(call_id, errors.OPERATOR)
+    await until(lambda: any(isinstance(e, CallEnded) for e in bus.events()))
+    ended = next(e for e in bus.events() if isinstance(e, CallEnded))
+    assert ended.cause == errors.OPERATOR and ended.status == 480
+    assert 480 in responses(transport) and 487 not in responses(transport)
+    assert not service.end_ringing("in-unknown", errors.OPERATOR)
+    await until(lambda: not service.holds(call_id))
+    await service.shutdown(grace=0.1)
+    await agent.close()
+
+
+async def test_a_ringing_call_at_shutdown_gets_503_with_retry_after_not_487() -> None:
+    parts = await ringing_service()
+    agent, transport, _, service = parts
+    await _rung(parts)
+    await service.shutdown(grace=0.5)
+    final = next(m for m, _ in transport.sent if isinstance(m, Response) and m.code >= 300)
+    assert final.code == 503 and final.headers.get("Retry-After") == "5"
+    await agent.close()
+
+
+def test_sip_nonce_secret_is_checked_and_never_shown() -> None:
+    with pytest.raises(SettingsError) as raised:
+        load_settings({"SIP_NONCE_SECRET": "too-short"}, dotenv=None)
+    assert "too-short" not in str(raised.value)
+    secret = "a-secret-of-more-than-16-bytes"
+    settings = load_settings({"SIP_NONCE_SECRET": secret, "INBOUND_MAX_RINGING": "7"}, dotenv=None)
+    assert secret not in repr(settings)
+    with pytest.raises(SettingsError):
+        load_settings({"INBOUND_MAX_RINGING": "0"}, dotenv=None)

@@ -11,7 +11,7 @@ from proto import errors
 from services.common.sip.message import make_request, parse_message, tag_of
 from services.sipagent.call_base import CallState
 from services.sipagent.events import Answered, CallEvent, Ended, SessionChanged
-from services.sipagent.inbound_call import InboundCall
+from services.sipagent.inbound_call import MAX_UNANSWERED, InboundCall
 from tests.unit.sipagent.peer import OUR_OFFER, trunk_sdp, with_body
 from tests.unit.sipagent.trunk import respond
 
@@ -145,7 +145,28 @@ def test_invite_retransmitted_while_ringing_gets_the_180_again() -> None:
     trunk = _trunk()
     trunk.do(trunk.call.ring)
     assert _codes(trunk.feed(trunk.invite)) == [180]
-    assert trunk.call.get_timer() is None  # Proceeding waits on the host, not the clock
+    # Proceeding waits on the host; only the backstop is on the clock.
+    assert trunk.call.get_timer() == MAX_UNANSWERED
+
+
+def test_a_call_the_host_never_decides_ends_itself_with_480() -> None:
+    trunk = _trunk()
+    trunk.do(trunk.call.ring)
+    assert trunk.advance(MAX_UNANSWERED - 0.1) == []
+    (final,) = trunk.advance(MAX_UNANSWERED)
+    assert isinstance(final, Response) and final.code == 480
+    assert trunk.events == [Ended(errors.NO_ANSWER, 480, "Temporarily Unavailable")]
+    assert not trunk.call.unanswered
+
+
+def test_the_backstop_is_the_one_the_door_gives() -> None:
+    invite = _invite()
+    call = InboundCall(
+        invite, call_id="in-abc", contact=CONTACT, sent_by="192.0.2.1:5070", max_unanswered=85.0
+    )
+    trunk = Trunk(call, invite, now=5.0)
+    trunk.do(call.start)
+    assert call.unanswered and call.get_timer() == 90.0
 
 
 def test_reject_486_and_603_end_the_call_and_wait_for_the_ack() -> None:
@@ -259,14 +280,35 @@ def test_our_hangup_after_the_answer_sends_bye() -> None:
     assert trunk.call.state is CallState.ENDED
 
 
-def test_hangup_before_the_answer_says_480_or_487() -> None:
+def test_hangup_before_the_answer_says_why_and_487_only_for_a_cancel() -> None:
+    unavailable = (
+        errors.NO_ANSWER,
+        errors.NOT_LISTENING,
+        errors.BROWSER_GONE,
+        errors.SETUP_FAILED,
+        errors.MEDIA_FAILED,
+        errors.OPERATOR,
+    )
+    for cause in unavailable:
+        trunk = _trunk()
+        call = trunk.call
+        (final,) = trunk.do(lambda now, call=call, cause=cause: call.hangup(cause, now))
+        assert isinstance(final, Response) and final.code == 480, cause
+        assert trunk.events == [Ended(cause, 480, "Temporarily Unavailable")]
     trunk = _trunk()
-    (final,) = trunk.do(lambda now: trunk.call.hangup(errors.NO_ANSWER, now))
-    assert isinstance(final, Response) and final.code == 480
-    assert trunk.events == [Ended(errors.NO_ANSWER, 480, "Temporarily Unavailable")]
-    trunk = _trunk()
-    (final,) = trunk.do(lambda now: trunk.call.hangup(errors.OPERATOR, now))
-    assert isinstance(final, Response) and final.code == 487
+    (final,) = trunk.do(lambda now: trunk.call.hangup(errors.INTERNAL, now))
+    assert isinstance(final, Response) and final.code == 500
+    assert trunk.events == [Ended(errors.INTERNAL, 500, "Server Internal Error")]
+
+
+def test_hangup_as_the_agent_stops_says_503_with_retry_after() -> None:
+    for cause in (errors.NORMAL, errors.DRAINING):  # shutdown hangs every call up "normal"
+        trunk = _trunk()
+        call = trunk.call
+        (final,) = trunk.do(lambda now, call=call, cause=cause: call.hangup(cause, now))
+        assert isinstance(final, Response) and final.code == 503
+        assert final.headers.get("Retry-After") == "5"
+        assert trunk.events == [Ended(cause, 503, "Service Unavailable")]
 
 
 def test_hangup_while_the_200_awaits_its_ack_byes_after_the_ack() -> None:

@@ -142,7 +142,10 @@ def test_report_json_shape_and_exit_code() -> None:
 
 def test_codecs_of() -> None:
     assert codecs_of(SDP) == ["PCMU", "PCMA", "telephone-event"]
-    assert codecs_of("v=0\r\na=rtpmap:96 opus/48000/2\r\n") == ["opus"]
+    opus = "v=0\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 96\r\n"
+    assert codecs_of(opus + "a=rtpmap:96 opus/48000/2\r\n") == ["opus"]
+    assert codecs_of("v=0\r\na=rtpmap:96 opus/48000/2\r\n") == []  # no audio section
+    assert codecs_of("not sdp") == []
     assert codecs_of("v=0\r\n") == []
 
 

@@ -23,6 +23,8 @@ from services.sipagent.ringing import (
     Reject,
     Ring,
     Ringing,
+    answer_wait_for,
+    late_claim,
 )
 
 CALL = "c1"
@@ -256,3 +258,87 @@ def test_the_winner_hanging_up_during_set_up_gets_480() -> None:
     out = actions(ring)
     assert out[0] == Reject(480, "Temporarily Unavailable")
     assert ended_of(out).cause == errors.BROWSER_GONE
+
+
+# --- what a review found ------------------------------------------------------------------
+
+
+def claimed(instance: str = "s1") -> Ringing:
+    """A call rung by ``instance`` and accepted there at 101."""
+    ring = core()
+    ring.receive(started(instance), 100.1)
+    ring.receive(accept(instance), 101.0)
+    actions(ring)
+    return ring
+
+
+def test_an_answer_without_sdp_gets_480_setup_failed_not_an_empty_200() -> None:
+    for empty in ("", "  \r\n"):
+        ring = claimed()
+        ring.receive(AnswerRequested(call_id=CALL, media_id="m1", answer_sdp=empty), 102.0)
+        out = actions(ring)
+        assert not [a for a in out if isinstance(a, Answer)]
+        assert out[0] == Reject(480, "Temporarily Unavailable")
+        assert ended_of(out).cause == errors.SETUP_FAILED
+        assert ring.finished and not ring.answering
+
+
+def test_a_late_ring_after_the_answer_hears_the_winner_s_claim() -> None:
+    ring = claimed("s1")
+    ring.receive(AnswerRequested(call_id=CALL, media_id="m1", answer_sdp="v=0\r\n"), 102.0)
+    actions(ring)
+    claim = CallClaimed(call_id=CALL, signaling_id="s1")
+    ring.receive(started("s2"), 103.0)  # a slow instance rings its browsers now
+    assert actions(ring) == [Publish(SUBJECT, claim)]
+    ring.receive(accept("s2"), 103.5)
+    assert actions(ring) == [Publish(SUBJECT, claim)]
+    assert ring.answering  # still handed over
+
+
+def test_late_claim_answers_late_rings_drained_after_the_hand_over() -> None:
+    claim = CallClaimed(call_id=CALL, signaling_id="s1")
+    assert late_claim(started("s2"), CALL, "s1") == claim
+    assert late_claim(accept("s2"), CALL, "s1") == claim
+    assert late_claim(stopped("s2", declined=False), CALL, "s1") is None
+    assert late_claim(HangupRequested(call_id=CALL, cause=errors.NORMAL), CALL, "s1") is None
+    assert late_claim(started("s2"), CALL, "") is None  # no winner: an outbound call
+
+
+def test_an_operator_hangs_up_a_ringing_call_480_operator() -> None:
+    ring = core()
+    ring.receive(started("s1"), 100.1)
+    actions(ring)
+    ring.receive(HangupRequested(call_id=CALL, cause=errors.OPERATOR), 105.0)
+    out = actions(ring)
+    assert out[0] == Reject(480, "Temporarily Unavailable")
+    assert ended_of(out) == CallEnded(
+        call_id=CALL, cause=errors.OPERATOR, status=480, reason="Temporarily Unavailable"
+    )
+    assert ring.finished
+    # Before anyone rang, and while the winner sets media up, alike.
+    for ring in (core(), claimed()):
+        ring.receive(HangupRequested(call_id=CALL, cause=errors.OPERATOR), 101.5)
+        assert ended_of(actions(ring)).cause == errors.OPERATOR
+
+
+def test_the_answer_wait_covers_signaling_s_set_up_and_its_retries() -> None:
+    assert answer_wait_for(10.0) == 45.0 == ANSWER_WAIT
+    assert answer_wait_for(60.0) == 95.0
+    ring = Ringing(CALL, 100.0, ring_timeout=30.0, answer_wait=answer_wait_for(60.0))
+    ring.receive(started("s1"), 100.1)
+    ring.receive(accept("s1"), 101.0)
+    actions(ring)
+    assert ring.get_timer() == 196.0
+    run_until(ring, 195.9)
+    assert actions(ring) == []
+    run_until(ring, 196.0)
+    assert ended_of(actions(ring)).cause == errors.SETUP_FAILED
+
+
+def test_every_state_before_the_answer_has_a_timer() -> None:
+    ring = core()
+    assert ring.get_timer() == 100.0 + LISTEN_WAIT  # waiting
+    ring.receive(started("s1"), 100.1)
+    assert ring.get_timer() == 130.0  # ringing
+    ring.receive(accept("s1"), 101.0)
+    assert ring.get_timer() == 101.0 + ANSWER_WAIT  # claimed
