@@ -293,6 +293,8 @@ class SipAgent:
                 target = action.target
                 transport = self.connections.get(target.transport)
                 self.connections.expect(transport, target, action.tls_ca)
+            elif action.quiet:
+                self._send_unlogged(action.data, action.addr, action.transport)
             else:
                 self._send(action.data, action.addr, self.connections.get(action.transport))
         for hosted in core.inbound_calls():
@@ -327,7 +329,7 @@ class SipAgent:
         transport.send(data, addr)
 
     def _send_unlogged(self, data: bytes, addr: Addr, transport: str) -> None:
-        """``_send`` without its line: the screen's 403s, one per refusal."""
+        """``_send`` without its line: the screen's and the door's refusals, one per request."""
         self.connections.get(transport).send(data, addr)
 
     def _rearm(self) -> None:

@@ -331,8 +331,8 @@ class AgentCore:
         del self._calls[sip_call_id]
         self._late.forget(sip_call_id, call_id, now)
 
-    def _send(self, data: bytes, addr: Addr, transport: str) -> None:
-        self._actions.append(Transmit(data, addr, transport))
+    def _send(self, data: bytes, addr: Addr, transport: str, *, quiet: bool = False) -> None:
+        self._actions.append(Transmit(data, addr, transport, quiet))
 
     # --- failover ----------------------------------------------------------------
 
@@ -380,7 +380,7 @@ class AgentCore:
         if result is None:
             log.debug("dropped %s from %s:%d", summary(request), addr[0], addr[1])
         elif isinstance(result, bytes):
-            self._send(result, addr, transport)
+            self._send(result, addr, transport, quiet=True)
         else:
             # Responses go to the INVITE's source; our in-dialog requests (BYE,
             # re-INVITE, INFO) to the dialog's next hop, like an outbound call's.

@@ -27,6 +27,9 @@ class Transmit:
     addr: Addr
     transport: str
     "``udp``, ``tcp`` or ``tls``: the adapter's open transport of that name."
+    quiet: bool = False
+    """No log line for it: an answer to an INVITE the door refused, which a scanner may
+    draw by the thousand (the door logs its refusals within the screen's budget)."""
 
 
 @dataclass(frozen=True)

@@ -169,6 +169,10 @@ async def call_records(fleet: Fleet) -> dict[str, CallRecord]:
     return {r.dialog.sip_call_id: r for r in await registry_records(fleet) if r.dialog is not None}
 
 
+RECORDS_WITHIN = 10.0
+"Seconds the registry may take to show every connected call's confirmed record."
+
+
 def destination(n: int) -> str:
     return f"+1555000{n:04d}"
 
@@ -216,7 +220,17 @@ async def place_calls(fleet: Fleet, count: int, first: int = 0) -> list[Call]:
 async def identify(fleet: Fleet, sipp: Sipp, calls: list[Call]) -> None:
     """Each call's SIP Call-ID (via its destination) and registry record."""
     ids = sip_call_ids(sipp)
-    records = await call_records(fleet)
+    # The SIP agents write the records beside the call, not before the browser hears
+    # `connected`: on a loaded machine the last writes may still be on their way.
+    deadline = time.monotonic() + RECORDS_WITHIN
+    while True:
+        records = await call_records(fleet)
+        wanted = [records.get(ids[destination(call.n)]) for call in calls]
+        if all(r is not None and r.state == "confirmed" for r in wanted):
+            break
+        if time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)
     for call in calls:
         call.sip_call_id = ids[destination(call.n)]
         call.record = records.get(call.sip_call_id)

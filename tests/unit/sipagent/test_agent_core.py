@@ -39,6 +39,8 @@ class Wire:
     now: float = 0.0
     sent: list[tuple[SipMessage, Addr, str]] = field(default_factory=list)
     connects: list[Connect] = field(default_factory=list)
+    quiet: list[bytes] = field(default_factory=list)
+    "What was sent without a log line."
     events: list[tuple[HostedCall, CallEvent]] = field(default_factory=list)
     inbound: list[HostedCall] = field(default_factory=list)
 
@@ -48,6 +50,8 @@ class Wire:
                 self.connects.append(action)
             else:
                 self.sent.append((parse_message(action.data), action.addr, action.transport))
+                if action.quiet:
+                    self.quiet.append(action.data)
         self.inbound += self.core.inbound_calls()
         while (item := self.core.next_event()) is not None:
             self.events.append(item)
@@ -327,6 +331,8 @@ def test_on_invite_may_answer_alone_and_its_answer_covers_retransmissions() -> N
     assert [r.code for r in w.responses(PEER)] == [486, 486]
     w.receive(peer_request("INVITE", branch="z9hG4bKin2"), PEER)  # a new transaction
     assert offered == ["in-1", "in-1"] and w.core.active_calls == 0
+    # The door logs its refusals within a budget: the answers themselves draw no line.
+    assert len(w.quiet) == 3
 
 
 def test_on_invite_may_drop_and_never_sees_in_dialog_invites() -> None:
