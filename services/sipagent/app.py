@@ -26,9 +26,10 @@ from services.common.providers import Providers
 from services.common.settings import Settings, SettingsError
 from services.sipagent.agent import AgentConfig, SipAgent
 from services.sipagent.answering import answer_operator_hangups
-from services.sipagent.inbound import DigestTrunks, InboundDoor, inbound_calls
+from services.sipagent.inbound import InboundDoor, inbound_calls
 from services.sipagent.ringing import answer_wait_for
 from services.sipagent.service import SipAgentService
+from services.sipagent.trunk_auth import DigestTrunks
 
 __all__ = ["SipAgentService", "inbound_door", "main", "registrations_reply"]
 

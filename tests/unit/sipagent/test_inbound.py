@@ -30,8 +30,9 @@ from services.common.sip.message import parse_message
 from services.sipagent.agent import AgentConfig, SipAgent
 from services.sipagent.app import SipAgentService, inbound_door
 from services.sipagent.hosted import SipCall
-from services.sipagent.inbound import Arrival, DigestTrunks, InboundDoor, inbound_calls
+from services.sipagent.inbound import Arrival, InboundDoor, inbound_calls
 from services.sipagent.inbound_call import InboundCall
+from services.sipagent.trunk_auth import DigestTrunks
 from tests.unit.sipagent.test_agent import TRUNK, FakeBus, FakeTransport, until
 
 TRUNK_IP = "198.51.100.10"
