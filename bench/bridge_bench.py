@@ -119,6 +119,11 @@ class Bridge:
             SIP_USERNAME="demo",
             SIP_DOMAIN="demo.invalid",
             BRIDGE_DEMO="true",
+            # One load generator on one address places every call: the abuse limits
+            # (docs/security.md) would refuse it as the flood it looks like.
+            CALL_RATE="off",
+            SOURCE_CALL_RATE="off",
+            WS_CONNECTIONS_PER_SOURCE="100000",
             PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
         )
         bridge = str(Path(sys.executable).with_name("bridge"))
