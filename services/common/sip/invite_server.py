@@ -22,15 +22,13 @@ needs the clock with ``get_timer()``.
 
 from __future__ import annotations
 
-import enum
 import logging
-from collections import deque
 from dataclasses import dataclass
 
 from sipmessage import Request, Response
 
 from services.common.sip.message import summary, tag_of, top_branch
-from services.common.sip.transaction import T1, T2, T4
+from services.common.sip.transaction import T1, T2, T4, State, TransactionBase
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +51,12 @@ class AckTimedOut:
 ServerEvent = AckReceived | AckTimedOut
 
 
-class ServerState(enum.Enum):
-    PROCEEDING = "proceeding"
-    COMPLETED = "completed"
-    CONFIRMED = "confirmed"
-    ACCEPTED = "accepted"
-    TERMINATED = "terminated"
+ServerState = State
+"""The states an INVITE server transaction goes through: Proceeding, Completed,
+Confirmed, Accepted, Terminated (the transactions' shared ``State``)."""
 
 
-class InviteServerTransaction:
+class InviteServerTransaction(TransactionBase[Response, ServerEvent]):
     """One INVITE we answer: its responses, their retransmission, its ACK."""
 
     def __init__(
@@ -78,29 +73,15 @@ class InviteServerTransaction:
         at once until the ACK (the caller evidently missed it), instead of being
         absorbed until the next retransmission; RFC 6026 leaves that to the
         transaction user."""
-        self.request = request
-        self.reliable = reliable
+        super().__init__(request, reliable=reliable, t1=t1, state=State.PROCEEDING)
         self._resend_2xx = resend_2xx
-        self.state = ServerState.PROCEEDING
         self.acknowledged = False
         "The ACK of our final response arrived."
-        self._t1 = t1
         self._t2 = t2
         self._t4 = t4
         self._last: Response | None = None
         "The last response sent: re-sent for a retransmitted INVITE or by Timer G."
         self._interval = t1
-        self._timers: dict[str, float] = {}
-        self._outbox: list[Response] = []
-        self._events: deque[ServerEvent] = deque()
-
-    @property
-    def branch(self) -> str:
-        return top_branch(self.request)
-
-    @property
-    def terminated(self) -> bool:
-        return self.state is ServerState.TERMINATED
 
     @property
     def final(self) -> Response | None:
@@ -112,7 +93,7 @@ class InviteServerTransaction:
 
     def respond(self, response: Response, now: float) -> None:
         """Send ``response``; a provisional one only in Proceeding, a final one once."""
-        if self.state is not ServerState.PROCEEDING:
+        if self.state is not State.PROCEEDING:
             log.debug("INVITE %s: %s after the final response dropped", self.branch, response.code)
             return
         self._last = response
@@ -121,11 +102,11 @@ class InviteServerTransaction:
         if response.code < 200:
             return
         if response.code < 300:
-            self._set_state(ServerState.ACCEPTED)
+            self._set_state(State.ACCEPTED)
             self._timers["retransmit"] = now + t1
             self._timers["L"] = now + 64 * t1
             return
-        self._set_state(ServerState.COMPLETED)
+        self._set_state(State.COMPLETED)
         if not self.reliable:
             self._timers["G"] = now + t1
         self._timers["H"] = now + 64 * t1
@@ -156,34 +137,25 @@ class InviteServerTransaction:
         """A request that ``matches``: re-send, absorb, or take the ACK."""
         state = self.state
         if request.method == "INVITE":
-            if state in (ServerState.PROCEEDING, ServerState.COMPLETED) and self._last is not None:
+            if state in (State.PROCEEDING, State.COMPLETED) and self._last is not None:
                 log.debug("re-sending %s for a retransmitted INVITE", summary(self._last))
                 self._outbox.append(self._last)
-            elif state is ServerState.ACCEPTED and self._resend_2xx and not self.acknowledged:
+            elif state is State.ACCEPTED and self._resend_2xx and not self.acknowledged:
                 assert self._last is not None
                 log.debug("re-sending %s for a retransmitted INVITE", summary(self._last))
                 self._outbox.append(self._last)
             return  # otherwise Accepted and Confirmed absorb it (RFC 6026 8.5)
-        if state is ServerState.COMPLETED:
+        if state is State.COMPLETED:
             self.acknowledged = True
             self._timers.clear()
-            self._set_state(ServerState.CONFIRMED)
+            self._set_state(State.CONFIRMED)
             self._timers["I"] = now + (0.0 if self.reliable else self._t4)
-        elif state is ServerState.ACCEPTED and not self.acknowledged:
+        elif state is State.ACCEPTED and not self.acknowledged:
             self.acknowledged = True
             self._timers.pop("retransmit", None)
             self._events.append(AckReceived(request))
 
     # --- timers ------------------------------------------------------------------
-
-    def get_timer(self) -> float | None:
-        return min(self._timers.values(), default=None)
-
-    def handle_timer(self, now: float) -> None:
-        for name, deadline in sorted(self._timers.items(), key=lambda item: item[1]):
-            if deadline <= now and self._timers.get(name) == deadline:
-                del self._timers[name]
-                self._on_timer(name, now)
 
     def _on_timer(self, name: str, now: float) -> None:
         last = self._last
@@ -197,21 +169,6 @@ class InviteServerTransaction:
             if not self.acknowledged:
                 log.info("INVITE %s: no ACK for %s", self.branch, summary(last))
                 self._events.append(AckTimedOut(last.code))
-            self._set_state(ServerState.TERMINATED)
+            self._set_state(State.TERMINATED)
         elif name == "I":
-            self._set_state(ServerState.TERMINATED)
-
-    # --- output ------------------------------------------------------------------
-
-    def messages_to_send(self) -> list[Response]:
-        out, self._outbox = self._outbox, []
-        return out
-
-    def next_event(self) -> ServerEvent | None:
-        return self._events.popleft() if self._events else None
-
-    def _set_state(self, state: ServerState) -> None:
-        log.debug("INVITE %s: %s -> %s", self.branch, self.state.value, state.value)
-        self.state = state
-        if state is ServerState.TERMINATED:
-            self._timers.clear()
+            self._set_state(State.TERMINATED)

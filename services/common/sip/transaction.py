@@ -13,6 +13,7 @@ import enum
 import logging
 from collections import deque
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from sipmessage import Request, Response
 
@@ -50,21 +51,29 @@ class State(enum.Enum):
     TRYING = "trying"
     PROCEEDING = "proceeding"
     COMPLETED = "completed"
+    CONFIRMED = "confirmed"
     ACCEPTED = "accepted"
     TERMINATED = "terminated"
 
 
-class _Transaction:
-    """Timers, outbox and events shared by every transaction kind."""
+M = TypeVar("M", bound=SipMessage)
+E = TypeVar("E")
 
-    def __init__(self, request: Request, *, reliable: bool, t1: float) -> None:
+
+class TransactionBase(Generic[M, E]):
+    """Timers, outbox and events shared by every transaction kind (``M``: what it
+    sends, ``E``: the events it reports)."""
+
+    def __init__(
+        self, request: Request, *, reliable: bool, t1: float, state: State = State.TRYING
+    ) -> None:
         self.request = request
         self.reliable = reliable
-        self.state = State.TRYING
+        self.state = state
         self._t1 = t1
         self._timers: dict[str, float] = {}
-        self._outbox: list[SipMessage] = []
-        self._events: deque[TransactionEvent] = deque()
+        self._outbox: list[M] = []
+        self._events: deque[E] = deque()
 
     @property
     def branch(self) -> str:
@@ -83,11 +92,11 @@ class _Transaction:
                 del self._timers[name]
                 self._on_timer(name, now)
 
-    def messages_to_send(self) -> list[SipMessage]:
+    def messages_to_send(self) -> list[M]:
         out, self._outbox = self._outbox, []
         return out
 
-    def next_event(self) -> TransactionEvent | None:
+    def next_event(self) -> E | None:
         return self._events.popleft() if self._events else None
 
     def _on_timer(self, name: str, now: float) -> None:
@@ -102,7 +111,7 @@ class _Transaction:
             self._timers.clear()
 
 
-class _ClientTransaction(_Transaction):
+class _ClientTransaction(TransactionBase[SipMessage, TransactionEvent]):
     def matches(self, response: Response) -> bool:
         """RFC 3261 17.1.3: same top Via branch and same CSeq method."""
         return top_branch(response) == self.branch and response.cseq.method == self.request.method
@@ -238,7 +247,7 @@ class NonInviteClientTransaction(_ClientTransaction):
             self._set_state(State.TERMINATED)
 
 
-class NonInviteServerTransaction(_Transaction):
+class NonInviteServerTransaction(TransactionBase[SipMessage, TransactionEvent]):
     """RFC 3261 17.2.2, reduced to what a UAC needs: answer once, repeat on retransmission.
 
     Also used for the 488 to a re-INVITE, which is retransmitted only when the
